@@ -1,0 +1,17 @@
+//! Pure logic of vapi-edge: everything that decides, nothing that does I/O.
+//!
+//! The Spin component (the crate at the repository root) and the native bench
+//! both drive these modules through thin adapters, so every rule here is
+//! tested natively with `cargo test -p vapi-edge-core`.
+#![forbid(unsafe_code)]
+
+pub mod call;
+pub mod event_key;
+pub mod headers;
+pub mod health;
+pub mod http;
+pub mod payload;
+pub mod phone;
+pub mod schema;
+pub mod standard_webhooks;
+pub mod verify;

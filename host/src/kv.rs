@@ -1,0 +1,260 @@
+//! Key-value store backends behind both `fermyon:spin/key-value` and
+//! `wasi:keyvalue`: in memory (the default) or Redis (from the runtime config).
+//!
+//! `increment` and compare-and-swap are atomic in both: the component's
+//! idempotency claims depend on it.
+
+use anyhow::Result;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One configured store (a label in the runtime config).
+#[derive(Clone)]
+pub enum KvStore {
+    Memory(Arc<Mutex<HashMap<String, Vec<u8>>>>),
+    Redis(Arc<RedisStore>),
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    // Connected lazily so the host starts while Redis is down, and each
+    // request reports the store's state instead of the process dying.
+    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+}
+
+/// A short public reason; Redis' own error text stays in the host log.
+pub type KvError = String;
+
+/// Atomic compare-and-swap in one round trip: ARGV[1] is 1 when a current value
+/// is expected (ARGV[2]), 0 when the key is expected to be absent.
+const CAS_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+else
+  if current then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[3])
+return 1
+";
+
+impl KvStore {
+    pub fn memory() -> Self {
+        KvStore::Memory(Arc::default())
+    }
+
+    pub fn redis(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("invalid Redis url for key-value store: {e}"))?;
+        Ok(KvStore::Redis(Arc::new(RedisStore {
+            client,
+            connection: tokio::sync::Mutex::new(None),
+        })))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        match self {
+            KvStore::Memory(map) => Ok(lock(map).get(key).cloned()),
+            KvStore::Redis(store) => {
+                let mut conn = store.connection().await?;
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            }
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        match self {
+            KvStore::Memory(map) => {
+                lock(map).insert(key.to_string(), value.to_vec());
+                Ok(())
+            }
+            KvStore::Redis(store) => {
+                let mut conn = store.connection().await?;
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            }
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), KvError> {
+        match self {
+            KvStore::Memory(map) => {
+                lock(map).remove(key);
+                Ok(())
+            }
+            KvStore::Redis(store) => {
+                let mut conn = store.connection().await?;
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            }
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, KvError> {
+        match self {
+            KvStore::Memory(map) => Ok(lock(map).contains_key(key)),
+            KvStore::Redis(store) => {
+                let mut conn = store.connection().await?;
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            }
+        }
+    }
+
+    pub async fn keys(&self) -> Result<Vec<String>, KvError> {
+        match self {
+            KvStore::Memory(map) => Ok(lock(map).keys().cloned().collect()),
+            KvStore::Redis(store) => {
+                let mut conn = store.connection().await?;
+                redis::cmd("KEYS")
+                    .arg("*")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            }
+        }
+    }
+
+    /// Adds `delta` to the integer at `key` (absent counts as 0) and returns the sum.
+    /// Values are stored as decimal text, as Redis' INCRBY does.
+    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        match self {
+            KvStore::Memory(map) => {
+                let mut map = lock(map);
+                let current = match map.get(key) {
+                    None => 0,
+                    Some(bytes) => std::str::from_utf8(bytes)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or_else(|| "value is not an integer".to_string())?,
+                };
+                let next = current.checked_add(delta).ok_or("increment overflows")?;
+                map.insert(key.to_string(), next.to_string().into_bytes());
+                Ok(next)
+            }
+            KvStore::Redis(store) => {
+                let mut conn = store.connection().await?;
+                redis::cmd("INCRBY")
+                    .arg(key)
+                    .arg(delta)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            }
+        }
+    }
+
+    /// Sets `key` to `new` only if it still holds `expected` (`None`: absent).
+    /// Returns whether the swap happened.
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        match self {
+            KvStore::Memory(map) => {
+                let mut map = lock(map);
+                if map.get(key).map(Vec::as_slice) != expected {
+                    return Ok(false);
+                }
+                map.insert(key.to_string(), new.to_vec());
+                Ok(true)
+            }
+            KvStore::Redis(store) => {
+                let mut conn = store.connection().await?;
+                let swapped: i64 = redis::Script::new(CAS_SCRIPT)
+                    .key(key)
+                    .arg(if expected.is_some() { "1" } else { "0" })
+                    .arg(expected.unwrap_or_default())
+                    .arg(new)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+                Ok(swapped == 1)
+            }
+        }
+    }
+}
+
+impl RedisStore {
+    async fn connection(&self) -> Result<ConnectionManager, KvError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(redis_error)?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map half-written
+    // (every critical section is a single map operation), so poisoning is moot.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn redis_error(error: redis::RedisError) -> KvError {
+    crate::log::warn("key-value store error", &[("error", &error.to_string())]);
+    if error.is_io_error() || error.is_timeout() || error.is_connection_refusal() {
+        "store unavailable".to_string()
+    } else {
+        "store error".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_increment_starts_at_delta_and_is_decimal_text() {
+        let store = KvStore::memory();
+        assert_eq!(store.increment("k", 1).await, Ok(1));
+        assert_eq!(store.increment("k", 5).await, Ok(6));
+        assert_eq!(store.get("k").await, Ok(Some(b"6".to_vec())));
+        store.set("s", b"text").await.unwrap();
+        assert!(store.increment("s", 1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn memory_compare_and_swap() {
+        let store = KvStore::memory();
+        assert_eq!(store.compare_and_swap("k", None, b"a").await, Ok(true));
+        assert_eq!(store.compare_and_swap("k", None, b"b").await, Ok(false));
+        assert_eq!(
+            store.compare_and_swap("k", Some(b"x"), b"b").await,
+            Ok(false)
+        );
+        assert_eq!(
+            store.compare_and_swap("k", Some(b"a"), b"b").await,
+            Ok(true)
+        );
+        assert_eq!(store.get("k").await, Ok(Some(b"b".to_vec())));
+    }
+}

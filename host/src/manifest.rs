@@ -1,0 +1,311 @@
+//! Reading `spin.toml` (manifest version 2) the way `spin up` does, for the parts
+//! this host supports: variables, HTTP triggers, and each component's source,
+//! outbound hosts, key-value stores and variable templates.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+struct RawManifest {
+    spin_manifest_version: u32,
+    application: RawApplication,
+    #[serde(default)]
+    variables: BTreeMap<String, RawVariable>,
+    #[serde(default)]
+    trigger: RawTriggers,
+    #[serde(default)]
+    component: BTreeMap<String, RawComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawApplication {
+    name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariable {
+    default: Option<String>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    secret: bool,
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttpTrigger>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawHttpTrigger {
+    route: String,
+    component: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawComponent {
+    source: String,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    key_value_stores: Vec<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+}
+
+/// One application variable after resolution. (`secret` only matters to hosts
+/// that print variables; this one never does.)
+#[derive(Debug, Clone)]
+pub struct Variable {
+    pub value: String,
+}
+
+/// A component with everything resolved against the application variables.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub source: PathBuf,
+    pub allowed_outbound_hosts: Vec<String>,
+    pub key_value_stores: Vec<String>,
+    /// Component variables (what `variables::get` sees), already rendered.
+    pub variables: HashMap<String, String>,
+}
+
+/// An HTTP route: an exact path, or a prefix when written `/prefix/...`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub pattern: String,
+    pub component: String,
+}
+
+impl Route {
+    pub fn matches(&self, path: &str) -> bool {
+        match self.pattern.strip_suffix("/...") {
+            Some(prefix) => {
+                path == prefix || path.starts_with(&format!("{prefix}/")) || prefix.is_empty()
+            }
+            None => path == self.pattern || path.trim_end_matches('/') == self.pattern,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    pub routes: Vec<Route>,
+    pub components: HashMap<String, Component>,
+}
+
+/// Loads a manifest; `env` supplies `SPIN_VARIABLE_*` values (a function so tests
+/// need not touch the process environment).
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<App> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read manifest {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base, env).with_context(|| format!("invalid manifest {}", path.display()))
+}
+
+pub fn parse(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<App> {
+    let raw: RawManifest = toml::from_str(text).map_err(|e| anyhow!("{}", e.message()))?;
+    if raw.spin_manifest_version != 2 {
+        bail!("spin_manifest_version must be 2");
+    }
+    let variables = resolve_variables(&raw.variables, env)?;
+    let mut components = HashMap::new();
+    for (id, component) in raw.component {
+        let render_in = |what: &str, template: &str| {
+            render(template, &variables).with_context(|| format!("component `{id}` {what}"))
+        };
+        let allowed_outbound_hosts = component
+            .allowed_outbound_hosts
+            .iter()
+            .map(|t| render_in("allowed_outbound_hosts", t))
+            .collect::<Result<Vec<_>>>()?;
+        let mut component_variables = HashMap::new();
+        for (name, template) in &component.variables {
+            let value = render_in(&format!("variable `{name}`"), template)?;
+            component_variables.insert(name.clone(), value);
+        }
+        components.insert(
+            id,
+            Component {
+                source: base.join(&component.source),
+                allowed_outbound_hosts,
+                key_value_stores: component.key_value_stores,
+                variables: component_variables,
+            },
+        );
+    }
+    let mut routes = Vec::new();
+    for trigger in raw.trigger.http {
+        if !components.contains_key(&trigger.component) {
+            bail!(
+                "trigger route `{}` names component `{}`, which is not defined",
+                trigger.route,
+                trigger.component
+            );
+        }
+        routes.push(Route {
+            pattern: trigger.route,
+            component: trigger.component,
+        });
+    }
+    if routes.is_empty() {
+        bail!("no [[trigger.http]] route is defined");
+    }
+    // Spin prefers the most specific route: exact paths before wildcards, longer first.
+    routes.sort_by_key(|r| {
+        (
+            r.pattern.ends_with("/..."),
+            std::cmp::Reverse(r.pattern.len()),
+        )
+    });
+    Ok(App {
+        name: raw.application.name,
+        routes,
+        components,
+    })
+}
+
+fn resolve_variables(
+    declared: &BTreeMap<String, RawVariable>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, Variable>> {
+    let mut resolved = HashMap::new();
+    for (name, decl) in declared {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            bail!("variable name `{name}` must be lower-case letters, digits and underscores");
+        }
+        if decl.required && decl.default.is_some() {
+            bail!("variable `{name}` cannot be both required and have a default");
+        }
+        let env_name = format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase());
+        let value = match (env(&env_name), &decl.default) {
+            (Some(value), _) => value,
+            (None, Some(default)) => default.clone(),
+            (None, None) => bail!("variable `{name}` is required: set {env_name}"),
+        };
+        let _ = decl.secret;
+        resolved.insert(name.clone(), Variable { value });
+    }
+    Ok(resolved)
+}
+
+/// Renders `{{ name }}` placeholders with application variables.
+fn render(template: &str, variables: &HashMap<String, Variable>) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| anyhow!("unclosed `{{{{` in `{template}`"))?;
+        let name = after[..end].trim();
+        let variable = variables
+            .get(name)
+            .ok_or_else(|| anyhow!("refers to undeclared variable `{name}`"))?;
+        out.push_str(&variable.value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "demo"
+[variables]
+pg_url = { default = "", secret = true }
+token = { required = true }
+host = { default = "http://127.0.0.1:8787" }
+[[trigger.http]]
+route = "/..."
+component = "web"
+[[trigger.http]]
+route = "/healthz"
+component = "web"
+[component.web]
+source = "target/app.wasm"
+allowed_outbound_hosts = ["{{ host }}"]
+key_value_stores = ["default"]
+[component.web.variables]
+pg_url = "{{ pg_url }}"
+token = "Bearer {{token}}"
+"#;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn variables_come_from_spin_variable_env_then_defaults() {
+        let app = parse(
+            MANIFEST,
+            Path::new("/app"),
+            &env(&[("SPIN_VARIABLE_TOKEN", "t0k")]),
+        )
+        .unwrap();
+        let web = &app.components["web"];
+        assert_eq!(web.variables["token"], "Bearer t0k");
+        assert_eq!(web.variables["pg_url"], "");
+        assert_eq!(web.allowed_outbound_hosts, vec!["http://127.0.0.1:8787"]);
+        assert_eq!(web.source, Path::new("/app/target/app.wasm"));
+    }
+
+    #[test]
+    fn a_missing_required_variable_names_the_env_var() {
+        let err = parse(MANIFEST, Path::new("."), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("SPIN_VARIABLE_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn exact_routes_win_over_wildcards() {
+        let app = parse(
+            MANIFEST,
+            Path::new("."),
+            &env(&[("SPIN_VARIABLE_TOKEN", "x")]),
+        )
+        .unwrap();
+        assert_eq!(app.routes[0].pattern, "/healthz");
+        assert!(app.routes[1].matches("/webhooks/vapi"));
+        assert!(Route {
+            pattern: "/api/...".into(),
+            component: "x".into()
+        }
+        .matches("/api/v1"));
+        assert!(!Route {
+            pattern: "/api/...".into(),
+            component: "x".into()
+        }
+        .matches("/apiv1"));
+    }
+
+    #[test]
+    fn an_undeclared_template_variable_is_an_error() {
+        let text = MANIFEST.replace("{{ host }}", "{{ nope }}");
+        let err = parse(&text, Path::new("."), &env(&[("SPIN_VARIABLE_TOKEN", "x")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("undeclared variable `nope`"),
+            "{err:#}"
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! `vapi-edge-host migrate`: applies pending `migrations/*.sql` in file-name
+//! order and records each in `schema_migrations`, so a second run is harmless.
+//!
+//! Migrations are a separate step, never run by the request path.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tokio_postgres::NoTls;
+
+/// One migration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    /// File name without `.sql`, e.g. `0001_init`.
+    pub version: String,
+    pub sql: String,
+    pub checksum: String,
+}
+
+pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read migrations folder {}", dir.display()))?;
+    let mut migrations = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sql") {
+            continue;
+        }
+        let version = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("migration file name is not UTF-8")?
+            .to_string();
+        let sql = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let checksum = hex(&Sha256::digest(sql.as_bytes()));
+        migrations.push(Migration {
+            version,
+            sql,
+            checksum,
+        });
+    }
+    migrations.sort_by(|a, b| a.version.cmp(&b.version));
+    if migrations.is_empty() {
+        bail!("no .sql files in {}", dir.display());
+    }
+    Ok(migrations)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies what is pending; returns the versions applied by this run.
+pub async fn run(pg_url: &str, dir: &Path) -> Result<Vec<String>> {
+    let migrations = read_dir(dir)?;
+    let mut config: tokio_postgres::Config = pg_url
+        .parse()
+        .context("pg_url is not a valid PostgreSQL connection string")?;
+    config.connect_timeout(std::time::Duration::from_secs(5));
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .context("cannot connect to PostgreSQL at pg_url")?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    text PRIMARY KEY,
+                 checksum   text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );
+             SELECT pg_advisory_lock(hashtext('vapi-edge migrate'));",
+        )
+        .await
+        .context("cannot prepare schema_migrations")?;
+    let result = apply(&mut client, &migrations).await;
+    let _ = client
+        .batch_execute("SELECT pg_advisory_unlock(hashtext('vapi-edge migrate'))")
+        .await;
+    result
+}
+
+async fn apply(
+    client: &mut tokio_postgres::Client,
+    migrations: &[Migration],
+) -> Result<Vec<String>> {
+    let applied: Vec<(String, String)> = client
+        .query("SELECT version, checksum FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut done = Vec::new();
+    for migration in migrations {
+        if let Some((_, checksum)) = applied.iter().find(|(v, _)| *v == migration.version) {
+            if *checksum != migration.checksum {
+                bail!(
+                    "migration {} was changed after it was applied; add a new migration instead",
+                    migration.version
+                );
+            }
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(&migration.sql)
+            .await
+            .with_context(|| format!("migration {} failed", migration.version))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+            &[&migration.version, &migration.checksum],
+        )
+        .await?;
+        tx.commit().await?;
+        done.push(migration.version.clone());
+    }
+    Ok(done)
+}

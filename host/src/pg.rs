@@ -1,0 +1,447 @@
+//! Outbound PostgreSQL for `spin:postgres/postgres@4.0.0`: a pool per address,
+//! statements prepared once per connection, and conversions between the WIT
+//! value types and PostgreSQL's.
+
+use crate::bindings::spin::postgres::postgres::{
+    Column, DbDataType, DbError, DbValue, Error as PgError, ParameterValue, QueryError, RowSet,
+};
+use crate::outbound::{default_port, AllowedHosts};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+use tokio_postgres::NoTls;
+
+/// Connections the guest holds open; returned to the pool when the guest drops them.
+pub struct PgConnection {
+    client: Option<deadpool_postgres::Object>,
+    /// Set by BEGIN, cleared by COMMIT/ROLLBACK, so a connection dropped in the
+    /// middle of a transaction is rolled back before it is reused.
+    in_transaction: bool,
+}
+
+/// Pools shared by every request, one per connection string.
+#[derive(Clone, Default)]
+pub struct PgPools {
+    pools: Arc<Mutex<HashMap<String, Pool>>>,
+}
+
+impl PgPools {
+    pub async fn open(
+        &self,
+        address: &str,
+        allowed: &AllowedHosts,
+    ) -> Result<PgConnection, PgError> {
+        let pool = self.pool(address, allowed)?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| PgError::ConnectionFailed(public_pool_error(&e)))?;
+        Ok(PgConnection {
+            client: Some(client),
+            in_transaction: false,
+        })
+    }
+
+    fn pool(&self, address: &str, allowed: &AllowedHosts) -> Result<Pool, PgError> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = pools.get(address) {
+            return Ok(pool.clone());
+        }
+        let mut config = tokio_postgres::Config::from_str(address)
+            .map_err(|_| PgError::ConnectionFailed("invalid connection string".into()))?;
+        check_allowed(&config, allowed)?;
+        config.connect_timeout(Duration::from_secs(5));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(32)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| PgError::ConnectionFailed(format!("cannot build pool: {e}")))?;
+        pools.insert(address.to_string(), pool.clone());
+        Ok(pool)
+    }
+}
+
+fn check_allowed(config: &tokio_postgres::Config, allowed: &AllowedHosts) -> Result<(), PgError> {
+    let ports = config.get_ports();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        let host = match host {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => {
+                return Err(PgError::ConnectionFailed(
+                    "unix-socket addresses are not allowed; use host:port".into(),
+                ))
+            }
+        };
+        let port = ports
+            .get(i)
+            .or(ports.first())
+            .copied()
+            .or(default_port("postgres"))
+            .unwrap_or(5432);
+        if !allowed.allows("postgres", &host, port) {
+            crate::log::warn(
+                "outbound connection denied",
+                &[
+                    ("target", &format!("postgres://{host}:{port}")),
+                    ("reason", "not in allowed_outbound_hosts"),
+                ],
+            );
+            return Err(PgError::ConnectionFailed(format!(
+                "postgres://{host}:{port} is not in allowed_outbound_hosts"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn public_pool_error(error: &deadpool_postgres::PoolError) -> String {
+    crate::log::warn(
+        "postgres connection failed",
+        &[("error", &error.to_string())],
+    );
+    match error {
+        deadpool_postgres::PoolError::Timeout(_) => "timed out connecting to postgres".into(),
+        _ => "could not connect to postgres".into(),
+    }
+}
+
+impl PgConnection {
+    fn client(&self) -> Result<&deadpool_postgres::Object, PgError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| PgError::ConnectionFailed("connection closed".into()))
+    }
+
+    pub async fn query(
+        &mut self,
+        statement: &str,
+        params: Vec<ParameterValue>,
+    ) -> Result<RowSet, PgError> {
+        let client = self.client()?;
+        let prepared = client
+            .prepare_cached(statement)
+            .await
+            .map_err(query_error)?;
+        let values = bind(params, prepared.params())?;
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
+        let rows = client.query(&prepared, &refs).await.map_err(query_error)?;
+        self.track_transaction(statement);
+        let columns = prepared
+            .columns()
+            .iter()
+            .map(|c| Column {
+                name: c.name().to_string(),
+                data_type: data_type(c.type_()),
+            })
+            .collect();
+        let rows = rows
+            .iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| db_value(row, i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RowSet { columns, rows })
+    }
+
+    pub async fn execute(
+        &mut self,
+        statement: &str,
+        params: Vec<ParameterValue>,
+    ) -> Result<u64, PgError> {
+        let client = self.client()?;
+        let prepared = client
+            .prepare_cached(statement)
+            .await
+            .map_err(query_error)?;
+        let values = bind(params, prepared.params())?;
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
+        let count = client
+            .execute(&prepared, &refs)
+            .await
+            .map_err(query_error)?;
+        self.track_transaction(statement);
+        Ok(count)
+    }
+
+    fn track_transaction(&mut self, statement: &str) {
+        let first = statement
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match first.trim_end_matches(';') {
+            "BEGIN" | "START" => self.in_transaction = true,
+            "COMMIT" | "ROLLBACK" | "END" | "ABORT" => self.in_transaction = false,
+            _ => {}
+        }
+    }
+}
+
+impl Drop for PgConnection {
+    /// A connection the guest left inside a transaction (for example because it
+    /// trapped) is closed rather than returned to the pool: the server then rolls
+    /// the transaction back, and no later request inherits it.
+    fn drop(&mut self) {
+        if self.in_transaction {
+            if let Some(client) = self.client.take() {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
+    }
+}
+
+fn query_error(error: tokio_postgres::Error) -> PgError {
+    if let Some(db) = error.as_db_error() {
+        return PgError::QueryFailed(QueryError::DbError(DbError {
+            as_text: db.to_string(),
+            severity: db.severity().to_string(),
+            code: db.code().code().to_string(),
+            message: db.message().to_string(),
+            detail: db.detail().map(str::to_string),
+            extras: Vec::new(),
+        }));
+    }
+    if error.is_closed() {
+        return PgError::ConnectionFailed("connection closed".into());
+    }
+    PgError::QueryFailed(QueryError::Text(error.to_string()))
+}
+
+/// NULL for a parameter of any type.
+#[derive(Debug)]
+struct SqlNull;
+
+impl ToSql for SqlNull {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(IsNull::Yes)
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+type BoxedParam = Box<dyn ToSql + Sync + Send>;
+
+fn bind(params: Vec<ParameterValue>, types: &[Type]) -> Result<Vec<BoxedParam>, PgError> {
+    if params.len() != types.len() {
+        return Err(PgError::BadParameter(format!(
+            "statement has {} parameters, {} given",
+            types.len(),
+            params.len()
+        )));
+    }
+    params
+        .into_iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (param, ty))| {
+            to_sql(param, ty).map_err(|why| PgError::BadParameter(format!("${}: {why}", i + 1)))
+        })
+        .collect()
+}
+
+/// Converts one parameter, widening integers and parsing text where the
+/// statement's declared type asks for it.
+fn to_sql(param: ParameterValue, ty: &Type) -> Result<BoxedParam, String> {
+    use ParameterValue as P;
+    let int = |v: i64| -> Result<BoxedParam, String> {
+        Ok(match *ty {
+            Type::INT2 => Box::new(i16::try_from(v).map_err(|_| "out of range for int2")?),
+            Type::INT4 => Box::new(i32::try_from(v).map_err(|_| "out of range for int4")?),
+            Type::INT8 => Box::new(v),
+            Type::FLOAT8 => Box::new(v as f64),
+            Type::NUMERIC => Box::new(Decimal::from(v)),
+            Type::TEXT | Type::VARCHAR => Box::new(v.to_string()),
+            _ => return Err(format!("integer given for {ty}")),
+        })
+    };
+    Ok(match param {
+        P::DbNull => Box::new(SqlNull),
+        P::Boolean(v) => Box::new(v),
+        P::Int8(v) if *ty == Type::CHAR => Box::new(v),
+        P::Int8(v) => return int(v.into()),
+        P::Int16(v) => return int(v.into()),
+        P::Int32(v) => return int(v.into()),
+        P::Int64(v) => return int(v),
+        P::Floating32(v) if *ty == Type::FLOAT4 => Box::new(v),
+        P::Floating32(v) => Box::new(f64::from(v)),
+        P::Floating64(v) if *ty == Type::FLOAT4 => Box::new(v as f32),
+        P::Floating64(v) if *ty == Type::NUMERIC => {
+            Box::new(Decimal::try_from(v).map_err(|_| "not a finite decimal")?)
+        }
+        P::Floating64(v) => Box::new(v),
+        P::Str(s) => match *ty {
+            Type::UUID => Box::new(uuid::Uuid::parse_str(&s).map_err(|_| "not a uuid")?),
+            Type::JSON | Type::JSONB => {
+                Box::new(serde_json::from_str::<serde_json::Value>(&s).map_err(|_| "not JSON")?)
+            }
+            Type::NUMERIC => Box::new(Decimal::from_str(&s).map_err(|_| "not a decimal")?),
+            _ => Box::new(s),
+        },
+        P::Binary(v) => Box::new(v),
+        P::Date((y, m, d)) => Box::new(date(y, m, d)?),
+        P::Time((h, m, s, ns)) => Box::new(time(h, m, s, ns)?),
+        P::Datetime((y, mo, d, h, mi, s, ns)) => {
+            let naive = NaiveDateTime::new(date(y, mo, d)?, time(h, mi, s, ns)?);
+            if *ty == Type::TIMESTAMPTZ {
+                Box::new(naive.and_utc())
+            } else {
+                Box::new(naive)
+            }
+        }
+        P::Timestamp(secs) => {
+            let at = DateTime::<Utc>::from_timestamp(secs, 0).ok_or("timestamp out of range")?;
+            match *ty {
+                Type::TIMESTAMPTZ => Box::new(at),
+                Type::TIMESTAMP => Box::new(at.naive_utc()),
+                _ => return int(secs),
+            }
+        }
+        P::Uuid(s) => Box::new(uuid::Uuid::parse_str(&s).map_err(|_| "not a uuid")?),
+        P::Jsonb(bytes) => {
+            Box::new(serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|_| "not JSON")?)
+        }
+        P::Decimal(s) => Box::new(Decimal::from_str(&s).map_err(|_| "not a decimal")?),
+        P::ArrayInt32(v) => Box::new(v),
+        P::ArrayInt64(v) => Box::new(v),
+        P::ArrayStr(v) => Box::new(v),
+        P::ArrayDecimal(v) => Box::new(
+            v.into_iter()
+                .map(|d| d.map(|d| Decimal::from_str(&d)).transpose())
+                .collect::<Result<Vec<Option<Decimal>>, _>>()
+                .map_err(|_| "not a decimal")?,
+        ),
+        P::RangeInt32(_) | P::RangeInt64(_) | P::RangeDecimal(_) | P::Interval(_) => {
+            return Err("range and interval parameters are not supported by this host".into())
+        }
+    })
+}
+
+fn date(y: i32, m: u8, d: u8) -> Result<NaiveDate, String> {
+    NaiveDate::from_ymd_opt(y, m.into(), d.into()).ok_or_else(|| "invalid date".into())
+}
+
+fn time(h: u8, m: u8, s: u8, ns: u32) -> Result<NaiveTime, String> {
+    NaiveTime::from_hms_nano_opt(h.into(), m.into(), s.into(), ns)
+        .ok_or_else(|| "invalid time".into())
+}
+
+fn data_type(ty: &Type) -> DbDataType {
+    match *ty {
+        Type::BOOL => DbDataType::Boolean,
+        Type::CHAR => DbDataType::Int8,
+        Type::INT2 => DbDataType::Int16,
+        Type::INT4 => DbDataType::Int32,
+        Type::INT8 => DbDataType::Int64,
+        Type::FLOAT4 => DbDataType::Floating32,
+        Type::FLOAT8 => DbDataType::Floating64,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DbDataType::Str,
+        Type::BYTEA => DbDataType::Binary,
+        Type::DATE => DbDataType::Date,
+        Type::TIME => DbDataType::Time,
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => DbDataType::Datetime,
+        Type::UUID => DbDataType::Uuid,
+        Type::JSON | Type::JSONB => DbDataType::Jsonb,
+        Type::NUMERIC => DbDataType::Decimal,
+        Type::INT4_ARRAY => DbDataType::ArrayInt32,
+        Type::INT8_ARRAY => DbDataType::ArrayInt64,
+        Type::NUMERIC_ARRAY => DbDataType::ArrayDecimal,
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => DbDataType::ArrayStr,
+        _ => DbDataType::Other(ty.name().to_string()),
+    }
+}
+
+/// The raw bytes of a value of a type this host does not convert.
+struct Raw(Vec<u8>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+fn db_value(row: &tokio_postgres::Row, i: usize) -> Result<DbValue, PgError> {
+    fn get<'a, T: FromSql<'a>>(
+        row: &'a tokio_postgres::Row,
+        i: usize,
+    ) -> Result<Option<T>, PgError> {
+        row.try_get::<_, Option<T>>(i)
+            .map_err(|e| PgError::ValueConversionFailed(format!("column {i}: {e}")))
+    }
+    fn datetime(at: NaiveDateTime) -> DbValue {
+        DbValue::Datetime((
+            at.year(),
+            at.month() as u8,
+            at.day() as u8,
+            at.hour() as u8,
+            at.minute() as u8,
+            at.second() as u8,
+            at.nanosecond(),
+        ))
+    }
+    let ty = row.columns()[i].type_().clone();
+    let value = match ty {
+        Type::BOOL => get::<bool>(row, i)?.map(DbValue::Boolean),
+        Type::CHAR => get::<i8>(row, i)?.map(DbValue::Int8),
+        Type::INT2 => get::<i16>(row, i)?.map(DbValue::Int16),
+        Type::INT4 => get::<i32>(row, i)?.map(DbValue::Int32),
+        Type::INT8 => get::<i64>(row, i)?.map(DbValue::Int64),
+        Type::FLOAT4 => get::<f32>(row, i)?.map(DbValue::Floating32),
+        Type::FLOAT8 => get::<f64>(row, i)?.map(DbValue::Floating64),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+            get::<String>(row, i)?.map(DbValue::Str)
+        }
+        Type::BYTEA => get::<Vec<u8>>(row, i)?.map(DbValue::Binary),
+        Type::DATE => get::<NaiveDate>(row, i)?
+            .map(|d| DbValue::Date((d.year(), d.month() as u8, d.day() as u8))),
+        Type::TIME => get::<NaiveTime>(row, i)?.map(|t| {
+            DbValue::Time((
+                t.hour() as u8,
+                t.minute() as u8,
+                t.second() as u8,
+                t.nanosecond(),
+            ))
+        }),
+        Type::TIMESTAMP => get::<NaiveDateTime>(row, i)?.map(datetime),
+        Type::TIMESTAMPTZ => get::<DateTime<Utc>>(row, i)?.map(|t| datetime(t.naive_utc())),
+        Type::UUID => get::<uuid::Uuid>(row, i)?.map(|u| DbValue::Uuid(u.to_string())),
+        Type::JSON | Type::JSONB => get::<serde_json::Value>(row, i)?
+            .map(|v| DbValue::Jsonb(serde_json::to_vec(&v).unwrap_or_default())),
+        Type::NUMERIC => get::<Decimal>(row, i)?.map(|d| DbValue::Decimal(d.to_string())),
+        Type::INT4_ARRAY => get::<Vec<Option<i32>>>(row, i)?.map(DbValue::ArrayInt32),
+        Type::INT8_ARRAY => get::<Vec<Option<i64>>>(row, i)?.map(DbValue::ArrayInt64),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
+            get::<Vec<Option<String>>>(row, i)?.map(DbValue::ArrayStr)
+        }
+        Type::NUMERIC_ARRAY => get::<Vec<Option<Decimal>>>(row, i)?.map(|v| {
+            DbValue::ArrayDecimal(v.into_iter().map(|d| d.map(|d| d.to_string())).collect())
+        }),
+        _ => get::<Raw>(row, i)?.map(|raw| DbValue::Unsupported(raw.0)),
+    };
+    Ok(value.unwrap_or(DbValue::DbNull))
+}

@@ -1,0 +1,387 @@
+//! Serving HTTP with the component: one Engine, one Linker and one
+//! pre-instantiated component for the process; a fresh Store per request,
+//! bounded by an epoch deadline, a wall-clock timeout and a memory limit.
+
+use crate::manifest::{App, Route};
+use crate::outbound::AllowedHosts;
+use crate::runtime_config::RuntimeConfig;
+use crate::state::{ComponentServices, RequestState};
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::server::conn::http1;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks, WasiHttpView};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest a request may run, guest and host calls together.
+    pub request_timeout: Duration,
+    /// Largest linear memory a guest may grow to.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_timeout: Duration::from_secs(30),
+            max_memory_bytes: 128 << 20,
+        }
+    }
+}
+
+struct LoadedComponent {
+    pre: ProxyPre<RequestState>,
+    services: Arc<ComponentServices>,
+}
+
+pub struct Server {
+    engine: Engine,
+    routes: Vec<Route>,
+    components: HashMap<String, LoadedComponent>,
+    limits: Limits,
+}
+
+pub fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    Engine::new(&config)
+        .map_err(wasm_error)
+        .context("cannot create the wasm engine")
+}
+
+impl Server {
+    /// Compiles and links every component of the app; any missing import,
+    /// bad allow-list or unreadable `.wasm` is an error here, not at request time.
+    pub fn new(app: &App, mut runtime: RuntimeConfig, limits: Limits) -> Result<Self> {
+        crate::log::info("loading application", &[("app", &app.name)]);
+        let engine = engine()?;
+        let mut linker: Linker<RequestState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        crate::bindings::HostServices::add_to_linker::<_, HasSelf<RequestState>>(
+            &mut linker,
+            |state| state,
+        )?;
+        let pg = crate::pg::PgPools::default();
+        let mut components = HashMap::new();
+        for (id, spec) in &app.components {
+            if !spec.source.exists() {
+                bail!(
+                    "component `{id}`: {} does not exist (build it with `cargo build --target wasm32-wasip2 --release`)",
+                    spec.source.display()
+                );
+            }
+            let started = Instant::now();
+            let component = Component::from_file(&engine, &spec.source)
+                .map_err(wasm_error)
+                .with_context(|| {
+                    format!("component `{id}`: cannot load {}", spec.source.display())
+                })?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(wasm_error)
+                .with_context(|| {
+                    format!("component `{id}` needs an import this host does not provide")
+                })?;
+            let pre = ProxyPre::new(pre).map_err(wasm_error).with_context(|| {
+                format!("component `{id}` does not export wasi:http/incoming-handler")
+            })?;
+            crate::log::info(
+                "component ready",
+                &[
+                    ("component", id),
+                    ("compile_ms", &started.elapsed().as_millis().to_string()),
+                ],
+            );
+            let allowed = AllowedHosts::parse(&spec.allowed_outbound_hosts)
+                .with_context(|| format!("component `{id}`"))?;
+            let key_value = spec
+                .key_value_stores
+                .iter()
+                .map(|label| (label.clone(), runtime.store_for(label)))
+                .collect();
+            let services = Arc::new(ComponentServices {
+                variables: spec.variables.clone(),
+                key_value,
+                allowed_hosts: Arc::new(allowed),
+                pg: pg.clone(),
+            });
+            components.insert(id.clone(), LoadedComponent { pre, services });
+        }
+        Ok(Server {
+            engine,
+            routes: app.routes.clone(),
+            components,
+            limits,
+        })
+    }
+
+    /// Accepts connections until the process is stopped. Prints the address
+    /// actually bound (useful with port 0) the way `spin up` does.
+    pub async fn serve(self: Arc<Self>, listen: SocketAddr) -> Result<()> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let local = listener.local_addr()?;
+        let ticker = self.engine.weak();
+        std::thread::spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+        println!("Serving http://{local}");
+        println!("Available Routes:");
+        for route in &self.routes {
+            println!("  {}: http://{local}{}", route.component, route.pattern);
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+
+        loop {
+            let (stream, client) = listener.accept().await?;
+            let server = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let server = server.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(server.handle(request, client).await)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+        client: SocketAddr,
+    ) -> hyper::Response<ResponseBody> {
+        let path = request.uri().path().to_string();
+        let Some(route) = self.routes.iter().find(|r| r.matches(&path)) else {
+            return plain(404, "no route matches this path\n");
+        };
+        let Some(component) = self.components.get(&route.component) else {
+            return plain(500, "route names an unknown component\n");
+        };
+        let started = Instant::now();
+        let method = request.method().to_string();
+        match self.run(component, route, request, client).await {
+            Ok(response) => response,
+            Err(error) => {
+                crate::log::error(
+                    "request failed in the component",
+                    &[
+                        ("component", &route.component),
+                        ("method", &method),
+                        ("path", &path),
+                        ("duration_ms", &started.elapsed().as_millis().to_string()),
+                        ("error", &format!("{error:#}")),
+                    ],
+                );
+                plain(500, "internal server error\n")
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        component: &LoadedComponent,
+        route: &Route,
+        mut request: hyper::Request<hyper::body::Incoming>,
+        client: SocketAddr,
+    ) -> Result<hyper::Response<ResponseBody>> {
+        add_spin_headers(&mut request, route, client);
+        let state = RequestState {
+            wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_memory_bytes)
+                .instances(64)
+                .build(),
+            hooks: OutboundHooks {
+                allowed: component.services.allowed_hosts.clone(),
+            },
+            services: component.services.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let ticks =
+            (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let outparam = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = component.pre.clone();
+        let timeout = self.limits.request_timeout;
+        let task = tokio::spawn(async move {
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::Error::msg(format!(
+                    "request exceeded the {} ms deadline",
+                    timeout.as_millis()
+                ))),
+            }
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response.map(|body| body.map_err(|e| e.into()).boxed_unsync())),
+            Ok(Err(code)) => bail!("component answered with an error code: {code:?}"),
+            Err(_) => {
+                let outcome = task.await.context("request task panicked")?;
+                match outcome {
+                    Ok(()) => bail!("component returned without setting a response"),
+                    Err(e) => Err(anyhow::anyhow!("{e:?}")),
+                }
+            }
+        }
+    }
+}
+
+/// wasmtime 48 has its own error type; keep its whole chain in the message.
+fn wasm_error(error: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{error:#}")
+}
+
+pub type ResponseBody = UnsyncBoxBody<Bytes, anyhow::Error>;
+
+fn plain(status: u16, text: &'static str) -> hyper::Response<ResponseBody> {
+    let mut response = hyper::Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+/// The informational headers Spin adds, for components that read them. The
+/// vapi-edge component itself reads none of them.
+fn add_spin_headers(
+    request: &mut hyper::Request<hyper::body::Incoming>,
+    route: &Route,
+    client: SocketAddr,
+) {
+    let path = request.uri().path().to_string();
+    let base = route
+        .pattern
+        .strip_suffix("/...")
+        .unwrap_or(&route.pattern)
+        .to_string();
+    let path_info = path.strip_prefix(&base).unwrap_or("").to_string();
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let full_url = format!(
+        "http://{host}{}",
+        request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let headers = request.headers_mut();
+    for (name, value) in [
+        ("spin-full-url", full_url),
+        ("spin-path-info", path_info),
+        ("spin-matched-route", route.pattern.clone()),
+        ("spin-component-route", base.clone()),
+        ("spin-raw-component-route", route.pattern.clone()),
+        ("spin-base-path", "/".to_string()),
+        ("spin-client-addr", client.to_string()),
+    ] {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Outbound HTTP policy: only destinations in `allowed_outbound_hosts`.
+pub struct OutboundHooks {
+    pub allowed: Arc<AllowedHosts>,
+}
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                )>,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("https").to_string();
+        let host = uri.host().unwrap_or("").to_string();
+        let port = uri
+            .port_u16()
+            .or_else(|| crate::outbound::default_port(&scheme))
+            .unwrap_or(443);
+        if !self.allowed.allows(&scheme, &host, port) {
+            crate::log::warn(
+                "outbound request denied",
+                &[
+                    ("target", &format!("{scheme}://{host}:{port}")),
+                    ("reason", "not in allowed_outbound_hosts"),
+                ],
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let _ = fut;
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
