@@ -45,6 +45,9 @@ CREATE TABLE call_tracking (
     from_number   text,                                            -- contract
     to_number     text,                                            -- contract
     status        text,                                            -- contract
+    -- How far along its life the call is (scheduled 1 .. ended 6); statuses
+    -- only move forward when events arrive out of order.
+    status_rank   smallint,
     vapi_org_id   text,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
@@ -59,6 +62,7 @@ CREATE TABLE call_logs (
     agent_id          uuid REFERENCES agents (id) ON DELETE SET NULL, -- contract
     lead_id           uuid REFERENCES leads (id) ON DELETE SET NULL,  -- contract
     status            text,                                        -- contract
+    status_rank       smallint,
     metadata          jsonb NOT NULL DEFAULT '{}'::jsonb,          -- contract: channel, is_test_call
     direction         text,
     from_number       text,

@@ -20,7 +20,7 @@ pub fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
     if let Ok(Some(length)) = headers.one("content-length") {
         if length
             .parse::<u64>()
-            .map_or(false, |n| n > MAX_BODY_BYTES as u64)
+            .is_ok_and(|n| n > MAX_BODY_BYTES as u64)
         {
             return Err(Response::payload_too_large());
         }

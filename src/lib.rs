@@ -3,21 +3,31 @@
 //! the export glue that `#[http_component]` generates.
 //!
 //! This file only moves bytes: it reads the request (bounded), asks the router
-//! for a response and writes it back. It reads nothing that only Spin sets, so
-//! it runs in any wasi:http 0.2 host.
+//! for a response, writes it back, and then runs what may follow the response
+//! (the dashboard notification). It reads nothing that only Spin sets, so it
+//! runs in any wasi:http 0.2 host.
 
+mod claim;
 mod http_io;
+mod logging;
+mod relay;
 mod routes;
 mod services;
+mod store;
+mod webhook;
 
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
-    let response = match http_io::read_request(request) {
+    let (response, after) = match http_io::read_request(request) {
         Ok(request) => routes::route(request),
-        Err(rejection) => rejection,
+        Err(rejection) => (rejection, None),
     };
     http_io::write_response(out, response);
+    // The caller has its answer; a slow relay can no longer delay it.
+    if let Some(notification) = after {
+        notification.send(services::now_ms());
+    }
 }

@@ -2,6 +2,9 @@
 //! statements prepared once per connection, and conversions between the WIT
 //! value types and PostgreSQL's.
 
+// The error type is fixed by the WIT interface (as in spin-sdk itself).
+#![allow(clippy::result_large_err)]
+
 use crate::bindings::spin::postgres::postgres::{
     Column, DbDataType, DbError, DbValue, Error as PgError, ParameterValue, QueryError, RowSet,
 };

@@ -68,7 +68,6 @@ impl Server {
     /// Compiles and links every component of the app; any missing import,
     /// bad allow-list or unreadable `.wasm` is an error here, not at request time.
     pub fn new(app: &App, mut runtime: RuntimeConfig, limits: Limits) -> Result<Self> {
-        crate::log::info("loading application", &[("app", &app.name)]);
         let engine = engine()?;
         let mut linker: Linker<RequestState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -104,6 +103,7 @@ impl Server {
             crate::log::info(
                 "component ready",
                 &[
+                    ("app", &app.name),
                     ("component", id),
                     ("compile_ms", &started.elapsed().as_millis().to_string()),
                 ],

@@ -1,1 +1,195 @@
-//! (being written)
+//! Which way a call goes (inbound phone, outbound phone, web), decided explicitly
+//! from `call.type`, and how far along its life a status is.
+//!
+//! The TypeScript origin guessed the direction from which numbers were present
+//! and mis-tracked calls; here an unknown or contradictory call is refused by
+//! name ("Cannot determine call type") instead of being guessed.
+
+use crate::payload::Call;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDirection {
+    Inbound,
+    Outbound,
+    Web,
+}
+
+impl CallDirection {
+    /// The value stored in `direction` columns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallDirection::Inbound => "inbound",
+            CallDirection::Outbound => "outbound",
+            CallDirection::Web => "web",
+        }
+    }
+
+    /// `call_logs.metadata.channel`: how the caller reached the assistant.
+    pub fn channel(self) -> &'static str {
+        match self {
+            CallDirection::Inbound | CallDirection::Outbound => "phone",
+            CallDirection::Web => "web",
+        }
+    }
+}
+
+/// Why the direction could not be decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallTypeError {
+    /// `call.type` is absent and nothing else settles it.
+    Missing,
+    /// A `call.type` this version does not know.
+    Unknown(String),
+    /// `call.type` disagrees with the call's transport.
+    Contradictory(&'static str),
+}
+
+impl fmt::Display for CallTypeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallTypeError::Missing => write!(f, "call.type is missing"),
+            CallTypeError::Unknown(kind) => write!(f, "call.type `{kind}` is not known"),
+            CallTypeError::Contradictory(why) => write!(f, "call.type contradicts the call: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CallTypeError {}
+
+/// Web transports are Daily rooms (`transport.provider == "daily"`) or a
+/// `webCallUrl`; phone transports name a telephony provider.
+fn has_web_transport(call: &Call) -> bool {
+    call.transport_provider.as_deref() == Some("daily") || call.web_call_url.is_some()
+}
+
+fn has_phone_transport(call: &Call) -> bool {
+    call.phone_call_provider.is_some()
+        || matches!(
+            call.transport_provider.as_deref(),
+            Some("twilio" | "vonage" | "telnyx" | "vapi")
+        )
+}
+
+/// Decides the direction from `call.type`. Without a type only an unmistakable
+/// web transport decides it: a phone call's direction cannot be read from
+/// its numbers (both directions carry a customer and a phone number).
+pub fn detect(call: &Call) -> Result<CallDirection, CallTypeError> {
+    let direction = match call.call_type.as_deref() {
+        Some("inboundPhoneCall") => CallDirection::Inbound,
+        Some("outboundPhoneCall") => CallDirection::Outbound,
+        Some("webCall" | "vapi.websocketCall") => CallDirection::Web,
+        Some(other) => return Err(CallTypeError::Unknown(other.to_string())),
+        None if has_web_transport(call) && !has_phone_transport(call) => CallDirection::Web,
+        None => return Err(CallTypeError::Missing),
+    };
+    match direction {
+        CallDirection::Inbound | CallDirection::Outbound if has_web_transport(call) => Err(
+            CallTypeError::Contradictory("a phone call with a web transport"),
+        ),
+        CallDirection::Web if has_phone_transport(call) => Err(CallTypeError::Contradictory(
+            "a web call with a telephony provider",
+        )),
+        direction => Ok(direction),
+    }
+}
+
+/// How far along its life a call status is; statuses only move forward, so an
+/// out-of-order `ringing` never overwrites `in-progress`. `None` for statuses
+/// that say nothing about progress (`not-found`, `deletion-failed`, new ones).
+pub fn status_rank(status: &str) -> Option<i16> {
+    Some(match status {
+        "scheduled" => 1,
+        "queued" => 2,
+        "ringing" => 3,
+        "in-progress" => 4,
+        "forwarding" => 5,
+        "ended" => 6,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(call_type: Option<&str>, transport: Option<&str>, provider: Option<&str>) -> Call {
+        Call {
+            id: "c".into(),
+            call_type: call_type.map(str::to_string),
+            transport_provider: transport.map(str::to_string),
+            phone_call_provider: provider.map(str::to_string),
+            ..Call::default()
+        }
+    }
+
+    #[test]
+    fn explicit_types() {
+        let twilio = Some("twilio");
+        assert_eq!(
+            detect(&call(Some("inboundPhoneCall"), twilio, twilio)),
+            Ok(CallDirection::Inbound)
+        );
+        assert_eq!(
+            detect(&call(Some("outboundPhoneCall"), twilio, twilio)),
+            Ok(CallDirection::Outbound)
+        );
+        assert_eq!(
+            detect(&call(Some("webCall"), Some("daily"), None)),
+            Ok(CallDirection::Web)
+        );
+        assert_eq!(
+            detect(&call(Some("vapi.websocketCall"), None, None)),
+            Ok(CallDirection::Web)
+        );
+        // Inbound calls that failed at the start carry no transport at all.
+        assert_eq!(
+            detect(&call(Some("inboundPhoneCall"), None, None)),
+            Ok(CallDirection::Inbound)
+        );
+    }
+
+    #[test]
+    fn unknown_missing_and_contradictory_are_refused() {
+        assert_eq!(
+            detect(&call(Some("carrierPigeon"), None, None)),
+            Err(CallTypeError::Unknown("carrierPigeon".into()))
+        );
+        assert_eq!(
+            detect(&call(None, Some("twilio"), Some("twilio"))),
+            Err(CallTypeError::Missing)
+        );
+        assert_eq!(detect(&call(None, None, None)), Err(CallTypeError::Missing));
+        assert!(matches!(
+            detect(&call(Some("inboundPhoneCall"), Some("daily"), None)),
+            Err(CallTypeError::Contradictory(_))
+        ));
+        assert!(matches!(
+            detect(&call(Some("webCall"), Some("daily"), Some("twilio"))),
+            Err(CallTypeError::Contradictory(_))
+        ));
+    }
+
+    #[test]
+    fn a_daily_transport_alone_is_a_web_call() {
+        assert_eq!(
+            detect(&call(None, Some("daily"), None)),
+            Ok(CallDirection::Web)
+        );
+    }
+
+    #[test]
+    fn statuses_are_ordered() {
+        let order = [
+            "scheduled",
+            "queued",
+            "ringing",
+            "in-progress",
+            "forwarding",
+            "ended",
+        ];
+        let ranks: Vec<i16> = order.iter().map(|s| status_rank(s).unwrap()).collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(status_rank("not-found"), None);
+    }
+}

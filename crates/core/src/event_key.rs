@@ -1,1 +1,140 @@
-//! (being written)
+//! The idempotency key of a server message: what identifies the event, so a
+//! re-delivery maps to the same key.
+//!
+//! Not a hash of the body: Vapi regenerates presigned URLs per delivery, so a
+//! retry is not byte-identical (vapi/FACTS.md §5). The fields used follow the
+//! keys suggested there.
+
+use crate::payload::{MessageKind, ServerMessage};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Keys longer than this are replaced by a digest, so they fit every key-value
+/// store (Spin's allow 255 bytes) and stay cheap to index.
+const MAX_READABLE_LEN: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventKey(String);
+
+impl EventKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn from_parts(parts: &[&str]) -> EventKey {
+        // `|` cannot be confused with the separator because parts are escaped.
+        let joined = parts
+            .iter()
+            .map(|p| p.replace('%', "%25").replace('|', "%7C"))
+            .collect::<Vec<_>>()
+            .join("|");
+        let key = format!("v1|{joined}");
+        if key.len() <= MAX_READABLE_LEN {
+            return EventKey(key);
+        }
+        let digest = Sha256::digest(key.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        EventKey(format!("v1|sha256|{hex}"))
+    }
+
+    /// A short id for outbound notifications (`webhook-id`): stable per event.
+    pub fn message_id(&self) -> String {
+        let digest = Sha256::digest(self.0.as_bytes());
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        format!("msg_{hex}")
+    }
+}
+
+impl fmt::Display for EventKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The key of a message about a call; `None` for messages without a call.
+pub fn for_message(message: &ServerMessage) -> Option<EventKey> {
+    let call_id = message.call_id()?;
+    let timestamp = message
+        .timestamp_ms
+        .map(|ms| ms.to_string())
+        .unwrap_or_default();
+    Some(match &message.kind {
+        MessageKind::StatusUpdate => {
+            let status = message.status.as_deref().unwrap_or_default();
+            if status == "forwarding" {
+                // A call can be forwarded more than once.
+                let destination = message.destination.as_deref().unwrap_or_default();
+                EventKey::from_parts(&["status-update", call_id, status, destination, &timestamp])
+            } else {
+                EventKey::from_parts(&["status-update", call_id, status])
+            }
+        }
+        MessageKind::EndOfCallReport => EventKey::from_parts(&["end-of-call-report", call_id]),
+        MessageKind::AssistantRequest => EventKey::from_parts(&["assistant-request", call_id]),
+        MessageKind::Other(kind) => EventKey::from_parts(&[kind, call_id, &timestamp]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::parse;
+    use serde_json::json;
+
+    fn key(value: serde_json::Value) -> Option<EventKey> {
+        for_message(&parse(value.to_string().as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn the_same_event_redelivered_has_the_same_key() {
+        let first = json!({"message": {"type": "status-update", "status": "in-progress",
+            "timestamp": 1, "call": {"id": "call-1"},
+            "artifact": {"recordingUrl": "https://x/presigned?sig=a"}}});
+        let retry = json!({"message": {"type": "status-update", "status": "in-progress",
+            "timestamp": 2, "call": {"id": "call-1"},
+            "artifact": {"recordingUrl": "https://x/presigned?sig=b"}}});
+        assert_eq!(key(first), key(retry));
+    }
+
+    #[test]
+    fn different_events_have_different_keys() {
+        let status = |s: &str, call: &str| {
+            key(json!({"message": {"type": "status-update", "status": s, "call": {"id": call}}}))
+        };
+        assert_ne!(status("ringing", "call-1"), status("in-progress", "call-1"));
+        assert_ne!(status("ringing", "call-1"), status("ringing", "call-2"));
+        let report =
+            key(json!({"message": {"type": "end-of-call-report", "call": {"id": "call-1"}}}));
+        assert_ne!(report, status("ended", "call-1"));
+        assert_eq!(report.unwrap().as_str(), "v1|end-of-call-report|call-1");
+    }
+
+    #[test]
+    fn each_forwarding_is_its_own_event() {
+        let forward = |number: &str, ts: i64| {
+            key(
+                json!({"message": {"type": "status-update", "status": "forwarding",
+                "timestamp": ts, "destination": {"type": "number", "number": number},
+                "call": {"id": "call-1"}}}),
+            )
+        };
+        assert_ne!(forward("+14155550100", 1), forward("+14155550101", 1));
+        assert_ne!(forward("+14155550100", 1), forward("+14155550100", 2));
+    }
+
+    #[test]
+    fn separators_in_ids_cannot_collide_and_long_keys_are_hashed() {
+        let a = EventKey::from_parts(&["x|y", "z"]);
+        let b = EventKey::from_parts(&["x", "y|z"]);
+        assert_ne!(a, b);
+        let long = EventKey::from_parts(&["status-update", &"c".repeat(500), "ended"]);
+        assert!(long.as_str().starts_with("v1|sha256|"));
+        assert!(long.as_str().len() <= MAX_READABLE_LEN);
+        assert!(long.message_id().starts_with("msg_"));
+    }
+
+    #[test]
+    fn messages_without_a_call_have_no_key() {
+        assert_eq!(key(json!({"message": {"type": "chat.created"}})), None);
+    }
+}

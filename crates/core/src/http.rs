@@ -95,6 +95,41 @@ impl Response {
     }
 }
 
+/// The parts of an `http(s)://authority/path?query` URL an outgoing request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTarget {
+    pub scheme: String,
+    pub authority: String,
+    pub path_and_query: String,
+}
+
+/// Splits an absolute http or https URL; anything else is an error that says why.
+pub fn split_url(url: &str) -> Result<UrlTarget, &'static str> {
+    let url = url.trim();
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("must start with http:// or https://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err("must start with http:// or https://");
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+        return Err("must name a host (and no user information)");
+    }
+    let path_and_query = match path {
+        "" => "/".to_string(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_string(),
+    };
+    Ok(UrlTarget {
+        scheme,
+        authority: authority.to_string(),
+        path_and_query,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +152,25 @@ mod tests {
             body: Vec::new(),
         };
         assert_eq!(request.route(), "/healthz");
+    }
+
+    #[test]
+    fn urls_split_into_request_parts() {
+        let target = split_url("https://relay.example.com:8443/hooks/vapi?x=1").unwrap();
+        assert_eq!(target.scheme, "https");
+        assert_eq!(target.authority, "relay.example.com:8443");
+        assert_eq!(target.path_and_query, "/hooks/vapi?x=1");
+        assert_eq!(
+            split_url("http://127.0.0.1:8787").unwrap().path_and_query,
+            "/"
+        );
+        for bad in [
+            "relay.example.com/x",
+            "ftp://h/",
+            "http:///x",
+            "http://u:p@h/",
+        ] {
+            assert!(split_url(bad).is_err(), "{bad}");
+        }
     }
 }

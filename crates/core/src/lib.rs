@@ -7,9 +7,11 @@
 
 pub mod call;
 pub mod event_key;
+pub mod handling;
 pub mod headers;
 pub mod health;
 pub mod http;
+pub mod log;
 pub mod payload;
 pub mod phone;
 pub mod schema;

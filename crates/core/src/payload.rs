@@ -1,1 +1,646 @@
-//! (being written)
+//! Vapi server messages as typed Rust (the role Zod plays in the TypeScript origin):
+//! the envelope, the message type and the call, read leniently but checked.
+//!
+//! Vapi adds fields and message types without notice (vapi/FACTS.md §7, §8), so
+//! unknown keys are ignored and open enums stay strings; what the product relies
+//! on is required, and every rejection names the field path that failed.
+
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Why a body is not a usable server message; `field` is a JSON path such as
+/// `message.call.id`, or `body` for the document itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for PayloadError {}
+
+/// The message types this version acts on; everything else is acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageKind {
+    StatusUpdate,
+    EndOfCallReport,
+    AssistantRequest,
+    /// Any other type, known to Vapi or not (kept as sent).
+    Other(String),
+}
+
+impl MessageKind {
+    fn from_type(kind: &str) -> Self {
+        match kind {
+            "status-update" => MessageKind::StatusUpdate,
+            "end-of-call-report" => MessageKind::EndOfCallReport,
+            "assistant-request" => MessageKind::AssistantRequest,
+            other => MessageKind::Other(other.to_string()),
+        }
+    }
+
+    /// Whether the message is about one call and needs `message.call`.
+    pub fn needs_call(&self) -> bool {
+        !matches!(self, MessageKind::Other(_))
+    }
+}
+
+/// The parts of `message.call` the product uses. `call` is a snapshot taken when
+/// the call was created (FACTS §2.2): its status is not the call's status now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Call {
+    pub id: String,
+    /// Vapi's organisation id, not this product's `org_id`.
+    pub vapi_org_id: Option<String>,
+    /// `inboundPhoneCall`, `outboundPhoneCall`, `webCall`, `vapi.websocketCall`, ...
+    pub call_type: Option<String>,
+    pub assistant_id: Option<String>,
+    pub phone_number_id: Option<String>,
+    pub customer_number: Option<String>,
+    pub phone_call_provider: Option<String>,
+    /// `call.transport.provider`, e.g. `twilio` or `daily`.
+    pub transport_provider: Option<String>,
+    pub web_call_url: Option<String>,
+    /// `call.metadata.isTestCall` when the caller of the API marked the call.
+    pub marked_test: bool,
+}
+
+/// What an end-of-call report adds to the call's log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub cost: Option<f64>,
+    pub summary: Option<String>,
+    pub transcript: Option<String>,
+    pub recording_url: Option<String>,
+}
+
+/// One server message, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerMessage {
+    /// `message.type` as sent.
+    pub message_type: String,
+    pub kind: MessageKind,
+    /// `message.timestamp` in Unix milliseconds (sent as a number, or in 2024 as
+    /// an ISO-8601 string).
+    pub timestamp_ms: Option<i64>,
+    /// `message.status` (status-update); an open set.
+    pub status: Option<String>,
+    pub ended_reason: Option<String>,
+    /// The transfer target of a `forwarding` status-update.
+    pub destination: Option<String>,
+    pub call: Option<Call>,
+    /// `message.customer.number` (falls back to `call.customer.number`).
+    pub customer_number: Option<String>,
+    /// `message.phoneNumber.number`: the organisation's line.
+    pub phone_number: Option<String>,
+    /// `message.phoneNumber.assistantId`.
+    pub phone_number_assistant_id: Option<String>,
+    /// `message.assistant.id`.
+    pub assistant_id: Option<String>,
+    pub report: Report,
+}
+
+impl ServerMessage {
+    /// The assistant that handled the call: the call's own, then the message's,
+    /// then the phone number's fixed assistant.
+    pub fn assistant_id(&self) -> Option<&str> {
+        self.call
+            .as_ref()
+            .and_then(|c| c.assistant_id.as_deref())
+            .or(self.assistant_id.as_deref())
+            .or(self.phone_number_assistant_id.as_deref())
+    }
+
+    pub fn call_id(&self) -> Option<&str> {
+        self.call.as_ref().map(|c| c.id.as_str())
+    }
+}
+
+/// Parses and validates a request body.
+pub fn parse(body: &[u8]) -> Result<ServerMessage, PayloadError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(error("body", "is empty; expected a JSON object"));
+    }
+    let document: Value = serde_json::from_slice(body).map_err(|e| {
+        let problem = match e.classify() {
+            serde_json::error::Category::Io | serde_json::error::Category::Eof => {
+                format!(
+                    "is not complete JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            }
+            _ => format!(
+                "is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        };
+        error("body", &problem)
+    })?;
+    let root = Node::root(&document);
+    root.object()?;
+    let message = root.required("message")?;
+    message.object()?;
+    let message_type = message.required("type")?.non_empty_str()?.to_string();
+    let kind = MessageKind::from_type(&message_type);
+
+    let call = match message.optional("call") {
+        Some(node) => Some(parse_call(&node)?),
+        None if kind.needs_call() => return Err(error("message.call", "is required")),
+        None => None,
+    };
+    let status = match kind {
+        MessageKind::StatusUpdate => Some(message.required("status")?.non_empty_str()?.to_string()),
+        _ => message.opt_str("status")?,
+    };
+    let customer_number = match message.optional("customer") {
+        Some(customer) => {
+            customer.object()?;
+            customer.opt_str("number")?
+        }
+        None => None,
+    }
+    .or_else(|| call.as_ref().and_then(|c| c.customer_number.clone()));
+    let (phone_number, phone_number_assistant_id) = match message.optional("phoneNumber") {
+        Some(number) => {
+            number.object()?;
+            (number.opt_str("number")?, number.opt_str("assistantId")?)
+        }
+        None => (None, None),
+    };
+    let assistant_id = match message.optional("assistant") {
+        Some(assistant) => {
+            assistant.object()?;
+            assistant.opt_str("id")?
+        }
+        None => None,
+    };
+    let destination = match message.optional("destination") {
+        Some(destination) => {
+            destination.object()?;
+            destination
+                .opt_str("number")?
+                .or(destination.opt_str("sipUri")?)
+        }
+        None => None,
+    };
+
+    Ok(ServerMessage {
+        timestamp_ms: message.opt_timestamp_ms("timestamp")?,
+        ended_reason: message.opt_str("endedReason")?,
+        report: parse_report(&message)?,
+        message_type,
+        kind,
+        status,
+        destination,
+        call,
+        customer_number,
+        phone_number,
+        phone_number_assistant_id,
+        assistant_id,
+    })
+}
+
+fn parse_call(call: &Node<'_>) -> Result<Call, PayloadError> {
+    call.object()?;
+    let customer_number = match call.optional("customer") {
+        Some(customer) => {
+            customer.object()?;
+            customer.opt_str("number")?
+        }
+        None => None,
+    };
+    let transport_provider = match call.optional("transport") {
+        Some(transport) => {
+            transport.object()?;
+            transport.opt_str("provider")?
+        }
+        None => None,
+    };
+    let marked_test = match call.optional("metadata") {
+        Some(metadata) => metadata
+            .value
+            .get("isTestCall")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        None => false,
+    };
+    Ok(Call {
+        id: call.required("id")?.non_empty_str()?.to_string(),
+        vapi_org_id: call.opt_str("orgId")?,
+        call_type: call.opt_str("type")?,
+        assistant_id: call.opt_str("assistantId")?,
+        phone_number_id: call.opt_str("phoneNumberId")?,
+        phone_call_provider: call.opt_str("phoneCallProvider")?,
+        web_call_url: call.opt_str("webCallUrl")?,
+        customer_number,
+        transport_provider,
+        marked_test,
+    })
+}
+
+/// Report fields live under `artifact` and `analysis` in the current schema and
+/// at the top level in 2024 payloads (FACTS §3.2); the current place wins.
+fn parse_report(message: &Node<'_>) -> Result<Report, PayloadError> {
+    let artifact = message.optional("artifact");
+    let analysis = message.optional("analysis");
+    for part in [&artifact, &analysis].into_iter().flatten() {
+        part.object()?;
+    }
+    let nested = |node: &Option<Node<'_>>, key: &str| -> Result<Option<String>, PayloadError> {
+        match node {
+            Some(node) => node.opt_str(key),
+            None => Ok(None),
+        }
+    };
+    let started_at = message.opt_str("startedAt")?;
+    let ended_at = message.opt_str("endedAt")?;
+    let duration_seconds = match message.opt_f64("durationSeconds")? {
+        Some(seconds) => Some(seconds),
+        None => match (&started_at, &ended_at) {
+            (Some(start), Some(end)) => match (iso_to_ms(start), iso_to_ms(end)) {
+                (Some(start), Some(end)) if end >= start => Some((end - start) as f64 / 1000.0),
+                _ => None,
+            },
+            _ => None,
+        },
+    };
+    Ok(Report {
+        duration_seconds,
+        cost: message.opt_f64("cost")?,
+        summary: nested(&analysis, "summary")?.or(message.opt_str("summary")?),
+        transcript: nested(&artifact, "transcript")?.or(message.opt_str("transcript")?),
+        recording_url: nested(&artifact, "recordingUrl")?.or(message.opt_str("recordingUrl")?),
+        started_at,
+        ended_at,
+    })
+}
+
+fn error(field: &str, problem: &str) -> PayloadError {
+    PayloadError {
+        field: field.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+/// A value and the path that reached it, so every error can name its field.
+struct Node<'a> {
+    value: &'a Value,
+    path: String,
+}
+
+impl<'a> Node<'a> {
+    fn root(value: &'a Value) -> Self {
+        Node {
+            value,
+            path: String::new(),
+        }
+    }
+
+    fn path(&self) -> &str {
+        if self.path.is_empty() {
+            "body"
+        } else {
+            &self.path
+        }
+    }
+
+    fn child_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn fail(&self, problem: &str) -> PayloadError {
+        error(self.path(), problem)
+    }
+
+    fn object(&self) -> Result<&'a Map<String, Value>, PayloadError> {
+        self.value
+            .as_object()
+            .ok_or_else(|| self.fail(&format!("expected an object, got {}", kind(self.value))))
+    }
+
+    /// A present, non-null member.
+    fn optional(&self, key: &str) -> Option<Node<'a>> {
+        match self.value.get(key) {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(Node {
+                value,
+                path: self.child_path(key),
+            }),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<Node<'a>, PayloadError> {
+        self.optional(key)
+            .ok_or_else(|| error(&self.child_path(key), "is required"))
+    }
+
+    fn non_empty_str(&self) -> Result<&'a str, PayloadError> {
+        match self.value.as_str() {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(self.fail("must not be empty")),
+            None => Err(self.fail(&format!("expected a string, got {}", kind(self.value)))),
+        }
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<String>, PayloadError> {
+        match self.optional(key) {
+            None => Ok(None),
+            Some(node) => match node.value.as_str() {
+                Some(s) if s.trim().is_empty() => Ok(None),
+                Some(s) => Ok(Some(s.to_string())),
+                None => Err(node.fail(&format!("expected a string, got {}", kind(node.value)))),
+            },
+        }
+    }
+
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>, PayloadError> {
+        match self.optional(key) {
+            None => Ok(None),
+            Some(node) => match node.value.as_f64() {
+                Some(n) if n.is_finite() => Ok(Some(n)),
+                _ => Err(node.fail(&format!("expected a number, got {}", kind(node.value)))),
+            },
+        }
+    }
+
+    fn opt_timestamp_ms(&self, key: &str) -> Result<Option<i64>, PayloadError> {
+        let Some(node) = self.optional(key) else {
+            return Ok(None);
+        };
+        let parsed = match node.value {
+            Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                .filter(|ms| *ms >= 0),
+            Value::String(s) => iso_to_ms(s),
+            _ => None,
+        };
+        parsed
+            .map(Some)
+            .ok_or_else(|| node.fail("expected Unix milliseconds or an ISO-8601 time"))
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Unix milliseconds of an RFC 3339 UTC time such as `2024-07-15T05:45:29.814Z`
+/// (offsets `+hh:mm` are applied). `None` for anything else.
+pub fn iso_to_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' {
+        return None;
+    }
+    if !matches!(bytes[10], b'T' | b't' | b' ') || bytes[16] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
+        millis = padded.parse::<i64>().ok()?;
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = rest.get(1..)?.split_once(':')?;
+            if h.len() != 2 || m.len() != 2 {
+                return None;
+            }
+            sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?)
+        }
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../../../shared/vapi/examples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn parse_json(value: Value) -> Result<ServerMessage, PayloadError> {
+        parse(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn every_shared_example_parses() {
+        let dir = format!(
+            "{}/../../../shared/vapi/examples",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".json") {
+                let parsed = parse(&fixture(&name));
+                assert!(parsed.is_ok(), "{name}: {:?}", parsed.err());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 15);
+    }
+
+    #[test]
+    fn inbound_status_update_has_what_tracking_needs() {
+        let message = parse(&fixture("03-inbound-status-update-in-progress.json")).unwrap();
+        assert_eq!(message.kind, MessageKind::StatusUpdate);
+        assert_eq!(message.status.as_deref(), Some("in-progress"));
+        assert_eq!(message.timestamp_ms, Some(1_787_241_846_992));
+        assert_eq!(message.customer_number.as_deref(), Some("+12125550187"));
+        assert_eq!(message.phone_number.as_deref(), Some("+14155550142"));
+        assert_eq!(
+            message.assistant_id(),
+            Some("a7d3f2e1-9c4b-4a6d-8e5f-2b1c0d9e8f7a")
+        );
+        let call = message.call.unwrap();
+        assert_eq!(call.id, "01a01fea-517e-7c41-89a2-e7d3f06b58a1");
+        assert_eq!(call.call_type.as_deref(), Some("inboundPhoneCall"));
+        assert_eq!(call.transport_provider.as_deref(), Some("twilio"));
+    }
+
+    #[test]
+    fn end_of_call_report_fields_from_artifact_and_legacy_top_level() {
+        let current = parse(&fixture("08-inbound-end-of-call-report.json")).unwrap();
+        assert_eq!(current.kind, MessageKind::EndOfCallReport);
+        assert_eq!(current.ended_reason.as_deref(), Some("customer-ended-call"));
+        assert!(current.report.summary.is_some());
+        assert!(current.report.transcript.is_some());
+        assert!(current.report.recording_url.is_some());
+        assert!(current.report.duration_seconds.unwrap() > 0.0);
+        assert!(current.report.cost.is_some());
+
+        let legacy = parse(&fixture("15-legacy-2024-end-of-call-report.json")).unwrap();
+        assert_eq!(
+            legacy.timestamp_ms,
+            iso_to_ms("2024-07-15T05:45:29.814Z"),
+            "ISO-string timestamp"
+        );
+        assert!(legacy.report.summary.is_some());
+        assert!(legacy.report.transcript.is_some());
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_accepted() {
+        let extra = parse(&fixture("13-status-update-with-unknown-extra-fields.json")).unwrap();
+        assert_eq!(extra.status.as_deref(), Some("in-progress"));
+        let started = parse(&fixture("14-undocumented-type-assistant-started.json")).unwrap();
+        assert_eq!(started.kind, MessageKind::Other("assistant.started".into()));
+        // Messages without a call (chat, session) are fine for types we do not act on.
+        let chat = parse_json(json!({"message": {"type": "chat.created", "chat": {}}})).unwrap();
+        assert!(chat.call.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!([]), "body"),
+            (json!({}), "message"),
+            (json!({"message": 3}), "message"),
+            (json!({"message": {}}), "message.type"),
+            (json!({"message": {"type": 7}}), "message.type"),
+            (json!({"message": {"type": " "}}), "message.type"),
+            (
+                json!({"message": {"type": "status-update", "status": "ringing"}}),
+                "message.call",
+            ),
+            (
+                json!({"message": {"type": "status-update", "status": "ringing", "call": {}}}),
+                "message.call.id",
+            ),
+            (
+                json!({"message": {"type": "status-update", "status": "ringing", "call": {"id": 5}}}),
+                "message.call.id",
+            ),
+            (
+                json!({"message": {"type": "status-update", "call": {"id": "c"}}}),
+                "message.status",
+            ),
+            (
+                json!({"message": {"type": "status-update", "status": "ringing", "call": {"id": "c", "customer": {"number": 14155550142_i64}}}}),
+                "message.call.customer.number",
+            ),
+            (
+                json!({"message": {"type": "status-update", "status": "ringing", "timestamp": true, "call": {"id": "c"}}}),
+                "message.timestamp",
+            ),
+            (
+                json!({"message": {"type": "end-of-call-report", "cost": "3", "call": {"id": "c"}}}),
+                "message.cost",
+            ),
+            (
+                json!({"message": {"type": "end-of-call-report", "artifact": [], "call": {"id": "c"}}}),
+                "message.artifact",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = parse_json(body.clone()).unwrap_err();
+            assert_eq!(err.field, field, "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_are_named_body() {
+        for body in [
+            &b""[..],
+            b"   ",
+            b"not json",
+            b"{\"message\":",
+            b"\xff\xfe{}",
+        ] {
+            let err = parse(body).unwrap_err();
+            assert_eq!(err.field, "body", "{body:?}: {err}");
+        }
+        // serde_json's recursion limit turns deep nesting into an error, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(parse(deep.as_bytes()).unwrap_err().field, "body");
+        // Numbers beyond f64 are rejected by the parser, huge integers become floats.
+        assert_eq!(parse(b"{\"message\": 1e999}").unwrap_err().field, "body");
+    }
+
+    #[test]
+    fn iso_times() {
+        assert_eq!(iso_to_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            iso_to_ms("2024-07-15T05:45:29.814Z"),
+            Some(1_721_022_329_814)
+        );
+        assert_eq!(
+            iso_to_ms("2024-07-15T07:45:29.814+02:00"),
+            Some(1_721_022_329_814)
+        );
+        assert_eq!(iso_to_ms("2024-07-15"), None);
+        assert_eq!(iso_to_ms("2024-13-15T05:45:29Z"), None);
+        assert_eq!(iso_to_ms("2024-07-15T05:45:29.Z"), None);
+        assert_eq!(iso_to_ms("2024-07-15T05:45:29é"), None);
+    }
+}

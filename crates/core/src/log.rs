@@ -1,0 +1,137 @@
+//! Structured log lines: one JSON object per line, with the fields operators
+//! search on (`level`, `msg`, event type, call id, org id, outcome, duration).
+//!
+//! The checklist's search terms are exact `msg` values, so they are constants
+//! here and nowhere else.
+
+use crate::payload::days_from_civil;
+use serde_json::{Map, Value};
+
+pub const DUPLICATE_EVENT: &str = "Duplicate event detected";
+pub const AGENT_LOOKUP_FAILED: &str = "Agent lookup failed";
+pub const CANNOT_DETERMINE_CALL_TYPE: &str = "Cannot determine call type";
+pub const CALL_TRACKING_FAILED: &str = "Failed to create call_tracking";
+pub const CALL_LOGS_FAILED: &str = "Failed to upsert call_logs";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    /// Misconfiguration or a risk of losing data: someone must act.
+    Critical,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// One log line being built.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub level: Level,
+    fields: Map<String, Value>,
+}
+
+impl LogLine {
+    pub fn new(level: Level, msg: &str) -> Self {
+        let mut fields = Map::new();
+        fields.insert("level".into(), level.as_str().into());
+        fields.insert("msg".into(), msg.into());
+        LogLine { level, fields }
+    }
+
+    /// Adds a field; `None` values are left out so lines stay short.
+    pub fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
+        let value = value.into();
+        if !value.is_null() {
+            self.fields.insert(key.into(), value);
+        }
+        self
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.fields.get(key)
+    }
+
+    /// The line as JSON, `ts` first.
+    pub fn render(&self, now_ms: i64) -> String {
+        let mut line = Map::new();
+        line.insert("ts".into(), rfc3339(now_ms).into());
+        line.extend(self.fields.clone());
+        Value::Object(line).to_string()
+    }
+}
+
+/// RFC 3339 UTC time with milliseconds, e.g. `2026-11-25T11:39:32.123Z`.
+pub fn rfc3339(unix_ms: i64) -> String {
+    let seconds = unix_ms.div_euclid(1000);
+    let millis = unix_ms.rem_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
+/// The inverse of [`days_from_civil`] (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    debug_assert_eq!(days_from_civil(year, month, day), days);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::iso_to_ms;
+
+    #[test]
+    fn times_round_trip() {
+        for text in [
+            "1970-01-01T00:00:00.000Z",
+            "2000-02-29T23:59:59.999Z",
+            "2026-11-25T11:39:32.123Z",
+            "2100-03-01T00:00:00.000Z",
+        ] {
+            assert_eq!(rfc3339(iso_to_ms(text).unwrap()), text);
+        }
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_the_search_fields() {
+        let line = LogLine::new(Level::Warn, DUPLICATE_EVENT)
+            .field("call_id", "call-1")
+            .field("org_id", Value::Null)
+            .render(0);
+        assert!(!line.contains('\n'));
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["level"], "WARN");
+        assert_eq!(value["msg"], "Duplicate event detected");
+        assert_eq!(value["call_id"], "call-1");
+        assert_eq!(value["ts"], "1970-01-01T00:00:00.000Z");
+        assert!(value.get("org_id").is_none());
+    }
+}

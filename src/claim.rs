@@ -1,0 +1,84 @@
+//! Idempotency claims in the host key-value store: the fast path that keeps
+//! concurrent deliveries of one event from racing to Postgres.
+//!
+//! `wasi:keyvalue/atomics.increment` is atomic in Spin's SQLite and Redis stores
+//! (a compare-and-swap from an absent key is not, in SQLite). Neither interface
+//! has expiry, so the claim key carries its lease: it names a time window, and
+//! an attempt that died holding a claim blocks its event only until the window
+//! ends. Postgres (`processed_webhook_events`) stays the judge of what happened.
+#![forbid(unsafe_code)]
+
+use crate::services::KV_STORE;
+use spin_sdk::wit::wasi::keyvalue::{atomics, store};
+use vapi_edge_core::event_key::EventKey;
+
+/// Length of a claim's lease window. Longer than the slowest attempt (agent
+/// lookup retries take 3.85 s by default) and shorter than Vapi's retries.
+pub const LEASE_MS: i64 = 30_000;
+
+pub enum Claim {
+    /// This attempt owns the event until it commits or releases.
+    Acquired(Held),
+    /// The event was already handled.
+    Done,
+    /// Another attempt holds a live claim: answer "retry later".
+    InProgress,
+    /// The store did not answer; Postgres alone guards the event.
+    Unavailable(String),
+}
+
+pub struct Held {
+    bucket: store::Bucket,
+    claim_key: String,
+    done_key: String,
+}
+
+fn done_key(event: &EventKey) -> String {
+    format!("vapi-edge/done/{event}")
+}
+
+/// Claims `event` at `now_ms`.
+pub fn claim(event: &EventKey, now_ms: i64) -> Claim {
+    let bucket = match store::open(KV_STORE) {
+        Ok(bucket) => bucket,
+        Err(error) => return Claim::Unavailable(format!("open: {error:?}")),
+    };
+    let done_key = done_key(event);
+    match bucket.exists(&done_key) {
+        Ok(true) => return Claim::Done,
+        Ok(false) => {}
+        Err(error) => return Claim::Unavailable(format!("exists: {error:?}")),
+    }
+    let window = now_ms.div_euclid(LEASE_MS);
+    let claim_key = format!("vapi-edge/claim/{window}/{event}");
+    match atomics::increment(&bucket, &claim_key, 1) {
+        Ok(1) => Claim::Acquired(Held {
+            bucket,
+            claim_key,
+            done_key,
+        }),
+        // Someone claimed first; it may have finished in the meantime.
+        Ok(_) => match bucket.exists(&done_key) {
+            Ok(true) => Claim::Done,
+            _ => Claim::InProgress,
+        },
+        Err(error) => Claim::Unavailable(format!("increment: {error:?}")),
+    }
+}
+
+impl Held {
+    /// Records that the event committed, so later deliveries stop at the store.
+    /// A failure here only costs a later duplicate one Postgres round trip.
+    pub fn complete(self) -> Result<(), String> {
+        self.bucket
+            .set(&self.done_key, b"1")
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Gives the event back so Vapi's retry can handle it.
+    pub fn release(self) -> Result<(), String> {
+        self.bucket
+            .delete(&self.claim_key)
+            .map_err(|e| format!("{e:?}"))
+    }
+}
