@@ -283,6 +283,23 @@ impl HmacScheme {
         Err(VerifyError::NoMatchingSignature)
     }
 
+    /// The header value Vapi would send for `body` signed at `timestamp` with the
+    /// first secret: for test clients and `vapi-edge-host sign`. `None` without a secret.
+    pub fn sign(&self, timestamp: &str, body: &[u8]) -> Option<String> {
+        let secret = self.secrets.iter().find(|s| !s.is_empty())?;
+        let mut mac = MacState::new(self.algorithm, secret.as_bytes())?;
+        self.payload_format.feed(&mut mac, timestamp, body);
+        let tag = mac.finish();
+        let encoded = match self.encoding {
+            SignatureEncoding::Hex => tag.iter().map(|b| format!("{b:02x}")).collect(),
+            SignatureEncoding::Base64 => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(tag)
+            }
+        };
+        Some(format!("{}{encoded}", self.prefix))
+    }
+
     /// Every well-formed signature in the header. Ones without the configured prefix or
     /// that do not decode are skipped, so one junk entry cannot hide a valid one.
     fn decode_candidates(&self, value: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
@@ -735,6 +752,14 @@ impl MacState {
         }
     }
 
+    fn finish(self) -> Vec<u8> {
+        match self {
+            MacState::Sha256(mac) => mac.finalize().into_bytes().to_vec(),
+            MacState::Sha512(mac) => mac.finalize().into_bytes().to_vec(),
+            MacState::Sha1(mac) => mac.finalize().into_bytes().to_vec(),
+        }
+    }
+
     /// Constant time, and a tag of any other length (a truncated one) never matches.
     fn matches(&self, tag: &[u8]) -> bool {
         match self.clone() {
@@ -766,6 +791,35 @@ mod tests {
 
     fn default_config() -> VerifyConfig {
         config(&[(var::HMAC_SECRET, SECRET)]).expect("valid config")
+    }
+
+    #[test]
+    fn sign_produces_what_verify_accepts_and_matches_an_independent_hmac() {
+        let scheme = HmacScheme::new(vec![Secret::from(SECRET)]);
+        let signature = scheme.sign(TS, BODY).expect("a secret is set");
+        let mut message = TS.as_bytes().to_vec();
+        message.push(b'.');
+        message.extend_from_slice(BODY);
+        let expected: String = hmac_bytes(Algorithm::Sha256, SECRET.as_bytes(), &message)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(signature, expected);
+        let headers: Headers = [("x-signature", signature.as_str()), ("x-timestamp", TS)]
+            .into_iter()
+            .collect();
+        assert!(scheme.verify(&headers, BODY, NOW_MS).is_ok());
+
+        let mut base64 = HmacScheme::new(vec![Secret::from(SECRET)]);
+        base64.encoding = SignatureEncoding::Base64;
+        base64.prefix = "sha256=".into();
+        let signed = base64.sign(TS, BODY).unwrap();
+        assert!(signed.starts_with("sha256="));
+        let headers: Headers = [("x-signature", signed.as_str()), ("x-timestamp", TS)]
+            .into_iter()
+            .collect();
+        assert!(base64.verify(&headers, BODY, NOW_MS).is_ok());
+        assert_eq!(HmacScheme::new(Vec::new()).sign(TS, BODY), None);
     }
 
     /// Computed directly with `hmac`, independently of the code under test.

@@ -403,3 +403,312 @@ pub async fn send(
         body,
     }
 }
+
+// ---- Vapi webhooks: signing, fixtures, seeding, a relay that records ----
+
+pub const HMAC_SECRET: &str = "test-hmac-secret-7f3a";
+pub const SERVER_SECRET: &str = "test-shared-secret-91c2";
+pub const RELAY_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const ORG_ID: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
+pub const OTHER_ORG_ID: &str = "0b7d9c1e-2f3a-4b5c-8d6e-7f8091a2b3c4";
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A call id no other test or earlier run has used: the Redis store is shared
+/// by every run on this machine and remembers handled events.
+pub fn unique_id(tag: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{tag}-{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn shared_dir() -> PathBuf {
+    workspace_root().parent().unwrap().join("shared")
+}
+
+/// A payload from ../shared/vapi/examples.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = shared_dir().join("vapi/examples").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// An inbound call-start (`status-update` `in-progress`) for `call_id`, answered
+/// by `assistant_id`, from `caller`.
+pub fn inbound_start(call_id: &str, assistant_id: &str, caller: &str) -> serde_json::Value {
+    let mut body = fixture("03-inbound-status-update-in-progress.json");
+    retarget(&mut body, call_id, assistant_id);
+    body["message"]["customer"]["number"] = caller.into();
+    body["message"]["call"]["customer"]["number"] = caller.into();
+    body
+}
+
+/// Points a fixture at another call and assistant (every place they appear).
+pub fn retarget(body: &mut serde_json::Value, call_id: &str, assistant_id: &str) {
+    let message = &mut body["message"];
+    message["call"]["id"] = call_id.into();
+    for path in [
+        &["call", "assistantId"][..],
+        &["assistant", "id"],
+        &["phoneNumber", "assistantId"],
+    ] {
+        let mut node = &mut *message;
+        for key in &path[..path.len() - 1] {
+            node = &mut node[*key];
+        }
+        if node.is_object() {
+            node[path[path.len() - 1]] = assistant_id.into();
+        }
+    }
+}
+
+/// Headers Vapi's HMAC credential (default settings) sends for `body`.
+pub fn vapi_headers(body: &[u8]) -> Vec<(String, String)> {
+    let timestamp = (now_ms() / 1000).to_string();
+    let scheme = vapi_edge_core::verify::HmacScheme::new(vec![HMAC_SECRET.into()]);
+    let signature = scheme.sign(&timestamp, body).unwrap();
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-signature".into(), signature),
+        ("x-timestamp".into(), timestamp),
+    ]
+}
+
+pub struct Agent {
+    pub id: String,
+    pub assistant_id: String,
+}
+
+impl TestDb {
+    /// Seeds an agent with only the contract's columns, as outside tools do.
+    pub async fn seed_agent(&self, org_id: &str, role: &str, name: &str) -> Agent {
+        let assistant_id = unique_id("asst");
+        let client = self.client().await;
+        let row = client
+            .query_one(
+                "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1::text::uuid, $2, $3, $4) RETURNING id::text",
+                &[&org_id, &role, &name, &assistant_id],
+            )
+            .await
+            .unwrap();
+        Agent {
+            id: row.get(0),
+            assistant_id,
+        }
+    }
+
+    pub async fn seed_lead(&self, org_id: &str, phone: &str) -> String {
+        let client = self.client().await;
+        let row = client
+            .query_one(
+                "INSERT INTO leads (org_id, phone_e164) VALUES ($1::text::uuid, $2) RETURNING id::text",
+                &[&org_id, &phone],
+            )
+            .await
+            .unwrap();
+        row.get(0)
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// What the relay test server does with each request.
+#[derive(Clone, Copy, Debug)]
+pub enum RelayMode {
+    Ok,
+    Fail500,
+    Slow(Duration),
+}
+
+/// One notification as the relay received it.
+#[derive(Clone, Debug)]
+pub struct RelayHit {
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A dashboard relay on loopback that records what it receives.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub hits: Arc<Mutex<Vec<RelayHit>>>,
+}
+
+impl Relay {
+    pub async fn start(mode: RelayMode) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<Mutex<Vec<RelayHit>>> = Arc::default();
+        let recorded = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let recorded = recorded.clone();
+                            async move {
+                                let headers = request.headers().clone();
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().to_vec())
+                                    .unwrap_or_default();
+                                recorded.lock().unwrap().push(RelayHit { headers, body });
+                                let status = match mode {
+                                    RelayMode::Ok => 204,
+                                    RelayMode::Fail500 => 500,
+                                    RelayMode::Slow(delay) => {
+                                        tokio::time::sleep(delay).await;
+                                        204
+                                    }
+                                };
+                                let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Relay { addr, hits }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/events", self.addr)
+    }
+
+    pub fn hits(&self) -> Vec<RelayHit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` notifications arrived (or `timeout` passed).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<RelayHit> {
+        let deadline = Instant::now() + timeout;
+        while self.hits.lock().unwrap().len() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.hits()
+    }
+}
+
+/// A loopback address where nothing listens.
+pub fn dead_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A host serving the real component with verification, Postgres, a Redis
+/// key-value store and (optionally) a relay.
+pub struct WebhookApp {
+    pub host: Host,
+    pub db: TestDb,
+}
+
+pub struct AppOptions {
+    pub relay_url: Option<String>,
+    pub retry_ms: Option<String>,
+    pub redis: bool,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            relay_url: None,
+            retry_ms: None,
+            redis: true,
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl WebhookApp {
+    pub async fn start(options: AppOptions) -> WebhookApp {
+        let db = TestDb::migrated().await;
+        Self::start_with_db(db, options)
+    }
+
+    pub fn start_with_db(db: TestDb, options: AppOptions) -> WebhookApp {
+        let dir = temp_dir("webhooks");
+        let mut host_options = HostOptions {
+            manifest: app_manifest(&dir),
+            ..Default::default()
+        }
+        .var("vapi_hmac_secret", HMAC_SECRET)
+        .var("pg_url", &db.url)
+        .var("relay_secret", RELAY_SECRET);
+        if let Some(url) = &options.relay_url {
+            let target = url.split('/').take(3).collect::<Vec<_>>().join("/");
+            host_options = host_options
+                .var("relay_url", url)
+                .var("relay_allowed_host", target);
+        }
+        if let Some(retry) = &options.retry_ms {
+            host_options = host_options.var("agent_lookup_retry_ms", retry);
+        }
+        for (name, value) in &options.extra {
+            host_options = host_options.var(name, value);
+        }
+        if options.redis {
+            host_options = host_options.redis_kv(&dir);
+        }
+        WebhookApp {
+            host: Host::start(host_options),
+            db,
+        }
+    }
+
+    /// POSTs a signed webhook.
+    pub async fn deliver(&self, body: &serde_json::Value) -> TestResponse {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.deliver_bytes(&bytes).await
+    }
+
+    pub async fn deliver_bytes(&self, bytes: &[u8]) -> TestResponse {
+        let headers = vapi_headers(bytes);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.host
+            .post("/webhooks/vapi", &headers, bytes.to_vec())
+            .await
+    }
+
+    /// Log lines with this `msg`.
+    pub fn logs(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.host
+            .json_lines()
+            .into_iter()
+            .filter(|l| l["msg"] == msg)
+            .collect()
+    }
+}

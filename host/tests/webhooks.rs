@@ -1,0 +1,762 @@
+//! Inbound call handling, end to end: the checklist's test plan automated
+//! against the real `.wasm` in `vapi-edge-host`, real PostgreSQL and a Redis
+//! key-value store.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const CALLER: &str = "+12125550187";
+const LINE: &str = "+14155550142";
+
+async fn tracking_row(db: &TestDb, call_id: &str) -> Option<tokio_postgres::Row> {
+    db.client()
+        .await
+        .query_opt(
+            "SELECT org_id::text, agent_id::text, direction, from_number, to_number, status
+             FROM call_tracking WHERE vapi_call_id = $1",
+            &[&call_id],
+        )
+        .await
+        .unwrap()
+}
+
+async fn log_row(db: &TestDb, call_id: &str) -> Option<tokio_postgres::Row> {
+    db.client()
+        .await
+        .query_opt(
+            "SELECT org_id::text, agent_id::text, lead_id::text, status, metadata, direction,
+                    from_number, to_number, ended_reason
+             FROM call_logs WHERE vapi_call_id = $1",
+            &[&call_id],
+        )
+        .await
+        .unwrap()
+}
+
+async fn rows_for(db: &TestDb, call_id: &str) -> (i64, i64, i64) {
+    let client = db.client().await;
+    let mut counts = Vec::new();
+    for table in ["call_tracking", "call_logs", "processed_webhook_events"] {
+        let row = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE vapi_call_id = $1"),
+                &[&call_id],
+            )
+            .await
+            .unwrap();
+        counts.push(row.get::<_, i64>(0));
+    }
+    (counts[0], counts[1], counts[2])
+}
+
+/// Checklist 3: an inbound call creates call_tracking and call_logs rows with the
+/// right organisation, agent, direction, numbers, metadata and lead.
+#[tokio::test(flavor = "multi_thread")]
+async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead() {
+    let relay = Relay::start(RelayMode::Ok).await;
+    let app = WebhookApp::start(AppOptions {
+        relay_url: Some(relay.url()),
+        ..Default::default()
+    })
+    .await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let lead = app.db.seed_lead(ORG_ID, CALLER).await;
+    // A lead with the same number in another organisation must not be linked.
+    app.db.seed_lead(OTHER_ORG_ID, CALLER).await;
+    let call_id = unique_id("call");
+
+    let response = app
+        .deliver(&inbound_start(&call_id, &agent.assistant_id, CALLER))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["outcome"], "recorded");
+
+    let tracking = tracking_row(&app.db, &call_id)
+        .await
+        .expect("a call_tracking row");
+    assert_eq!(tracking.get::<_, String>(0), ORG_ID);
+    assert_eq!(tracking.get::<_, String>(1), agent.id);
+    assert_eq!(tracking.get::<_, String>(2), "inbound");
+    assert_eq!(tracking.get::<_, String>(3), CALLER);
+    assert_eq!(tracking.get::<_, String>(4), LINE);
+    assert_eq!(tracking.get::<_, String>(5), "in-progress");
+
+    let log = log_row(&app.db, &call_id).await.expect("a call_logs row");
+    assert_eq!(log.get::<_, String>(0), ORG_ID);
+    assert_eq!(log.get::<_, String>(1), agent.id);
+    assert_eq!(log.get::<_, Option<String>>(2), Some(lead));
+    assert_eq!(log.get::<_, String>(3), "in-progress");
+    let metadata: Value = log.get(4);
+    assert_eq!(metadata["channel"], "phone");
+    assert_eq!(metadata["is_test_call"], false);
+    assert_eq!(log.get::<_, String>(5), "inbound");
+
+    // The request's log line names the agent, org and outcome (checklist: "Verify Agent Routing").
+    let line = app.logs("Webhook handled").pop().expect("a summary line");
+    assert_eq!(line["agent"], "Ava");
+    assert_eq!(line["org_id"], ORG_ID);
+    assert_eq!(line["outcome"], "recorded");
+    assert_eq!(line["call_id"], call_id.as_str());
+    assert!(line["duration_ms"].as_f64().is_some());
+}
+
+/// Checklist 1: the same webhook twice; the second is skipped and logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_webhook_twice_records_once() {
+    let relay = Relay::start(RelayMode::Ok).await;
+    let app = WebhookApp::start(AppOptions {
+        relay_url: Some(relay.url()),
+        ..Default::default()
+    })
+    .await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let body = inbound_start(&call_id, &agent.assistant_id, CALLER);
+
+    assert_eq!(app.deliver(&body).await.json()["outcome"], "recorded");
+    // Vapi's retry is not byte-identical (new presigned URLs, new timestamp).
+    let mut retry = body.clone();
+    retry["message"]["timestamp"] = json!(now_ms());
+    retry["message"]["artifact"]["recordingUrl"] = json!("https://storage.vapi.ai/presigned?sig=2");
+    let second = app.deliver(&retry).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.json()["outcome"], "duplicate");
+
+    assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 1));
+    let duplicate = app.logs("Duplicate event detected");
+    assert_eq!(duplicate.len(), 1, "{duplicate:?}");
+    assert_eq!(duplicate[0]["call_id"], call_id.as_str());
+    assert_eq!(relay.wait_for(1, Duration::from_secs(5)).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(relay.hits().len(), 1, "a duplicate must not notify again");
+}
+
+/// With the key-value store's memory wiped (a new host with its own in-memory
+/// store), Postgres alone still refuses the duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_refuses_a_duplicate_the_key_value_store_forgot() {
+    let db = TestDb::migrated().await;
+    let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let body = inbound_start(&call_id, &agent.assistant_id, CALLER);
+    let first = WebhookApp::start_with_db(
+        db,
+        AppOptions {
+            redis: false,
+            ..Default::default()
+        },
+    );
+    assert_eq!(first.deliver(&body).await.json()["outcome"], "recorded");
+    let WebhookApp { host, db } = first;
+    drop(host);
+
+    let second = WebhookApp::start_with_db(
+        db,
+        AppOptions {
+            redis: false,
+            ..Default::default()
+        },
+    );
+    let response = second.deliver(&body).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["outcome"], "duplicate");
+    let line = second.logs("Duplicate event detected").pop().unwrap();
+    assert_eq!(line["guard"], "postgres");
+    assert_eq!(rows_for(&second.db, &call_id).await, (1, 1, 1));
+}
+
+/// Checklist 2: an unknown assistant id is retried on the configured schedule,
+/// then answered 500 so Vapi retries; once the agent exists the retry succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let call_id = unique_id("call");
+    let assistant_id = unique_id("asst-not-yet");
+    let body = inbound_start(&call_id, &assistant_id, CALLER);
+
+    let started = Instant::now();
+    let response = app.deliver(&body).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status, 500, "{}", response.text());
+    assert!(
+        !response.text().contains("SELECT"),
+        "internal text leaked: {}",
+        response.text()
+    );
+    // The default schedule is 5 retries of 100+250+500+1000+2000 ms.
+    assert!(
+        elapsed >= Duration::from_millis(3850),
+        "gave up after {elapsed:?}"
+    );
+    let failed = app.logs("Agent lookup failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["attempts"], 6);
+    assert_eq!(failed[0]["level"], "ERROR");
+    assert_eq!(rows_for(&app.db, &call_id).await, (0, 0, 0));
+
+    // The agent is created (e.g. the dashboard finished saving it); Vapi retries.
+    let client = app.db.client().await;
+    client
+        .execute(
+            "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1::text::uuid, 'receptionist', 'Ava', $2)",
+            &[&ORG_ID, &assistant_id],
+        )
+        .await
+        .unwrap();
+    let retry = app.deliver(&body).await;
+    assert_eq!(
+        retry.status,
+        200,
+        "the failed attempt blocked the retry: {}",
+        retry.text()
+    );
+    assert_eq!(retry.json()["outcome"], "recorded");
+    assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 1));
+}
+
+/// Checklist 4: a number that is not E.164 is logged masked and the call is
+/// still tracked with the best-effort value.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_number_is_a_masked_warning_and_the_call_is_tracked() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let national = "(212) 555-0187"; // normalised with default_country US
+    let invalid = "555-01987";
+    let response = app
+        .deliver(&inbound_start(&call_id, &agent.assistant_id, national))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        tracking_row(&app.db, &call_id)
+            .await
+            .unwrap()
+            .get::<_, String>(3),
+        "+12125550187"
+    );
+
+    let bad_call = unique_id("call");
+    let response = app
+        .deliver(&inbound_start(&bad_call, &agent.assistant_id, invalid))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let tracking = tracking_row(&app.db, &bad_call)
+        .await
+        .expect("the call is still tracked");
+    assert_eq!(tracking.get::<_, String>(3), "55501987");
+    let warning = app
+        .logs("Phone number is not valid E.164; stored best-effort")
+        .into_iter()
+        .find(|l| l["call_id"] == bad_call.as_str())
+        .expect("a warning");
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["field"], "customer.number");
+    assert!(!warning["number"].as_str().unwrap().contains("55501987"));
+}
+
+/// Checklist 5: the relay receives one signed notification per event, and a
+/// relay that is down, slow or failing never fails the webhook.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhook() {
+    let relay = Relay::start(RelayMode::Ok).await;
+    let app = WebhookApp::start(AppOptions {
+        relay_url: Some(relay.url()),
+        ..Default::default()
+    })
+    .await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    assert_eq!(
+        app.deliver(&inbound_start(&call_id, &agent.assistant_id, CALLER))
+            .await
+            .status,
+        200
+    );
+    let hits = relay.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(hits.len(), 1);
+    let hit = &hits[0];
+    let headers: vapi_edge_core::headers::Headers = hit
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect();
+    let key = vapi_edge_core::standard_webhooks::SigningKey::from_secret(RELAY_SECRET).unwrap();
+    vapi_edge_core::standard_webhooks::verify(&key, &headers, &hit.body, now_ms() / 1000)
+        .expect("the notification's Standard Webhooks signature verifies");
+    let event: Value = serde_json::from_slice(&hit.body).unwrap();
+    assert_eq!(event["vapi_call_id"], call_id.as_str());
+    assert_eq!(event["org_id"], ORG_ID);
+    assert_eq!(event["agent_name"], "Ava");
+    assert_eq!(event["status"], "in-progress");
+    assert_eq!(event["direction"], "inbound");
+
+    for (mode, label) in [
+        (None, "down"),
+        (Some(RelayMode::Slow(Duration::from_secs(10))), "slow"),
+        (Some(RelayMode::Fail500), "500"),
+    ] {
+        let (url, _relay) = match mode {
+            None => (format!("http://{}/events", dead_address()), None),
+            Some(mode) => {
+                let relay = Relay::start(mode).await;
+                (relay.url(), Some(relay))
+            }
+        };
+        let app = WebhookApp::start(AppOptions {
+            relay_url: Some(url),
+            ..Default::default()
+        })
+        .await;
+        let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+        let call_id = unique_id("call");
+        let started = Instant::now();
+        let response = app
+            .deliver(&inbound_start(&call_id, &agent.assistant_id, CALLER))
+            .await;
+        assert_eq!(response.status, 200, "relay {label}: {}", response.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "relay {label} delayed the webhook"
+        );
+        assert_eq!(
+            rows_for(&app.db, &call_id).await,
+            (1, 1, 1),
+            "relay {label}"
+        );
+        let warning = app
+            .host
+            .wait_for_log(Duration::from_secs(10), |l| {
+                l["msg"] == "Relay notification failed"
+            })
+            .await;
+        assert_eq!(warning["level"], "WARN", "relay {label}");
+    }
+}
+
+/// Integration plan: 10 distinct inbound calls → 10 tracked (100%).
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_inbound_calls_are_all_tracked() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let mut ok = 0;
+    for _ in 0..10 {
+        let call_id = unique_id("call");
+        let response = app
+            .deliver(&inbound_start(&call_id, &agent.assistant_id, CALLER))
+            .await;
+        if response.status == 200 && rows_for(&app.db, &call_id).await == (1, 1, 1) {
+            ok += 1;
+        }
+    }
+    println!("inbound calls tracked: {ok}/10");
+    assert_eq!(ok, 10);
+    assert_eq!(app.db.count("SELECT count(*) FROM call_tracking").await, 10);
+}
+
+/// 20 concurrent deliveries of one event: exactly one set of rows and one notification.
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_duplicates_make_one_effect() {
+    let relay = Relay::start(RelayMode::Ok).await;
+    let app = WebhookApp::start(AppOptions {
+        relay_url: Some(relay.url()),
+        ..Default::default()
+    })
+    .await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let body = serde_json::to_vec(&inbound_start(&call_id, &agent.assistant_id, CALLER)).unwrap();
+    let headers = vapi_headers(&body);
+    let addr = app.host.addr;
+    let deliveries: Vec<_> = (0..20)
+        .map(|_| {
+            let body = body.clone();
+            let headers = headers.clone();
+            tokio::spawn(async move {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                send(addr, "POST", "/webhooks/vapi", &headers, body).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for delivery in deliveries {
+        let response = delivery.await.unwrap();
+        assert!(
+            matches!(response.status, 200 | 503),
+            "{} {}",
+            response.status,
+            response.text()
+        );
+        outcomes.push(
+            response.json()["outcome"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| response.text()),
+        );
+    }
+    let recorded = outcomes.iter().filter(|o| *o == "recorded").count();
+    println!("20 concurrent deliveries: outcomes {outcomes:?}");
+    assert_eq!(recorded, 1, "{outcomes:?}");
+    assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 1));
+    relay.wait_for(1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(relay.hits().len(), 1, "one notification");
+}
+
+/// Statuses only move forward, whatever order Vapi's messages arrive in.
+#[tokio::test(flavor = "multi_thread")]
+async fn statuses_never_move_backwards() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let mut ended = fixture("07-inbound-status-update-ended.json");
+    retarget(&mut ended, &call_id, &agent.assistant_id);
+    let mut ringing = fixture("02-inbound-status-update-ringing.json");
+    retarget(&mut ringing, &call_id, &agent.assistant_id);
+    let start = inbound_start(&call_id, &agent.assistant_id, CALLER);
+    for body in [&ended, &ringing, &start] {
+        assert_eq!(app.deliver(body).await.status, 200);
+    }
+    assert_eq!(
+        tracking_row(&app.db, &call_id)
+            .await
+            .unwrap()
+            .get::<_, String>(5),
+        "ended"
+    );
+    let log = log_row(&app.db, &call_id).await.unwrap();
+    assert_eq!(log.get::<_, String>(3), "ended");
+    assert_eq!(
+        log.get::<_, Option<String>>(8).as_deref(),
+        Some("customer-ended-call")
+    );
+    assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 3));
+}
+
+/// Outbound and web calls are logged with their channel and get no call_tracking row.
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_and_web_calls_are_logged_but_not_tracked() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "outbound", "Otto").await;
+    for (fixture_name, direction, channel, test_call) in [
+        (
+            "09-outbound-status-update-ringing.json",
+            "outbound",
+            "phone",
+            false,
+        ),
+        (
+            "11-webcall-status-update-in-progress.json",
+            "web",
+            "web",
+            true,
+        ),
+    ] {
+        let call_id = unique_id("call");
+        let mut body = fixture(fixture_name);
+        retarget(&mut body, &call_id, &agent.assistant_id);
+        let response = app.deliver(&body).await;
+        assert_eq!(response.status, 200, "{fixture_name}: {}", response.text());
+        assert_eq!(
+            rows_for(&app.db, &call_id).await,
+            (0, 1, 1),
+            "{fixture_name}"
+        );
+        let log = log_row(&app.db, &call_id).await.unwrap();
+        assert_eq!(log.get::<_, String>(5), direction);
+        let metadata: Value = log.get(4);
+        assert_eq!(metadata["channel"], channel);
+        assert_eq!(metadata["is_test_call"], test_call);
+    }
+}
+
+/// Every refusal: its status, a body that names the field, the search term in
+/// the logs, and no side effect.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_the_right_status_and_name_the_field() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let valid = serde_json::to_vec(&inbound_start(&call_id, &agent.assistant_id, CALLER)).unwrap();
+    let signed = vapi_headers(&valid);
+    let header = |name: &str| signed.iter().find(|(k, _)| k == name).unwrap().1.clone();
+
+    // Verification: wrong signature, missing headers, stale timestamp → 401.
+    let stale = ((now_ms() / 1000) - 3600).to_string();
+    let stale_signature = vapi_edge_core::verify::HmacScheme::new(vec![HMAC_SECRET.into()])
+        .sign(&stale, &valid)
+        .unwrap();
+    let bad_signature = "0".repeat(64);
+    let ts = header("x-timestamp");
+    let sig = header("x-signature");
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![
+                ("content-type", "application/json"),
+                ("x-signature", &bad_signature),
+                ("x-timestamp", &ts),
+            ],
+            "no matching signature",
+        ),
+        (
+            vec![("content-type", "application/json"), ("x-timestamp", &ts)],
+            "x-signature",
+        ),
+        (
+            vec![("content-type", "application/json"), ("x-signature", &sig)],
+            "x-timestamp",
+        ),
+        (
+            vec![
+                ("content-type", "application/json"),
+                ("x-signature", &stale_signature),
+                ("x-timestamp", &stale),
+            ],
+            "old",
+        ),
+    ];
+    for (headers, reason) in cases {
+        let response = app
+            .host
+            .post("/webhooks/vapi", &headers, valid.clone())
+            .await;
+        assert_eq!(response.status, 401, "{reason}: {}", response.text());
+        assert!(
+            response.json()["error"].as_str().unwrap().contains(reason),
+            "{}",
+            response.text()
+        );
+    }
+
+    // Payloads: each names the failing field.
+    let payload_cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json".to_vec(), "body"),
+        (b"".to_vec(), "body"),
+        (br#"{"nothing": 1}"#.to_vec(), "message"),
+        (
+            br#"{"message": {"call": {"id": "c"}}}"#.to_vec(),
+            "message.type",
+        ),
+        (
+            br#"{"message": {"type": "status-update", "status": "ringing"}}"#.to_vec(),
+            "message.call",
+        ),
+        (
+            br#"{"message": {"type": "status-update", "status": "ringing", "call": {"id": 42}}}"#
+                .to_vec(),
+            "message.call.id",
+        ),
+        (
+            br#"{"message": {"type": "status-update", "call": {"id": "c"}}}"#.to_vec(),
+            "message.status",
+        ),
+        (
+            b"{\"message\": {\"type\": \"status-update\xff\"}}".to_vec(),
+            "body",
+        ),
+    ];
+    for (body, field) in payload_cases {
+        let response = app.deliver_bytes(&body).await;
+        assert_eq!(response.status, 400, "{field}: {}", response.text());
+        assert_eq!(response.json()["field"], field, "{}", response.text());
+    }
+
+    // Call type: unknown → 400 and the checklist's search term.
+    let mut unknown_type = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
+    unknown_type["message"]["call"]["type"] = json!("carrierPigeonCall");
+    let response = app.deliver(&unknown_type).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["field"], "message.call.type");
+    let line = app
+        .logs("Cannot determine call type")
+        .pop()
+        .expect("search term logged");
+    assert_eq!(line["call_id"], unknown_type["message"]["call"]["id"]);
+
+    // Content type, method, size.
+    let mut text_headers = signed.clone();
+    text_headers[0].1 = "text/plain".into();
+    let text_headers: Vec<(&str, &str)> = text_headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        app.host
+            .post("/webhooks/vapi", &text_headers, valid.clone())
+            .await
+            .status,
+        415
+    );
+    let get = app.host.get("/webhooks/vapi").await;
+    assert_eq!(get.status, 405);
+    assert_eq!(get.headers["allow"], "POST");
+    // A body over 5 MiB is refused from its content-length, before it is read.
+    assert_eq!(
+        status_of_oversized_post(app.host.addr, 5 * 1024 * 1024 + 1).await,
+        413
+    );
+
+    // None of it touched the database.
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM processed_webhook_events")
+            .await,
+        0
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM call_logs").await, 0);
+    // Every line the host and component wrote is JSON, and none holds a secret.
+    for line in app.host.lines() {
+        if line.starts_with("Serving http://")
+            || line.starts_with("Available Routes")
+            || line.starts_with("  ")
+        {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(
+            value["level"].is_string() && value["msg"].is_string(),
+            "{line}"
+        );
+        assert!(
+            !line.contains(HMAC_SECRET) && !line.contains(RELAY_SECRET),
+            "secret in log: {line}"
+        );
+        assert!(!line.contains(CALLER), "full phone number in log: {line}");
+    }
+}
+
+/// Fail closed: with no verification secret every webhook is refused, with one
+/// CRITICAL line per request, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_secrets_every_webhook_is_refused() {
+    let db = TestDb::migrated().await;
+    let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let dir = temp_dir("unconfigured");
+    let host = Host::start(
+        HostOptions {
+            manifest: app_manifest(&dir),
+            ..Default::default()
+        }
+        .var("pg_url", &db.url),
+    );
+    let body = serde_json::to_vec(&inbound_start(
+        &unique_id("call"),
+        &agent.assistant_id,
+        CALLER,
+    ))
+    .unwrap();
+    let headers = vapi_headers(&body);
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let response = host.post("/webhooks/vapi", &headers, body).await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    let critical: Vec<Value> = host
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["level"] == "CRITICAL")
+        .collect();
+    assert_eq!(critical.len(), 1, "{critical:?}");
+    assert!(critical[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("vapi_hmac_secret"));
+    assert_eq!(
+        db.count("SELECT count(*) FROM processed_webhook_events")
+            .await,
+        0
+    );
+}
+
+/// The shared-secret modes Vapi offers: `x-vapi-secret` and `Authorization: Bearer`.
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_secret_headers_are_accepted_and_wrong_ones_refused() {
+    let db = TestDb::migrated().await;
+    let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let dir = temp_dir("shared-secret");
+    let host = Host::start(
+        HostOptions {
+            manifest: app_manifest(&dir),
+            ..Default::default()
+        }
+        .var("pg_url", &db.url)
+        .var("vapi_server_secret", format!("old-secret,{SERVER_SECRET}")),
+    );
+    let bearer = format!("Bearer {SERVER_SECRET}");
+    for (name, value, status) in [
+        ("x-vapi-secret", SERVER_SECRET, 200),
+        ("authorization", bearer.as_str(), 200),
+        ("x-vapi-secret", "wrong", 401),
+        ("authorization", "Bearer wrong", 401),
+    ] {
+        let body = serde_json::to_vec(&inbound_start(
+            &unique_id("call"),
+            &agent.assistant_id,
+            CALLER,
+        ))
+        .unwrap();
+        let response = host
+            .post(
+                "/webhooks/vapi",
+                &[("content-type", "application/json"), (name, value)],
+                body,
+            )
+            .await;
+        assert_eq!(response.status, status, "{name}: {}", response.text());
+    }
+    assert_eq!(db.count("SELECT count(*) FROM call_tracking").await, 2);
+}
+
+/// Message types this version does not act on are acknowledged, logged once, and change nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn unhandled_message_types_are_acknowledged_without_side_effects() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    for name in [
+        "04-inbound-transcript-final.json",
+        "14-undocumented-type-assistant-started.json",
+    ] {
+        let mut body = fixture(name);
+        retarget(&mut body, &unique_id("call"), &agent.assistant_id);
+        let response = app.deliver(&body).await;
+        assert_eq!(response.status, 200, "{name}");
+        assert_eq!(response.json()["outcome"], "ignored");
+    }
+    let lines: Vec<Value> = app
+        .host
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["outcome"] == "ignored")
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["level"] == "INFO"));
+    assert_eq!(app.db.count("SELECT count(*) FROM call_logs").await, 0);
+}
+
+/// Sends only the head of a POST announcing `length` bytes and reads the status
+/// line: the server must answer without waiting for the body.
+async fn status_of_oversized_post(addr: std::net::SocketAddr, length: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/vapi HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buffer = vec![0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buffer[..read]);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

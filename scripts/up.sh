@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds vapi-edge and serves it with vapi-edge-host, the way `spin build --up` would.
+#
+#   bash scripts/up.sh                                               # in-memory key-value store
+#   bash scripts/up.sh --runtime-config-file runtime-config.redis.toml   # Redis-backed store
+#
+# Settings come from ./.env when it exists (copy .env.example), else from the
+# defaults of .env.example. LISTEN sets the address (default 127.0.0.1:3000);
+# any extra arguments are passed to `vapi-edge-host up`.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf 'up: %s\n' "$*" >&2; }
+die() {
+    printf 'up: error: %s\n' "$*" >&2
+    exit 1
+}
+
+# 1. Toolchain: the component is built for wasm32-wasip2 (a no-op when installed).
+if command -v rustup >/dev/null 2>&1; then
+    rustup -q target add wasm32-wasip2 ||
+        die "cannot add the wasm32-wasip2 target (rustup target add wasm32-wasip2)"
+fi
+
+# 2. Settings.
+if [[ -f .env ]]; then
+    say "loading .env"
+    set -a
+    # shellcheck disable=SC1091
+    . ./.env
+    set +a
+fi
+default_pg_url='postgres://postgres@127.0.0.1:5432/vapi_edge'
+export SPIN_VARIABLE_PG_URL="${SPIN_VARIABLE_PG_URL:-$default_pg_url}"
+
+# postgres://[user[:password]@]host[:port]/database[?options]
+pg_re='^(postgres|postgresql)://([^@/?]*@)?([^:/?@]+)(:([0-9]+))?/([^?]*)(\?.*)?$'
+pg_host='' pg_port='' pg_db='' pg_userinfo='' pg_query=''
+if [[ $SPIN_VARIABLE_PG_URL =~ $pg_re ]]; then
+    pg_userinfo="${BASH_REMATCH[2]}"
+    pg_host="${BASH_REMATCH[3]}"
+    pg_port="${BASH_REMATCH[5]:-5432}"
+    pg_db="${BASH_REMATCH[6]}"
+    pg_query="${BASH_REMATCH[7]}"
+fi
+# Spin lets the component reach only the hosts in allowed_outbound_hosts; when
+# the origin is not given, take it from the URL (for the default URL this is
+# .env.example's default, postgres://127.0.0.1:5432).
+if [[ -z ${SPIN_VARIABLE_PG_ALLOWED_HOST:-} ]]; then
+    if [[ -n $pg_host ]]; then
+        export SPIN_VARIABLE_PG_ALLOWED_HOST="postgres://${pg_host}:${pg_port}"
+    else
+        export SPIN_VARIABLE_PG_ALLOWED_HOST='postgres://127.0.0.1:5432'
+    fi
+fi
+
+# 3. The database, when it is a local one that does not exist yet.
+if [[ $pg_host == 127.0.0.1 || $pg_host == localhost ]]; then
+    if [[ ! $pg_db =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+        say "database name '${pg_db}' is not a plain identifier; not creating it"
+    elif ! command -v psql >/dev/null 2>&1; then
+        say "psql not found; not checking that database ${pg_db} exists"
+    else
+        admin_url="postgres://${pg_userinfo}${pg_host}:${pg_port}/postgres${pg_query}"
+        exists=$(PGCONNECT_TIMEOUT=5 psql "$admin_url" -XtAq -v ON_ERROR_STOP=1 \
+            -c "SELECT 1 FROM pg_database WHERE datname = '${pg_db}'") ||
+            die "PostgreSQL does not answer on ${pg_host}:${pg_port} (see psql's message above)"
+        if [[ $exists != 1 ]]; then
+            say "creating database ${pg_db}"
+            psql "$admin_url" -Xq -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"${pg_db}\"" ||
+                die "cannot create database ${pg_db}"
+        fi
+    fi
+fi
+
+# 4. Build the component and the host.
+say "building the component (wasm32-wasip2, release)"
+cargo build --target wasm32-wasip2 --release -p vapi-edge
+say "building vapi-edge-host (release)"
+cargo build --release -p vapi-edge-host
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+host_bin="${target_dir}/release/vapi-edge-host"
+wasm="${target_dir}/wasm32-wasip2/release/vapi_edge.wasm"
+[[ -x $host_bin ]] || die "${host_bin} was not built"
+[[ -f $wasm ]] || die "${wasm} was not built"
+# spin.toml's `source` is target/wasm32-wasip2/release/vapi_edge.wasm; with
+# another CARGO_TARGET_DIR, put the fresh build where the manifest looks.
+manifest_wasm='target/wasm32-wasip2/release/vapi_edge.wasm'
+if [[ ! $wasm -ef $manifest_wasm ]]; then
+    mkdir -p "$(dirname "$manifest_wasm")"
+    cp -f "$wasm" "$manifest_wasm"
+fi
+
+# 5. Schema.
+"$host_bin" migrate
+
+# 6. Serve.
+if [[ -z ${SPIN_VARIABLE_VAPI_HMAC_SECRET:-} && -z ${SPIN_VARIABLE_VAPI_SERVER_SECRET:-} ]]; then
+    say "WARNING: neither SPIN_VARIABLE_VAPI_HMAC_SECRET nor SPIN_VARIABLE_VAPI_SERVER_SECRET is set: every webhook will be refused (fail closed, 503)"
+fi
+exec "$host_bin" up --listen "${LISTEN:-127.0.0.1:3000}" "$@"
