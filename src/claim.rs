@@ -82,3 +82,43 @@ impl Held {
             .map_err(|e| format!("{e:?}"))
     }
 }
+
+const DEAD_LETTER_PREFIX: &str = "vapi-edge/dead-letter/";
+
+/// Parks a dead letter in the store when Postgres, its usual home, is down.
+pub fn keep_dead_letter(event_key: &str, body: &[u8]) -> Result<(), String> {
+    let bucket = store::open(KV_STORE).map_err(|e| format!("{e:?}"))?;
+    bucket
+        .set(&format!("{DEAD_LETTER_PREFIX}{event_key}"), body)
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Dead letters parked in the store: (event key, body).
+pub fn parked_dead_letters() -> Vec<(String, Vec<u8>)> {
+    let Ok(bucket) = store::open(KV_STORE) else {
+        return Vec::new();
+    };
+    let mut parked = Vec::new();
+    let mut cursor = None;
+    while let Ok(page) = bucket.list_keys(cursor.as_deref()) {
+        for key in page.keys {
+            if let Some(event_key) = key.strip_prefix(DEAD_LETTER_PREFIX) {
+                if let Ok(Some(body)) = bucket.get(&key) {
+                    parked.push((event_key.to_string(), body));
+                }
+            }
+        }
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    parked
+}
+
+pub fn forget_dead_letter(event_key: &str) -> Result<(), String> {
+    let bucket = store::open(KV_STORE).map_err(|e| format!("{e:?}"))?;
+    bucket
+        .delete(&format!("{DEAD_LETTER_PREFIX}{event_key}"))
+        .map_err(|e| format!("{e:?}"))
+}

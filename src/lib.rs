@@ -4,7 +4,7 @@
 //!
 //! This file only moves bytes: it reads the request (bounded), asks the router
 //! for a response, writes it back, and then runs what may follow the response
-//! (the dashboard notification). It reads nothing that only Spin sets, so it
+//! (the event record and the dashboard notification). It reads nothing that only Spin sets, so it
 //! runs in any wasi:http 0.2 host.
 
 mod claim;
@@ -23,11 +23,9 @@ use spin_sdk::http_component;
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let (response, after) = match http_io::read_request(request) {
         Ok(request) => routes::route(request),
-        Err(rejection) => (rejection, None),
+        Err(rejection) => (rejection, webhook::After::default()),
     };
     http_io::write_response(out, response);
-    // The caller has its answer; a slow relay can no longer delay it.
-    if let Some(notification) = after {
-        notification.send(services::now_ms());
-    }
+    // The caller has its answer; a slow relay or database can no longer delay it.
+    after.run();
 }

@@ -1,27 +1,66 @@
-//! Which handler answers which method and path (the contract in DESIGN.md, "Routes").
+//! Which handler answers which method and path (the contract in DESIGN.md,
+//! "Routes", plus `POST /admin/replay`).
 #![forbid(unsafe_code)]
 
-use crate::relay::Notification;
-use crate::{services, webhook};
+use crate::services::{self, variable};
+use crate::store;
+use crate::webhook::{self, After};
 use vapi_edge_core::health;
 use vapi_edge_core::http::{Request, Response};
+use vapi_edge_core::metrics::{self, Snapshot};
+use vapi_edge_core::verify::bearer_matches;
 
 /// The response, and work to do once it has been sent.
-pub fn route(request: Request) -> (Response, Option<Notification>) {
+pub fn route(request: Request) -> (Response, After) {
     match (request.route(), request.method.as_str()) {
         ("/webhooks/vapi", "POST") => webhook::handle(&request),
-        (path, method) => (route_other(path, method), None),
+        (path, method) => (route_other(&request, path, method), After::default()),
     }
 }
 
-fn route_other(path: &str, method: &str) -> Response {
+fn route_other(request: &Request, path: &str, method: &str) -> Response {
     match (path, method) {
         ("/healthz", "GET" | "HEAD") => healthz(),
         ("/healthz", _) => Response::method_not_allowed("GET, HEAD"),
         ("/webhooks/vapi", _) => Response::method_not_allowed("POST"),
-        ("/metrics", "GET") => Response::error(501, "metrics are not implemented yet"),
+        ("/metrics", "GET") => guarded(request, "metrics_token", metrics_text),
         ("/metrics", _) => Response::method_not_allowed("GET"),
+        ("/admin/replay", "POST") => guarded(request, "admin_token", || webhook::replay(50)),
+        ("/admin/replay", _) => Response::method_not_allowed("POST"),
         _ => Response::not_found(),
+    }
+}
+
+/// Runs `answer` only for `Authorization: Bearer <token>` with the token in
+/// variable `token_variable`; with the variable unset the route is closed.
+fn guarded(request: &Request, token_variable: &str, answer: impl FnOnce() -> Response) -> Response {
+    let Some(token) = variable(token_variable) else {
+        return Response::error(
+            403,
+            &format!("{token_variable} is not set; this route is closed"),
+        );
+    };
+    let presented = request.headers.one("authorization").ok().flatten();
+    if !bearer_matches(presented, &token) {
+        return Response::error(401, "a valid bearer token is required")
+            .with_header("www-authenticate", "Bearer");
+    }
+    answer()
+}
+
+fn metrics_text() -> Response {
+    let snapshot = variable("pg_url")
+        .ok_or(())
+        .and_then(|url| services::open_postgres(&url).map_err(|_| ()))
+        .and_then(|db| store::metrics_snapshot(&db).map_err(|_| ()))
+        .and_then(|json| serde_json::from_str::<Snapshot>(&json).map_err(|_| ()));
+    match snapshot {
+        Ok(snapshot) => Response::text(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(&snapshot),
+        ),
+        Err(()) => Response::error(503, "metrics are unavailable: the database did not answer"),
     }
 }
 

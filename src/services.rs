@@ -7,7 +7,7 @@
 use spin_sdk::pg4::{Connection, DbValue, PgError};
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 use vapi_edge_core::health::Check;
-use vapi_edge_core::schema::{version_number, SCHEMA_VERSION};
+use vapi_edge_core::schema::{is_compatible, version_number, SCHEMA_VERSION};
 
 /// The key-value store label granted in spin.toml.
 pub const KV_STORE: &str = "default";
@@ -76,8 +76,11 @@ pub fn postgres_check() -> Check {
     };
     let seen = text(rows.rows.first().and_then(|row| row.first())).unwrap_or_default();
     let check = match version_number(&seen) {
-        Some(v) if v == SCHEMA_VERSION => Check::pass("postgres"),
-        _ => Check::fail("postgres", "schema version differs from the expected one"),
+        Some(v) if is_compatible(v) => Check::pass("postgres"),
+        _ => Check::fail(
+            "postgres",
+            "schema is older than this build needs (run vapi-edge-host migrate)",
+        ),
     };
     check
         .with("schema_version", seen)

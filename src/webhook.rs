@@ -9,24 +9,38 @@ use crate::claim::{self, Claim};
 use crate::logging::emit;
 use crate::relay::Notification;
 use crate::services::{self, describe_pg_error, is_transient, now_ms, variable};
-use crate::store::{self, Agent, Recorded};
+use crate::store::{self, Agent, DeadLetter, EventRow, Recorded};
 use serde_json::{json, Value};
 use std::time::Instant;
 use vapi_edge_core::handling::{self, CallRecord, Plan, PlanError, DEFAULT_RETRY_MS};
 use vapi_edge_core::http::{Request, Response};
 use vapi_edge_core::log::{self as terms, Level, LogLine};
-use vapi_edge_core::payload::{self, ServerMessage};
-use vapi_edge_core::phone::Country;
+use vapi_edge_core::payload::{self, MessageKind, ServerMessage};
+use vapi_edge_core::phone::{self, Country};
+use vapi_edge_core::rollout;
 use vapi_edge_core::standard_webhooks::SigningKey;
 use vapi_edge_core::verify::VerifyConfig;
 
-/// What the request was about, repeated on each of its log lines.
+/// What the request was about, repeated on each of its log lines, and what
+/// the event record and a dead letter keep of it.
 #[derive(Default)]
 struct Context {
     fields: Vec<(&'static str, Value)>,
+    /// Set once the request is verified: only those are recorded.
+    verified: bool,
+    error_class: Option<&'static str>,
+    dead_letter: Option<DeadLetter>,
 }
 
 impl Context {
+    fn text(&self, key: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_string)
+    }
+
     fn set(&mut self, key: &'static str, value: impl Into<Value>) {
         self.fields.retain(|(k, _)| *k != key);
         self.fields.push((key, value.into()));
@@ -74,10 +88,44 @@ impl Answer {
     }
 }
 
-pub fn handle(request: &Request) -> (Response, Option<Notification>) {
+/// Work that follows the response: the event record and the notification.
+#[derive(Default)]
+pub struct After {
+    pub event: Option<(String, EventRow)>,
+    pub notification: Option<Notification>,
+}
+
+impl After {
+    pub fn run(self) {
+        if let Some((pg_url, row)) = self.event {
+            let written =
+                services::open_postgres(&pg_url).and_then(|db| store::insert_event_row(&db, &row));
+            if let Err(error) = written {
+                emit(
+                    &LogLine::new(Level::Warn, "Event record not written")
+                        .field("outcome", row.outcome.as_str())
+                        .field("error", describe_pg_error(&error)),
+                );
+            }
+        }
+        if let Some(notification) = self.notification {
+            notification.send(now_ms());
+        }
+    }
+}
+
+pub fn handle(request: &Request) -> (Response, After) {
     let started = Instant::now();
     let mut context = Context::default();
     let answer = process(request, &mut context);
+    finish(answer, context, started)
+}
+
+/// Logs the summary line, keeps the dead letter, and prepares the event record.
+fn finish(answer: Answer, mut context: Context, started: Instant) -> (Response, After) {
+    if let Some(letter) = context.dead_letter.take() {
+        keep_dead_letter(&context, letter);
+    }
     let status = answer.response.status;
     let (level, msg) = match status {
         200..=299 => (Level::Info, "Webhook handled"),
@@ -93,7 +141,62 @@ pub fn handle(request: &Request) -> (Response, Option<Notification>) {
             ("duration_ms", duration_ms(started).into()),
         ],
     );
-    (answer.response, answer.notification)
+    let event = match (context.verified, variable("pg_url")) {
+        (true, Some(pg_url)) => Some((
+            pg_url,
+            EventRow {
+                message_type: context.text("event_type"),
+                call_id: context.text("call_id"),
+                org_id: context.text("org_id"),
+                direction: context.text("direction"),
+                outcome: answer.outcome.to_string(),
+                status,
+                duration_ms: duration_ms(started),
+                error_class: context.error_class.map(str::to_string),
+            },
+        )),
+        _ => None,
+    };
+    let after = After {
+        event,
+        notification: answer.notification,
+    };
+    (answer.response, after)
+}
+
+/// Stores a failed request for replay: in Postgres, or when Postgres is what
+/// failed, in the key-value store until `POST /admin/replay` moves it.
+fn keep_dead_letter(context: &Context, letter: DeadLetter) {
+    let in_postgres = variable("pg_url")
+        .ok_or_else(|| "pg_url is not set".to_string())
+        .and_then(|url| services::open_postgres(&url).map_err(|e| describe_pg_error(&e)))
+        .and_then(|db| store::upsert_dead_letter(&db, &letter).map_err(|e| describe_pg_error(&e)));
+    let Err(pg_error) = in_postgres else {
+        context.log(
+            Level::Warn,
+            "Dead letter kept",
+            &[("store", "postgres".into())],
+        );
+        return;
+    };
+    match claim::keep_dead_letter(&letter.event_key, &letter.body) {
+        Ok(()) => context.log(
+            Level::Warn,
+            "Dead letter kept",
+            &[
+                ("store", "key_value".into()),
+                ("postgres_error", pg_error.into()),
+            ],
+        ),
+        Err(kv_error) => context.log(
+            Level::Critical,
+            "Dead letter lost",
+            &[
+                ("postgres_error", pg_error.into()),
+                ("key_value_error", kv_error.into()),
+            ],
+        ),
+    }
 }
 
 fn duration_ms(started: Instant) -> f64 {
@@ -112,6 +215,13 @@ fn misconfigured(context: &Context, problem: &str) -> Answer {
         "misconfigured",
         Response::error(503, "the webhook is not configured"),
     )
+}
+
+/// Live deliveries wait for a slow agent; replays of dead letters do not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    Replay,
 }
 
 fn process(request: &Request, context: &mut Context) -> Answer {
@@ -133,12 +243,17 @@ fn process(request: &Request, context: &mut Context) -> Answer {
         );
         return Answer::refused("unauthorized", Response::error(401, &error.public_reason()));
     }
-
-    // 2. Validate.
+    context.verified = true;
     if !is_json(request) {
         return Answer::refused("unsupported_media_type", Response::unsupported_media_type());
     }
-    let message = match payload::parse(&request.body) {
+    process_verified(&request.body, context, Mode::Live)
+}
+
+/// Everything after verification, shared by live deliveries and replays.
+fn process_verified(body: &[u8], context: &mut Context, mode: Mode) -> Answer {
+    // 2. Validate.
+    let message = match payload::parse(body) {
         Ok(message) => message,
         Err(error) => {
             context.set("error", error.to_string());
@@ -152,16 +267,16 @@ fn process(request: &Request, context: &mut Context) -> Answer {
     if let Some(call_id) = message.call_id() {
         context.set("call_id", call_id);
     }
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(problem) => return misconfigured(context, &problem),
+    };
+    if message.kind == MessageKind::AssistantRequest {
+        return answer_assistant_request(&message, &settings, context);
+    }
 
     // 3. Decide, with the call type explicit.
-    let country_code = variable("default_country").unwrap_or_else(|| "US".into());
-    let Some(country) = Country::from_iso(&country_code) else {
-        return misconfigured(
-            context,
-            "default_country is not a country this version knows",
-        );
-    };
-    let record = match handling::plan(&message, &country) {
+    let record = match handling::plan(&message, &settings.country) {
         Ok(Plan::Record(record)) => record,
         Ok(Plan::Acknowledge { reason }) => {
             context.set("reason", reason);
@@ -198,15 +313,6 @@ fn process(request: &Request, context: &mut Context) -> Answer {
             ],
         );
     }
-    let delays = match handling::parse_retry_delays(
-        &variable("agent_lookup_retry_ms").unwrap_or_else(|| DEFAULT_RETRY_MS.into()),
-    ) {
-        Ok(delays) => delays,
-        Err(error) => return misconfigured(context, &format!("agent_lookup_retry_ms: {error}")),
-    };
-    let Some(pg_url) = variable("pg_url") else {
-        return misconfigured(context, "pg_url is not set");
-    };
 
     // 4. Claim before any side effect.
     let held = match claim::claim(&record.event_key, now_ms()) {
@@ -242,7 +348,11 @@ fn process(request: &Request, context: &mut Context) -> Answer {
     };
 
     // 5-7. Find the agent and record, in one statement per attempt.
-    let answer = record_with_retry(&pg_url, &record, &delays, context, &message);
+    let delays: &[u64] = match mode {
+        Mode::Live => &settings.retry_delays,
+        Mode::Replay => &[],
+    };
+    let answer = record_with_retry(&settings, &record, delays, context, &message);
     if let Some(held) = held {
         let result = if answer.response.status < 300 {
             held.complete()
@@ -257,7 +367,48 @@ fn process(request: &Request, context: &mut Context) -> Answer {
             );
         }
     }
+    if answer.response.status >= 500 {
+        context.dead_letter = Some(DeadLetter {
+            event_key: record.event_key.to_string(),
+            message_type: Some(record.message_type.clone()),
+            call_id: Some(record.call_id.clone()),
+            reason: answer.outcome.to_string(),
+            headers: json!({ "content-type": "application/json" }),
+            body: body.to_vec(),
+        });
+    }
     answer
+}
+
+/// What every verified request needs from the variables, read once.
+struct Settings {
+    pg_url: String,
+    country: Country,
+    retry_delays: Vec<u64>,
+    rollout_percent: u32,
+}
+
+impl Settings {
+    fn load() -> Result<Settings, String> {
+        let country_code = variable("default_country").unwrap_or_else(|| "US".into());
+        let country = Country::from_iso(&country_code)
+            .ok_or("default_country is not a country this version knows")?;
+        let retry_delays = handling::parse_retry_delays(
+            &variable("agent_lookup_retry_ms").unwrap_or_else(|| DEFAULT_RETRY_MS.into()),
+        )
+        .map_err(|e| format!("agent_lookup_retry_ms: {e}"))?;
+        let rollout_percent = rollout::parse_percent(
+            &variable("inbound_rollout_percent").unwrap_or_else(|| "100".into()),
+        )
+        .map_err(|e| format!("inbound_rollout_percent: {e}"))?;
+        let pg_url = variable("pg_url").ok_or("pg_url is not set")?;
+        Ok(Settings {
+            pg_url,
+            country,
+            retry_delays,
+            rollout_percent,
+        })
+    }
 }
 
 fn is_json(request: &Request) -> bool {
@@ -270,16 +421,78 @@ fn is_json(request: &Request) -> bool {
     }
 }
 
+/// `assistant-request`: Vapi asks which assistant answers an inbound call on a
+/// line without a fixed one, and waits at most 7.5 s. Read-only: the call's
+/// rows come with its status updates. With no agent for the line the answer is
+/// Vapi's `error` shape (spoken, then the call ends); a database failure is a
+/// 5xx so Vapi falls back to the number's `fallbackDestination`.
+fn answer_assistant_request(
+    message: &ServerMessage,
+    settings: &Settings,
+    context: &mut Context,
+) -> Answer {
+    context.set("direction", "inbound");
+    let line = message
+        .phone_number
+        .as_deref()
+        .map(|raw| phone::normalize(raw, &settings.country));
+    let line_e164 = line.as_ref().map(|n| n.value().to_string());
+    let phone_number_id = message
+        .call
+        .as_ref()
+        .and_then(|c| c.phone_number_id.as_deref());
+    let found = services::open_postgres(&settings.pg_url)
+        .and_then(|db| store::inbound_agent_for_line(&db, phone_number_id, line_e164.as_deref()));
+    match found {
+        Ok(Some((agent, assistant_id))) => {
+            note_agent(context, &agent);
+            let mut answer = Answer::ok("answered");
+            answer.response = Response::json(200, &json!({ "assistantId": assistant_id }));
+            answer
+        }
+        Ok(None) => {
+            context.error_class = Some("agent_lookup");
+            context.log(
+                Level::Error,
+                terms::AGENT_LOOKUP_FAILED,
+                &[(
+                    "line",
+                    phone::mask(message.phone_number.as_deref().unwrap_or_default()).into(),
+                )],
+            );
+            let mut answer = Answer::ok("no_agent");
+            answer.response = Response::json(
+                200,
+                &json!({ "error": "Sorry, this line cannot take calls right now. Please try again later." }),
+            );
+            answer
+        }
+        Err(error) => {
+            context.error_class = Some("database");
+            context.log(
+                Level::Error,
+                "Database unavailable",
+                &[("error", describe_pg_error(&error).into())],
+            );
+            Answer::refused(
+                "database_unavailable",
+                Response::error(503, "database unavailable"),
+            )
+        }
+    }
+}
+
 fn record_with_retry(
-    pg_url: &str,
+    settings: &Settings,
     record: &CallRecord,
     delays: &[u64],
     context: &mut Context,
     message: &ServerMessage,
 ) -> Answer {
-    let db = match services::open_postgres(pg_url) {
+    let db = match services::open_postgres(&settings.pg_url) {
         Ok(db) => db,
         Err(error) => {
+            context.error_class = Some("database");
             context.log(
                 Level::Error,
                 "Database unavailable",
@@ -293,7 +506,7 @@ fn record_with_retry(
     };
     let mut retries = delays.iter();
     loop {
-        match store::record_event(&db, record) {
+        match store::record_event(&db, record, settings.rollout_percent) {
             Ok(Recorded::New {
                 agent,
                 tracked,
@@ -317,9 +530,19 @@ fn record_with_retry(
                 );
                 return Answer::ok("duplicate");
             }
+            Ok(Recorded::OutsideRollout { agent }) => {
+                note_agent(context, &agent);
+                context.log(
+                    Level::Info,
+                    "Organisation is outside the inbound rollout; not recorded",
+                    &[("rollout_percent", settings.rollout_percent.into())],
+                );
+                return Answer::ok("outside_rollout");
+            }
             Ok(Recorded::AgentNotFound) => match retries.next() {
                 Some(delay) => services::sleep_ms(*delay),
                 None => {
+                    context.error_class = Some("agent_lookup");
                     context.log(
                         Level::Error,
                         terms::AGENT_LOOKUP_FAILED,
@@ -335,11 +558,12 @@ fn record_with_retry(
                 }
             },
             Err(error) => {
-                let msg = if record.tracks_call() {
-                    terms::CALL_TRACKING_FAILED
+                let (msg, class) = if record.tracks_call() {
+                    (terms::CALL_TRACKING_FAILED, "call_tracking")
                 } else {
-                    terms::CALL_LOGS_FAILED
+                    (terms::CALL_LOGS_FAILED, "call_logs")
                 };
+                context.error_class = Some(class);
                 context.log(
                     Level::Error,
                     msg,
@@ -353,6 +577,69 @@ fn record_with_retry(
             }
         }
     }
+}
+
+/// `POST /admin/replay`: re-drives pending dead letters through the same path
+/// as a live delivery (verification aside: they were verified on arrival).
+/// Idempotent: an event that already succeeded is a duplicate and changes nothing.
+pub fn replay(limit: i64) -> Response {
+    let Some(pg_url) = variable("pg_url") else {
+        return Response::error(503, "pg_url is not set");
+    };
+    let db = match services::open_postgres(&pg_url) {
+        Ok(db) => db,
+        Err(_) => return Response::error(503, "database unavailable"),
+    };
+    // Dead letters parked in the key-value store while Postgres was down
+    // move into the table first, so there is one queue to drain.
+    let moved = claim::parked_dead_letters()
+        .into_iter()
+        .filter(|(key, body)| {
+            let letter = DeadLetter {
+                event_key: key.clone(),
+                message_type: None,
+                call_id: None,
+                reason: "database_unavailable".into(),
+                headers: json!({ "content-type": "application/json" }),
+                body: body.clone(),
+            };
+            store::upsert_dead_letter(&db, &letter).is_ok()
+                && claim::forget_dead_letter(key).is_ok()
+        })
+        .count();
+    let pending = match store::pending_dead_letters(&db, limit) {
+        Ok(pending) => pending,
+        Err(_) => return Response::error(503, "database unavailable"),
+    };
+    let (mut succeeded, mut failed) = (0, 0);
+    for (id, body) in pending {
+        let started = Instant::now();
+        let mut context = Context {
+            verified: true,
+            ..Context::default()
+        };
+        context.set("replay_of", id);
+        let answer = process_verified(&body, &mut context, Mode::Replay);
+        let ok = answer.response.status < 300;
+        let outcome = answer.outcome;
+        let (_, after) = finish(answer, context, started);
+        after.run();
+        if ok && store::mark_replayed(&db, id, outcome).is_ok() {
+            succeeded += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    let remaining = store::count_pending_dead_letters(&db).unwrap_or(-1);
+    Response::json(
+        200,
+        &json!({
+            "moved_from_key_value": moved,
+            "replayed": succeeded,
+            "failed": failed,
+            "remaining": remaining,
+        }),
+    )
 }
 
 fn note_agent(context: &mut Context, agent: &Agent) {

@@ -95,7 +95,11 @@ async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead() {
     assert_eq!(log.get::<_, String>(5), "inbound");
 
     // The request's log line names the agent, org and outcome (checklist: "Verify Agent Routing").
-    let line = app.logs("Webhook handled").pop().expect("a summary line");
+    let line = app
+        .logs("Webhook handled")
+        .await
+        .pop()
+        .expect("a summary line");
     assert_eq!(line["agent"], "Ava");
     assert_eq!(line["org_id"], ORG_ID);
     assert_eq!(line["outcome"], "recorded");
@@ -126,7 +130,7 @@ async fn the_same_webhook_twice_records_once() {
     assert_eq!(second.json()["outcome"], "duplicate");
 
     assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 1));
-    let duplicate = app.logs("Duplicate event detected");
+    let duplicate = app.logs("Duplicate event detected").await;
     assert_eq!(duplicate.len(), 1, "{duplicate:?}");
     assert_eq!(duplicate[0]["call_id"], call_id.as_str());
     assert_eq!(relay.wait_for(1, Duration::from_secs(5)).await.len(), 1);
@@ -163,7 +167,7 @@ async fn postgres_refuses_a_duplicate_the_key_value_store_forgot() {
     let response = second.deliver(&body).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["outcome"], "duplicate");
-    let line = second.logs("Duplicate event detected").pop().unwrap();
+    let line = second.logs("Duplicate event detected").await.pop().unwrap();
     assert_eq!(line["guard"], "postgres");
     assert_eq!(rows_for(&second.db, &call_id).await, (1, 1, 1));
 }
@@ -191,7 +195,7 @@ async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds() {
         elapsed >= Duration::from_millis(3850),
         "gave up after {elapsed:?}"
     );
-    let failed = app.logs("Agent lookup failed");
+    let failed = app.logs("Agent lookup failed").await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["attempts"], 6);
     assert_eq!(failed[0]["level"], "ERROR");
@@ -249,6 +253,7 @@ async fn an_invalid_number_is_a_masked_warning_and_the_call_is_tracked() {
     assert_eq!(tracking.get::<_, String>(3), "55501987");
     let warning = app
         .logs("Phone number is not valid E.164; stored best-effort")
+        .await
         .into_iter()
         .find(|l| l["call_id"] == bad_call.as_str())
         .expect("a warning");
@@ -574,6 +579,7 @@ async fn bad_requests_get_the_right_status_and_name_the_field() {
     assert_eq!(response.json()["field"], "message.call.type");
     let line = app
         .logs("Cannot determine call type")
+        .await
         .pop()
         .expect("search term logged");
     assert_eq!(line["call_id"], unknown_type["message"]["call"]["id"]);
@@ -658,6 +664,8 @@ async fn without_secrets_every_webhook_is_refused() {
         .collect();
     let response = host.post("/webhooks/vapi", &headers, body).await;
     assert_eq!(response.status, 503, "{}", response.text());
+    host.wait_for_log(Duration::from_secs(5), |l| l["msg"] == "Webhook failed")
+        .await;
     let critical: Vec<Value> = host
         .json_lines()
         .into_iter()
@@ -729,6 +737,9 @@ async fn unhandled_message_types_are_acknowledged_without_side_effects() {
         assert_eq!(response.status, 200, "{name}");
         assert_eq!(response.json()["outcome"], "ignored");
     }
+    while app.logs("Webhook handled").await.len() < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let lines: Vec<Value> = app
         .host
         .json_lines()
@@ -759,4 +770,45 @@ async fn status_of_oversized_post(addr: std::net::SocketAddr, length: usize) -> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// `vapi-edge-host sign` prints the headers a Vapi HMAC credential sends, so a
+/// newcomer can POST a signed test webhook with curl.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sign_command_makes_a_webhook_the_component_accepts() {
+    use std::io::Write;
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let body = serde_json::to_vec(&inbound_start(
+        &unique_id("call"),
+        &agent.assistant_id,
+        CALLER,
+    ))
+    .unwrap();
+    let mut child = std::process::Command::new(host_binary())
+        .args(["sign", "--secret", HMAC_SECRET])
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&body).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let headers: Vec<(String, String)> = text
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once(": ").expect("`name: value`");
+            (name.to_string(), value.to_string())
+        })
+        .collect();
+    let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["content-type", "x-signature", "x-timestamp"]);
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let response = app.host.post("/webhooks/vapi", &headers, body).await;
+    assert_eq!(response.status, 200, "{}", response.text());
 }

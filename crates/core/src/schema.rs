@@ -2,9 +2,11 @@
 //!
 //! `/healthz` compares it with the newest migration recorded by
 //! `vapi-edge-host migrate`, so a deploy that forgot to migrate is not ready.
+//! Migrations are additive only, so a build also runs on a newer schema: the
+//! previous `.wasm` stays ready after a rollback.
 
 /// Numeric prefix of the newest file in `migrations/`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The numeric prefix of a migration version such as `0001_init`.
 pub fn version_number(version: &str) -> Option<u32> {
@@ -12,9 +14,21 @@ pub fn version_number(version: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// Whether this build can run on a database migrated to `seen`.
+pub fn is_compatible(seen: u32) -> bool {
+    seen >= SCHEMA_VERSION
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn older_schemas_are_not_ready_newer_ones_are() {
+        assert!(!is_compatible(SCHEMA_VERSION - 1));
+        assert!(is_compatible(SCHEMA_VERSION));
+        assert!(is_compatible(SCHEMA_VERSION + 1));
+    }
 
     #[test]
     fn version_number_reads_the_prefix() {

@@ -586,6 +586,17 @@ fn secret_matches(secret: &[u8], presented: &[u8]) -> bool {
         .is_ok()
 }
 
+/// Whether an `Authorization` header value is `Bearer <token>` for `token`
+/// (constant time); for the operator routes (`/metrics`, `/admin/replay`).
+pub fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+    match authorization.and_then(bearer_token) {
+        Some(presented) if !token.is_empty() => {
+            secret_matches(token.as_bytes(), presented.as_bytes())
+        }
+        _ => false,
+    }
+}
+
 /// `Bearer <token>`, scheme case-insensitive.
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(|c: char| c.is_ascii_whitespace())?;
@@ -820,6 +831,16 @@ mod tests {
             .collect();
         assert!(base64.verify(&headers, BODY, NOW_MS).is_ok());
         assert_eq!(HmacScheme::new(Vec::new()).sign(TS, BODY), None);
+    }
+
+    #[test]
+    fn operator_bearer_tokens() {
+        assert!(bearer_matches(Some("Bearer tok-1"), "tok-1"));
+        assert!(bearer_matches(Some("bearer tok-1"), "tok-1"));
+        assert!(!bearer_matches(Some("Bearer tok-2"), "tok-1"));
+        assert!(!bearer_matches(Some("tok-1"), "tok-1"));
+        assert!(!bearer_matches(None, "tok-1"));
+        assert!(!bearer_matches(Some("Bearer "), ""));
     }
 
     /// Computed directly with `hmac`, independently of the code under test.

@@ -703,12 +703,77 @@ impl WebhookApp {
             .await
     }
 
-    /// Log lines with this `msg`.
-    pub fn logs(&self, msg: &str) -> Vec<serde_json::Value> {
+    /// Log lines with this `msg`, once at least one has arrived (the host's
+    /// output reaches the test through a pipe, a moment after the response).
+    pub async fn logs(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.host
+            .wait_for_log(Duration::from_secs(5), |l| l["msg"] == msg)
+            .await;
         self.host
             .json_lines()
             .into_iter()
             .filter(|l| l["msg"] == msg)
             .collect()
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can take down and bring
+/// back: while down it drops every open connection and refuses new ones, as a
+/// database outage looks from the host.
+pub struct PgProxy {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl PgProxy {
+    pub async fn start() -> PgProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (flag, tasks) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    break;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        PgProxy {
+            addr,
+            up,
+            connections,
+        }
+    }
+
+    /// A connection string for `db` through the proxy.
+    pub fn url(&self, db: &TestDb) -> String {
+        format!("postgres://postgres@{}/{}", self.addr, db.name)
+    }
+
+    pub fn allowed_host(&self) -> String {
+        format!("postgres://{}", self.addr)
+    }
+
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }

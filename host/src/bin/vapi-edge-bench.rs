@@ -1,0 +1,974 @@
+//! `vapi-edge-bench`: a load generator for a running vapi-edge server.
+//!
+//! It sends signed inbound call-start webhooks (`status-update` `in-progress`,
+//! built from the shared fixture) at a fixed concurrency over keep-alive
+//! HTTP/1.1 connections, one per worker, and reports throughput and latency.
+//!
+//! - `unique` mode: every request carries a new call id, so each one takes the
+//!   full path (verify, parse, claim, record in PostgreSQL). Afterwards the
+//!   number of new `call_tracking` rows is checked against the successes.
+//! - `duplicate` mode: one event is recorded first, then every request repeats
+//!   it (the duplicate fast path).
+//!
+//! Every request is freshly signed with Vapi's default HMAC scheme. The run is
+//! bounded by a request count or a duration, and only loopback targets are
+//! accepted. The last line printed is one JSON object for scripts.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vapi_edge_core::verify::HmacScheme;
+
+const USAGE: &str = "usage:
+  vapi-edge-bench --url http://127.0.0.1:3000 --pg-url URL --hmac-secret SECRET
+                  [--concurrency 8] [--requests 2000 | --duration-s 10] [--warmup 200]
+                  [--mode unique|duplicate] [--assistant-id ID] [--fixture PATH]
+                  [--path /webhooks/vapi] [--timeout-ms 30000] [--threads 1]
+
+Seeds one agent (unless --assistant-id is given), then sends signed inbound
+call-start webhooks at a fixed concurrency over keep-alive HTTP/1.1. Only
+loopback targets are accepted. Exits non-zero when any request failed or the
+database check does not match.";
+
+const ORG_ID: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
+const FIXTURE: &str = "shared/vapi/examples/03-inbound-status-update-in-progress.json";
+const CALL_ID_PLACEHOLDER: &str = "__VAPI_EDGE_BENCH_CALL_ID__";
+/// How many failed requests are shown in full.
+const SHOWN_ERRORS: usize = 5;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match Options::parse(&args) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("error: {error}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        });
+    match runtime.block_on(run(options)) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+// ---- options -----------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Unique,
+    Duplicate,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Unique => "unique",
+            Mode::Duplicate => "duplicate",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Bound {
+    Requests(u64),
+    Duration(Duration),
+}
+
+struct Options {
+    addr: SocketAddr,
+    authority: String,
+    path: String,
+    pg_url: String,
+    hmac_secret: String,
+    concurrency: usize,
+    bound: Bound,
+    warmup: u64,
+    mode: Mode,
+    assistant_id: Option<String>,
+    fixture: PathBuf,
+    timeout: Duration,
+    threads: usize,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options> {
+        let mut values: BTreeMap<&str, String> = BTreeMap::new();
+        let known = [
+            "--url",
+            "--pg-url",
+            "--hmac-secret",
+            "--concurrency",
+            "--requests",
+            "--duration-s",
+            "--warmup",
+            "--mode",
+            "--assistant-id",
+            "--fixture",
+            "--path",
+            "--timeout-ms",
+            "--threads",
+        ];
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            if arg == "-h" || arg == "--help" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (arg.as_str(), None),
+            };
+            let Some(name) = known.iter().find(|k| **k == name) else {
+                return Err(format!("unknown argument `{arg}`").into());
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => iter
+                    .next()
+                    .ok_or_else(|| format!("{name} needs a value"))?
+                    .clone(),
+            };
+            values.insert(name, value);
+        }
+        let required = |name: &str| -> Result<String> {
+            values
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .ok_or_else(|| format!("{name} is required").into())
+        };
+        let number = |name: &str, default: u64| -> Result<u64> {
+            match values.get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    format!("{name} must be a non-negative integer, not `{v}`").into()
+                }),
+            }
+        };
+
+        let url = required("--url")?;
+        let (addr, authority, url_path) = parse_url(&url)?;
+        let path = match values.get("--path") {
+            Some(p) => p.clone(),
+            None if url_path.is_empty() || url_path == "/" => "/webhooks/vapi".to_string(),
+            None => url_path,
+        };
+        let bound = match (values.get("--requests"), values.get("--duration-s")) {
+            (Some(_), Some(_)) => {
+                return Err("give either --requests or --duration-s, not both".into())
+            }
+            (_, Some(_)) => {
+                let seconds = number("--duration-s", 10)?;
+                if seconds == 0 || seconds > 3600 {
+                    return Err("--duration-s must be between 1 and 3600".into());
+                }
+                Bound::Duration(Duration::from_secs(seconds))
+            }
+            _ => {
+                let n = number("--requests", 2000)?;
+                if n == 0 || n > 10_000_000 {
+                    return Err("--requests must be between 1 and 10000000".into());
+                }
+                Bound::Requests(n)
+            }
+        };
+        let concurrency = number("--concurrency", 8)? as usize;
+        if concurrency == 0 || concurrency > 1024 {
+            return Err("--concurrency must be between 1 and 1024".into());
+        }
+        let threads = number("--threads", 1)? as usize;
+        if threads == 0 || threads > 64 {
+            return Err("--threads must be between 1 and 64".into());
+        }
+        let timeout_ms = number("--timeout-ms", 30_000)?;
+        if timeout_ms == 0 {
+            return Err("--timeout-ms must be positive".into());
+        }
+        let mode = match values.get("--mode").map(String::as_str) {
+            None | Some("unique") => Mode::Unique,
+            Some("duplicate") => Mode::Duplicate,
+            Some(other) => {
+                return Err(format!("--mode must be unique or duplicate, not `{other}`").into())
+            }
+        };
+        let fixture = match values.get("--fixture") {
+            Some(p) => PathBuf::from(p),
+            None => default_fixture(),
+        };
+        Ok(Options {
+            addr,
+            authority,
+            path,
+            pg_url: required("--pg-url")?,
+            hmac_secret: required("--hmac-secret")?,
+            concurrency,
+            bound,
+            warmup: number("--warmup", 200)?,
+            mode,
+            assistant_id: values
+                .get("--assistant-id")
+                .filter(|v| !v.is_empty())
+                .cloned(),
+            fixture,
+            timeout: Duration::from_millis(timeout_ms),
+            threads,
+        })
+    }
+}
+
+/// `../shared/...` beside the repository root (the parent of this package).
+fn default_fixture() -> PathBuf {
+    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = package.parent().unwrap_or(&package).to_path_buf();
+    root.parent().unwrap_or(&root).join(FIXTURE)
+}
+
+/// `http://host:port[/path]` to a loopback socket address, the `host` header
+/// value and the path.
+fn parse_url(url: &str) -> Result<(SocketAddr, String, String)> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("--url `{url}`: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("--url `{url}`: only http:// is supported").into());
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("--url `{url}` has no host"))?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("--url `{url}`: {e}"))?
+        .find(|a| a.ip().is_loopback())
+        .ok_or_else(|| {
+            format!(
+                "--url `{url}`: not a loopback address; this benchmark only targets this machine"
+            )
+        })?;
+    Ok((addr, authority.to_string(), uri.path().to_string()))
+}
+
+// ---- histogram -----------------------------------------------------------------
+
+/// Log-linear histogram of microseconds: exact below 64 µs, then 64 buckets per
+/// power of two (relative error under 1.6 %). The maximum is kept exactly.
+#[derive(Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    sum: u128,
+    max: u64,
+    min: u64,
+}
+
+const SUB_BITS: u32 = 6;
+const SUB: u64 = 1 << SUB_BITS;
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            counts: vec![0; (SUB * (64 - SUB_BITS as u64 + 1)) as usize],
+            total: 0,
+            sum: 0,
+            max: 0,
+            min: u64::MAX,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < SUB {
+            return v as usize;
+        }
+        let k = 63 - v.leading_zeros(); // floor(log2 v) >= SUB_BITS
+        let shift = k - SUB_BITS;
+        let sub = (v >> shift) - SUB; // 0..SUB
+        (SUB + (shift as u64) * SUB + sub) as usize
+    }
+
+    /// The highest value a bucket holds.
+    fn upper(index: usize) -> u64 {
+        let i = index as u64;
+        if i < SUB {
+            return i;
+        }
+        let shift = (i - SUB) / SUB;
+        let sub = (i - SUB) % SUB;
+        ((SUB + sub + 1) << shift) - 1
+    }
+
+    fn record(&mut self, micros: u64) {
+        self.counts[Self::index(micros)] += 1;
+        self.total += 1;
+        self.sum += micros as u128;
+        self.max = self.max.max(micros);
+        self.min = self.min.min(micros);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+        self.min = self.min.min(other.min);
+    }
+
+    /// The smallest bucket bound below which at least `q` of the values lie
+    /// (capped by the exact maximum).
+    fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::upper(index).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    fn mean(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.total as f64
+        }
+    }
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+// ---- requests --------------------------------------------------------------------
+
+/// The request body with the call id cut out, so a unique body is two copies.
+struct Template {
+    head: String,
+    tail: String,
+}
+
+impl Template {
+    fn load(path: &PathBuf, assistant_id: &str) -> Result<Template> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("fixture {}: {e}", path.display()))?;
+        let mut body: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("fixture {}: {e}", path.display()))?;
+        let message = body
+            .get_mut("message")
+            .filter(|m| m.is_object())
+            .ok_or_else(|| format!("fixture {}: no `message` object", path.display()))?;
+        if !message["call"].is_object() {
+            return Err(format!("fixture {}: no `message.call` object", path.display()).into());
+        }
+        message["call"]["id"] = CALL_ID_PLACEHOLDER.into();
+        for (parent, field) in [
+            ("call", "assistantId"),
+            ("assistant", "id"),
+            ("phoneNumber", "assistantId"),
+        ] {
+            if message[parent].is_object() {
+                message[parent][field] = assistant_id.into();
+            }
+        }
+        let text = serde_json::to_string(&body)?;
+        let quoted = format!("\"{CALL_ID_PLACEHOLDER}\"");
+        let (head, tail) = text
+            .split_once(&quoted)
+            .ok_or("the call id placeholder is missing from the serialised body")?;
+        Ok(Template {
+            head: format!("{head}\""),
+            tail: format!("\"{tail}"),
+        })
+    }
+
+    fn body(&self, call_id: &str) -> Bytes {
+        let mut out = String::with_capacity(self.head.len() + call_id.len() + self.tail.len());
+        out.push_str(&self.head);
+        out.push_str(call_id);
+        out.push_str(&self.tail);
+        Bytes::from(out)
+    }
+}
+
+struct Target {
+    addr: SocketAddr,
+    authority: String,
+    path: String,
+    scheme: HmacScheme,
+    timeout: Duration,
+}
+
+struct Reply {
+    status: u16,
+    body: Bytes,
+}
+
+impl Target {
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| "connect timed out")??;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    fn request(&self, body: Bytes) -> Result<hyper::Request<Full<Bytes>>> {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)?
+            .as_secs()
+            .to_string();
+        let signature = self
+            .scheme
+            .sign(&timestamp, &body)
+            .ok_or("the HMAC secret is empty")?;
+        Ok(hyper::Request::builder()
+            .method("POST")
+            .uri(self.path.as_str())
+            .header("host", self.authority.as_str())
+            .header("content-type", "application/json")
+            .header("x-signature", signature)
+            .header("x-timestamp", timestamp)
+            .body(Full::new(body))?)
+    }
+
+    /// Sends one request on `sender`, connecting first when there is no open
+    /// connection. Returns the reply and whether a (re)connection was made.
+    async fn send(
+        &self,
+        sender: &mut Option<SendRequest<Full<Bytes>>>,
+        body: Bytes,
+    ) -> (Result<Reply>, bool) {
+        let mut connected = false;
+        if sender.as_ref().is_none_or(|s| s.is_closed()) {
+            match self.connect().await {
+                Ok(s) => {
+                    *sender = Some(s);
+                    connected = true;
+                }
+                Err(e) => return (Err(format!("connect: {e}").into()), true),
+            }
+        }
+        let request = match self.request(body) {
+            Ok(r) => r,
+            Err(e) => return (Err(e), connected),
+        };
+        let Some(s) = sender.as_mut() else {
+            return (Err("no connection".into()), connected);
+        };
+        let exchange = async {
+            s.ready().await?;
+            let response = s.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, Error>(Reply { status, body })
+        };
+        let result = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis()).into()),
+        };
+        if result.is_err() {
+            // The connection is in an unknown state: start afresh next time.
+            *sender = None;
+        }
+        (result, connected)
+    }
+}
+
+fn outcome_of(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("outcome").and_then(|o| o.as_str()).map(String::from))
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn short(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.chars().count() > 300 {
+        format!("{}...", text.chars().take(300).collect::<String>())
+    } else {
+        text.to_string()
+    }
+}
+
+// ---- a phase -------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    ok: u64,
+    errors: u64,
+    reconnects: u64,
+    outcomes: BTreeMap<String, u64>,
+    statuses: BTreeMap<u16, u64>,
+    shown: Vec<String>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.reconnects += other.reconnects;
+        for (k, v) in other.outcomes {
+            *self.outcomes.entry(k).or_default() += v;
+        }
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        for line in other.shown {
+            if self.shown.len() < SHOWN_ERRORS {
+                self.shown.push(line);
+            }
+        }
+    }
+}
+
+struct PhaseResult {
+    tally: Tally,
+    histogram: Histogram,
+    elapsed: Duration,
+}
+
+/// What the workers of one phase send: call ids `{prefix}{n}` (unique) or one
+/// fixed body (duplicate).
+#[derive(Clone)]
+enum Bodies {
+    Unique {
+        template: Arc<Template>,
+        prefix: String,
+    },
+    Same(Bytes),
+}
+
+impl Bodies {
+    fn body(&self, n: u64) -> Bytes {
+        match self {
+            Bodies::Unique { template, prefix } => template.body(&format!("{prefix}{n}")),
+            Bodies::Same(body) => body.clone(),
+        }
+    }
+}
+
+async fn phase(
+    target: Arc<Target>,
+    bodies: Bodies,
+    concurrency: usize,
+    bound: Bound,
+) -> PhaseResult {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = match bound {
+        Bound::Duration(d) => Some(started + d),
+        Bound::Requests(_) => None,
+    };
+    let limit = match bound {
+        Bound::Requests(n) => n,
+        // Time decides; the count only keeps the loop finite by construction.
+        Bound::Duration(_) => u64::MAX,
+    };
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let target = target.clone();
+        let bodies = bodies.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::new();
+            let mut tally = Tally::default();
+            let mut sender = None;
+            let mut connected_before = false;
+            loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= limit {
+                    break;
+                }
+                let body = bodies.body(n);
+                let sent = Instant::now();
+                let (result, connected) = target.send(&mut sender, body).await;
+                let micros = sent.elapsed().as_micros() as u64;
+                tally.requests += 1;
+                if connected {
+                    if connected_before {
+                        tally.reconnects += 1;
+                    }
+                    connected_before = true;
+                }
+                match result {
+                    Ok(reply) => {
+                        histogram.record(micros);
+                        *tally.statuses.entry(reply.status).or_default() += 1;
+                        if (200..300).contains(&reply.status) {
+                            tally.ok += 1;
+                            *tally.outcomes.entry(outcome_of(&reply.body)).or_default() += 1;
+                        } else {
+                            tally.errors += 1;
+                            if tally.shown.len() < SHOWN_ERRORS {
+                                tally.shown.push(format!(
+                                    "HTTP {}: {}",
+                                    reply.status,
+                                    short(&reply.body)
+                                ));
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tally.errors += 1;
+                        if tally.shown.len() < SHOWN_ERRORS {
+                            tally.shown.push(format!("transport: {error}"));
+                        }
+                    }
+                }
+            }
+            (tally, histogram)
+        }));
+    }
+    let mut tally = Tally::default();
+    let mut histogram = Histogram::new();
+    for worker in workers {
+        match worker.await {
+            Ok((t, h)) => {
+                tally.merge(t);
+                histogram.merge(&h);
+            }
+            Err(e) => {
+                tally.errors += 1;
+                tally.shown.push(format!("worker failed: {e}"));
+            }
+        }
+    }
+    PhaseResult {
+        tally,
+        histogram,
+        elapsed: started.elapsed(),
+    }
+}
+
+// ---- database --------------------------------------------------------------------
+
+async fn connect_pg(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_postgres::connect(url, tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| "PostgreSQL did not answer within 10 s")?
+    .map_err(|e| format!("PostgreSQL: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+async fn count_rows(client: &tokio_postgres::Client, prefix: Option<&str>) -> Result<i64> {
+    let row = match prefix {
+        None => {
+            client
+                .query_one("SELECT count(*) FROM call_tracking", &[])
+                .await?
+        }
+        Some(prefix) => {
+            client
+                .query_one(
+                    "SELECT count(*) FROM call_tracking WHERE starts_with(vapi_call_id, $1)",
+                    &[&prefix],
+                )
+                .await?
+        }
+    };
+    Ok(row.get(0))
+}
+
+fn random_hex() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+}
+
+// ---- the run ---------------------------------------------------------------------
+
+async fn run(options: Options) -> Result<bool> {
+    let run_id = random_hex();
+    let db = connect_pg(&options.pg_url).await?;
+
+    let assistant_id = match &options.assistant_id {
+        Some(id) => {
+            println!("agent: using assistant id {id}");
+            id.clone()
+        }
+        None => {
+            let assistant_id = format!("bench-asst-{run_id}");
+            let role = format!("bench-{run_id}");
+            let row = db
+                .query_one(
+                    "INSERT INTO agents (org_id, role, name, vapi_assistant_id) \
+                     VALUES ($1::text::uuid, $2, $3, $4) RETURNING id::text",
+                    &[&ORG_ID, &role, &"Bench", &assistant_id],
+                )
+                .await
+                .map_err(|e| format!("seeding the agent: {e}"))?;
+            let agent_id: String = row.get(0);
+            println!(
+                "agent: seeded {agent_id} (org {ORG_ID}, role {role}, assistant id {assistant_id})"
+            );
+            assistant_id
+        }
+    };
+
+    let template = Arc::new(Template::load(&options.fixture, &assistant_id)?);
+    let target = Arc::new(Target {
+        addr: options.addr,
+        authority: options.authority.clone(),
+        path: options.path.clone(),
+        scheme: HmacScheme::new(vec![options.hmac_secret.as_str().into()]),
+        timeout: options.timeout,
+    });
+    let bound_text = match options.bound {
+        Bound::Requests(n) => format!("{n} requests"),
+        Bound::Duration(d) => format!("{} s", d.as_secs()),
+    };
+    println!(
+        "target: http://{}{} (mode {}, concurrency {}, {}, warm-up {}, fixture {})",
+        options.addr,
+        options.path,
+        options.mode.name(),
+        options.concurrency,
+        bound_text,
+        options.warmup,
+        options.fixture.display()
+    );
+
+    let (warmup_bodies, bodies, expected_outcome) = match options.mode {
+        Mode::Unique => (
+            Bodies::Unique {
+                template: template.clone(),
+                prefix: format!("bench-{run_id}-w-"),
+            },
+            Bodies::Unique {
+                template: template.clone(),
+                prefix: format!("bench-{run_id}-m-"),
+            },
+            "recorded",
+        ),
+        Mode::Duplicate => {
+            // Record the event once; every later request repeats it.
+            let body = template.body(&format!("bench-{run_id}-dup"));
+            let mut sender = None;
+            let (result, _) = target.send(&mut sender, body.clone()).await;
+            let reply = result.map_err(|e| format!("recording the duplicate event: {e}"))?;
+            let outcome = outcome_of(&reply.body);
+            if reply.status != 200 || outcome != "recorded" {
+                return Err(format!(
+                    "recording the duplicate event: HTTP {} {}",
+                    reply.status,
+                    short(&reply.body)
+                )
+                .into());
+            }
+            println!("duplicate: event of call bench-{run_id}-dup recorded once");
+            (Bodies::Same(body.clone()), Bodies::Same(body), "duplicate")
+        }
+    };
+
+    if options.warmup > 0 {
+        let warm = phase(
+            target.clone(),
+            warmup_bodies,
+            options.concurrency,
+            Bound::Requests(options.warmup),
+        )
+        .await;
+        println!(
+            "warm-up: {} requests, {} errors in {:.2} s",
+            warm.tally.requests,
+            warm.tally.errors,
+            warm.elapsed.as_secs_f64()
+        );
+        for line in &warm.tally.shown {
+            println!("  warm-up error: {line}");
+        }
+    }
+
+    let rows_before = count_rows(&db, None).await?;
+    let result = phase(target.clone(), bodies, options.concurrency, options.bound).await;
+    let rows_after = count_rows(&db, None).await?;
+
+    let tally = &result.tally;
+    let h = &result.histogram;
+    let seconds = result.elapsed.as_secs_f64();
+    let throughput = if seconds > 0.0 {
+        tally.requests as f64 / seconds
+    } else {
+        0.0
+    };
+    let mut ok = tally.errors == 0;
+
+    println!("requests: {} in {:.3} s", tally.requests, seconds);
+    println!(
+        "errors: {} (non-2xx or transport){}",
+        tally.errors,
+        if tally.errors == 0 {
+            ""
+        } else {
+            "  <-- must be 0"
+        }
+    );
+    for line in &tally.shown {
+        println!("  error: {line}");
+    }
+    let statuses: Vec<String> = tally
+        .statuses
+        .iter()
+        .map(|(s, n)| format!("{s}x{n}"))
+        .collect();
+    let outcomes: Vec<String> = tally
+        .outcomes
+        .iter()
+        .map(|(o, n)| format!("{o}x{n}"))
+        .collect();
+    println!(
+        "statuses: {}; outcomes: {}; reconnects after the first connection: {}",
+        statuses.join(" "),
+        outcomes.join(" "),
+        tally.reconnects
+    );
+    let unexpected: u64 = tally
+        .outcomes
+        .iter()
+        .filter(|(o, _)| o.as_str() != expected_outcome)
+        .map(|(_, n)| n)
+        .sum();
+    if unexpected > 0 {
+        println!("unexpected outcomes: {unexpected} (expected every 2xx to be `{expected_outcome}`)  <-- FAIL");
+        ok = false;
+    }
+    println!("throughput: {throughput:.1} req/s");
+    println!(
+        "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (mean {:.3}, min {:.3})",
+        ms(h.quantile(0.50)),
+        ms(h.quantile(0.90)),
+        ms(h.quantile(0.99)),
+        ms(h.max),
+        h.mean() / 1000.0,
+        ms(if h.total == 0 { 0 } else { h.min })
+    );
+
+    if options.mode == Mode::Unique {
+        let new_rows = rows_after - rows_before;
+        let this_run = count_rows(&db, Some(&format!("bench-{run_id}-m-"))).await?;
+        let matches = new_rows == tally.ok as i64 && this_run == tally.ok as i64;
+        println!(
+            "db check: {new_rows} new call_tracking rows ({this_run} with this run's call ids) for {} successful unique requests: {}",
+            tally.ok,
+            if matches { "ok" } else { "MISMATCH" }
+        );
+        ok &= matches;
+    }
+
+    let summary = serde_json::json!({
+        "mode": options.mode.name(),
+        "concurrency": options.concurrency,
+        "requests": tally.requests,
+        "errors": tally.errors,
+        "throughput_rps": (throughput * 10.0).round() / 10.0,
+        "p50_ms": round3(ms(h.quantile(0.50))),
+        "p90_ms": round3(ms(h.quantile(0.90))),
+        "p99_ms": round3(ms(h.quantile(0.99))),
+        "max_ms": round3(ms(h.max)),
+    });
+    println!("{summary}");
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    #[test]
+    fn histogram_buckets_are_tight() {
+        for v in [
+            0u64,
+            1,
+            63,
+            64,
+            65,
+            127,
+            128,
+            1000,
+            12_345,
+            1_000_000,
+            987_654_321,
+        ] {
+            let i = Histogram::index(v);
+            let upper = Histogram::upper(i);
+            assert!(upper >= v, "{v}: upper {upper}");
+            assert!(
+                (upper - v) as f64 <= (v as f64) / 64.0 + 1.0,
+                "{v}: upper {upper}"
+            );
+            if i > 0 {
+                assert!(Histogram::upper(i - 1) < v, "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles() {
+        let mut h = Histogram::new();
+        for v in 1..=1000 {
+            h.record(v * 10);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        assert!((p50 - 5000.0).abs() / 5000.0 < 0.02, "{p50}");
+        let p99 = h.quantile(0.99) as f64;
+        assert!((p99 - 9900.0).abs() / 9900.0 < 0.02, "{p99}");
+        assert_eq!(h.quantile(1.0), 10_000);
+    }
+}

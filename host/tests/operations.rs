@@ -1,0 +1,425 @@
+//! The operations side, end to end through the real `.wasm`: metrics from the
+//! durable event record, the rollout flag, assistant requests, and dead
+//! letters replayed after a PostgreSQL outage.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const CALLER: &str = "+12125550187";
+const METRICS_TOKEN: &str = "metrics-token-5d1e";
+const ADMIN_TOKEN: &str = "admin-token-8c2f";
+
+fn tokens() -> Vec<(String, String)> {
+    vec![
+        ("metrics_token".into(), METRICS_TOKEN.into()),
+        ("admin_token".into(), ADMIN_TOKEN.into()),
+    ]
+}
+
+async fn get_with_token(host: &Host, path: &str, token: Option<&str>) -> TestResponse {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    send(host.addr, "GET", path, &headers, Vec::new()).await
+}
+
+async fn replay(host: &Host) -> Value {
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let response = send(
+        host.addr,
+        "POST",
+        "/admin/replay",
+        &[("authorization", &bearer)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()
+}
+
+/// Samples of a Prometheus text exposition: series (with labels) → value.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("`series value`");
+            (series.to_string(), value.parse::<f64>().expect("a number"))
+        })
+        .collect()
+}
+
+async fn wait_for_count(db: &TestDb, sql: &str, expected: i64) {
+    for _ in 0..100 {
+        if db.count(sql).await >= expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{sql} never reached {expected}");
+}
+
+/// After a scripted mix of successes and failures, /metrics reports that mix.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_match_a_scripted_mix_of_outcomes() {
+    let app = WebhookApp::start(AppOptions {
+        retry_ms: Some(String::new()),
+        extra: tokens(),
+        ..Default::default()
+    })
+    .await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let first = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
+    for body in [
+        first.clone(),
+        inbound_start(&unique_id("call"), &agent.assistant_id, CALLER),
+        inbound_start(&unique_id("call"), &agent.assistant_id, CALLER),
+        first,                                                          // duplicate
+        inbound_start(&unique_id("call"), "no-such-assistant", CALLER), // agent lookup fails
+    ] {
+        app.deliver(&body).await;
+    }
+    assert_eq!(app.deliver_bytes(b"{\"message\": {}}").await.status, 400);
+    // A request that fails verification is not recorded (anyone can send one).
+    assert_eq!(
+        app.host
+            .post(
+                "/webhooks/vapi",
+                &[("content-type", "application/json")],
+                b"{}".to_vec()
+            )
+            .await
+            .status,
+        401
+    );
+    wait_for_count(&app.db, "SELECT count(*) FROM webhook_events", 6).await;
+
+    assert_eq!(
+        get_with_token(&app.host, "/metrics", None).await.status,
+        401
+    );
+    assert_eq!(
+        get_with_token(&app.host, "/metrics", Some("wrong"))
+            .await
+            .status,
+        401
+    );
+    let response = get_with_token(&app.host, "/metrics", Some(METRICS_TOKEN)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let m = parse_exposition(&response.text());
+    let requests = |outcome: &str, class: &str| {
+        m.iter()
+            .filter(|(k, _)| {
+                k.starts_with("vapi_edge_webhook_requests_total{")
+                    && k.contains(&format!("outcome=\"{outcome}\""))
+                    && k.contains(&format!("status_class=\"{class}\""))
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    assert_eq!(requests("recorded", "2xx"), 3.0);
+    assert_eq!(requests("duplicate", "2xx"), 1.0);
+    assert_eq!(requests("agent_not_found", "5xx"), 1.0);
+    assert_eq!(requests("invalid_payload", "4xx"), 1.0);
+    assert_eq!(m["vapi_edge_inbound_calls_total"], 3.0);
+    assert_eq!(m["vapi_edge_agent_lookup_failures_total"], 1.0);
+    assert_eq!(m["vapi_edge_call_tracking_failures_total"], 0.0);
+    assert_eq!(m["vapi_edge_webhook_processing_seconds_count"], 6.0);
+    assert_eq!(
+        m["vapi_edge_webhook_processing_seconds_bucket{le=\"+Inf\"}"],
+        6.0
+    );
+    assert_eq!(m["vapi_edge_inbound_calls_last_hour"], 3.0);
+    assert!((m["vapi_edge_webhook_success_ratio_last_hour"] - 4.0 / 6.0).abs() < 1e-9);
+    assert!((m["vapi_edge_webhook_error_ratio_last_hour"] - 1.0 / 6.0).abs() < 1e-9);
+    assert_eq!(m["vapi_edge_agent_lookup_failures_last_hour"], 1.0);
+    assert!(m["vapi_edge_webhook_processing_seconds_p95_last_hour"] > 0.0);
+    assert!(m.keys().all(|k| k.starts_with("vapi_edge_")));
+    assert!(
+        !response.text().contains(&agent.assistant_id),
+        "no ids in labels"
+    );
+}
+
+/// The rollout flag: 0% records nothing, 100% everything, and a split is
+/// decided per organisation exactly as `rollout::bucket` computes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_is_deterministic_per_organisation() {
+    use vapi_edge_core::rollout::bucket;
+    // Two organisations on either side of 50.
+    let orgs: Vec<String> = (0..200)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    let inside = orgs.iter().find(|o| bucket(o) < 50).unwrap().clone();
+    let outside = orgs.iter().find(|o| bucket(o) >= 50).unwrap().clone();
+
+    for (percent, expect_inside, expect_outside) in [
+        ("0", false, false),
+        ("100", true, true),
+        ("50", true, false),
+    ] {
+        let app = WebhookApp::start(AppOptions {
+            extra: vec![("inbound_rollout_percent".into(), percent.into())],
+            ..Default::default()
+        })
+        .await;
+        for (org, expected) in [(&inside, expect_inside), (&outside, expect_outside)] {
+            let agent = app.db.seed_agent(org, "receptionist", "Ava").await;
+            let call_id = unique_id("call");
+            let response = app
+                .deliver(&inbound_start(&call_id, &agent.assistant_id, CALLER))
+                .await;
+            assert_eq!(response.status, 200, "{}", response.text());
+            let outcome = if expected {
+                "recorded"
+            } else {
+                "outside_rollout"
+            };
+            assert_eq!(
+                response.json()["outcome"],
+                outcome,
+                "{percent}% org bucket {}",
+                bucket(org)
+            );
+            let tracked = app
+                .db
+                .count(&format!(
+                    "SELECT count(*) FROM call_tracking WHERE vapi_call_id = '{call_id}'"
+                ))
+                .await;
+            assert_eq!(tracked, i64::from(expected), "{percent}%");
+            let events = app
+                .db
+                .count(&format!("SELECT count(*) FROM processed_webhook_events WHERE vapi_call_id = '{call_id}'"))
+                .await;
+            assert_eq!(
+                events,
+                i64::from(expected),
+                "no side effect outside the rollout"
+            );
+        }
+        if !expect_outside {
+            app.logs("Organisation is outside the inbound rollout; not recorded")
+                .await;
+        }
+    }
+}
+
+/// assistant-request: the receptionist of the organisation that owns the
+/// called line, or Vapi's `error` shape when there is none.
+#[tokio::test(flavor = "multi_thread")]
+async fn assistant_requests_are_answered_with_the_lines_receptionist() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let receptionist = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    app.db.seed_agent(ORG_ID, "outbound", "Otto").await;
+    app.db
+        .seed_agent(OTHER_ORG_ID, "receptionist", "Other")
+        .await;
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO phone_numbers (org_id, phone_e164) VALUES ($1::text::uuid, '+14155550142')",
+            &[&ORG_ID],
+        )
+        .await
+        .unwrap();
+
+    let mut request = fixture("01-inbound-assistant-request.json");
+    request["message"]["call"]["id"] = json!(unique_id("call"));
+    let response = app.deliver(&request).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.json(),
+        json!({ "assistantId": receptionist.assistant_id })
+    );
+
+    request["message"]["phoneNumber"]["number"] = json!("+14155550199");
+    request["message"]["call"]["phoneNumberId"] = json!("unknown-line");
+    let response = app.deliver(&request).await;
+    assert_eq!(response.status, 200);
+    assert!(response.json()["error"].is_string(), "{}", response.text());
+    assert!(response.json().get("assistantId").is_none());
+    app.logs("Agent lookup failed").await;
+}
+
+/// A PostgreSQL outage: every affected webhook is 503 and kept as a dead
+/// letter; no partial rows; when Postgres is back, a replay processes each
+/// dead letter exactly once, and Vapi's own retries are then duplicates.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_from_an_outage_are_replayed_exactly_once() {
+    let proxy = PgProxy::start().await;
+    let db = TestDb::migrated().await;
+    let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let mut extra = tokens();
+    extra.push(("pg_url".into(), proxy.url(&db)));
+    extra.push(("pg_allowed_host".into(), proxy.allowed_host()));
+    // The in-memory store: this host's own, so no other test sees its dead letters.
+    let app = WebhookApp::start_with_db(
+        db,
+        AppOptions {
+            redis: false,
+            extra,
+            ..Default::default()
+        },
+    );
+    let first = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
+    assert_eq!(app.deliver(&first).await.status, 200);
+
+    proxy.down();
+    let lost: Vec<Value> = (0..3)
+        .map(|_| inbound_start(&unique_id("call"), &agent.assistant_id, CALLER))
+        .collect();
+    for body in &lost {
+        let response = app.deliver(body).await;
+        assert_eq!(response.status, 503, "{}", response.text());
+    }
+    let kept = app.logs("Dead letter kept").await;
+    assert!(kept.iter().all(|l| l["store"] == "key_value"), "{kept:?}");
+
+    proxy.up();
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM call_tracking").await,
+        1,
+        "no partial rows"
+    );
+    let report = replay(&app.host).await;
+    assert_eq!(report["moved_from_key_value"], 3, "{report}");
+    assert_eq!(report["replayed"], 3, "{report}");
+    assert_eq!(report["remaining"], 0, "{report}");
+    for body in &lost {
+        let call_id = body["message"]["call"]["id"].as_str().unwrap();
+        let rows = app
+            .db
+            .count(&format!(
+                "SELECT count(*) FROM call_tracking WHERE vapi_call_id = '{call_id}'"
+            ))
+            .await;
+        assert_eq!(rows, 1, "{call_id}");
+    }
+    // Replaying again does nothing; Vapi's retry of the same bytes is a duplicate.
+    assert_eq!(replay(&app.host).await["replayed"], 0);
+    let retry = app.deliver(&lost[0]).await;
+    assert_eq!(retry.json()["outcome"], "duplicate");
+    assert_eq!(app.db.count("SELECT count(*) FROM call_tracking").await, 4);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM processed_webhook_events")
+            .await,
+        4
+    );
+}
+
+/// A dead letter whose agent never appears stays pending, its attempts counted;
+/// once the agent exists, the replay records it.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_wait_for_their_agent() {
+    let app = WebhookApp::start(AppOptions {
+        retry_ms: Some(String::new()),
+        extra: tokens(),
+        ..Default::default()
+    })
+    .await;
+    let assistant_id = unique_id("asst-late");
+    let call_id = unique_id("call");
+    assert_eq!(
+        app.deliver(&inbound_start(&call_id, &assistant_id, CALLER))
+            .await
+            .status,
+        500
+    );
+    wait_for_count(
+        &app.db,
+        "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL",
+        1,
+    )
+    .await;
+    let stored: Vec<u8> = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT headers::text::bytea FROM dead_letters", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let stored = String::from_utf8(stored).unwrap();
+    assert!(
+        !stored.contains("x-signature") && !stored.contains(HMAC_SECRET),
+        "credentials kept: {stored}"
+    );
+
+    let report = replay(&app.host).await;
+    assert_eq!(
+        (report["replayed"].as_i64(), report["remaining"].as_i64()),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT attempts::int8 FROM dead_letters")
+            .await,
+        2
+    );
+
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1::text::uuid, 'receptionist', 'Ava', $2)",
+            &[&ORG_ID, &assistant_id],
+        )
+        .await
+        .unwrap();
+    // This time through the command an operator runs.
+    let output = std::process::Command::new(host_binary())
+        .args([
+            "replay",
+            "--url",
+            &format!("http://{}", app.host.addr),
+            "--token",
+            ADMIN_TOKEN,
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("\"replayed\":1") && stdout.contains("\"remaining\":0"),
+        "{stdout}"
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM call_tracking").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_routes_are_closed_without_their_tokens() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    assert_eq!(
+        get_with_token(&app.host, "/metrics", Some("anything"))
+            .await
+            .status,
+        403
+    );
+    let response = send(
+        app.host.addr,
+        "POST",
+        "/admin/replay",
+        &[("authorization", "Bearer x")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(response.status, 403);
+}
