@@ -12,9 +12,10 @@ use crate::services::KV_STORE;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 use vapi_edge_core::event_key::EventKey;
 
-/// Length of a claim's lease window. Longer than the slowest attempt (agent
-/// lookup retries take 3.85 s by default) and shorter than Vapi's retries.
-pub const LEASE_MS: i64 = 30_000;
+/// Default length of a claim's lease window (`claim_lease_ms`): longer than the
+/// slowest attempt (agent lookup retries take 3.85 s by default) and than the
+/// host's request deadline, short enough that Vapi's retries get through.
+pub const DEFAULT_LEASE_MS: i64 = 30_000;
 
 pub enum Claim {
     /// This attempt owns the event until it commits or releases.
@@ -37,8 +38,8 @@ fn done_key(event: &EventKey) -> String {
     format!("vapi-edge/done/{event}")
 }
 
-/// Claims `event` at `now_ms`.
-pub fn claim(event: &EventKey, now_ms: i64) -> Claim {
+/// Claims `event` at `now_ms` for a lease window of `lease_ms`.
+pub fn claim(event: &EventKey, now_ms: i64, lease_ms: i64) -> Claim {
     let bucket = match store::open(KV_STORE) {
         Ok(bucket) => bucket,
         Err(error) => return Claim::Unavailable(format!("open: {error:?}")),
@@ -49,7 +50,7 @@ pub fn claim(event: &EventKey, now_ms: i64) -> Claim {
         Ok(false) => {}
         Err(error) => return Claim::Unavailable(format!("exists: {error:?}")),
     }
-    let window = now_ms.div_euclid(LEASE_MS);
+    let window = now_ms.div_euclid(lease_ms.max(1));
     let claim_key = format!("vapi-edge/claim/{window}/{event}");
     match atomics::increment(&bucket, &claim_key, 1) {
         Ok(1) => Claim::Acquired(Held {

@@ -64,9 +64,15 @@ WITH agent AS (
         metadata = l.metadata || EXCLUDED.metadata,
         from_number = coalesce(l.from_number, EXCLUDED.from_number),
         to_number = coalesce(l.to_number, EXCLUDED.to_number),
-        started_at = coalesce(l.started_at, EXCLUDED.started_at),
-        ended_at = coalesce(EXCLUDED.ended_at, l.ended_at),
-        ended_reason = coalesce(EXCLUDED.ended_reason, l.ended_reason),
+        -- The end-of-call report is authoritative for the call's times and
+        -- reason; otherwise the first value seen stays, so the final row does
+        -- not depend on the order Vapi's messages arrive in.
+        started_at = CASE WHEN $22::bool THEN coalesce(EXCLUDED.started_at, l.started_at)
+                          ELSE coalesce(l.started_at, EXCLUDED.started_at) END,
+        ended_at = CASE WHEN $22::bool THEN coalesce(EXCLUDED.ended_at, l.ended_at)
+                        ELSE coalesce(l.ended_at, EXCLUDED.ended_at) END,
+        ended_reason = CASE WHEN $22::bool THEN coalesce(EXCLUDED.ended_reason, l.ended_reason)
+                            ELSE coalesce(l.ended_reason, EXCLUDED.ended_reason) END,
         duration_seconds = coalesce(EXCLUDED.duration_seconds, l.duration_seconds),
         cost = coalesce(EXCLUDED.cost, l.cost),
         summary = coalesce(EXCLUDED.summary, l.summary),
@@ -143,6 +149,7 @@ pub fn record_event(
         optional_text(&record.transcript),
         optional_text(&record.recording_url),
         ParameterValue::Int64(i64::from(rollout_percent)),
+        ParameterValue::Boolean(record.is_final_report()),
     ];
     let rows = db.query(RECORD_EVENT, &params)?;
     let Some(row) = rows.rows.first() else {

@@ -11,6 +11,7 @@ use crate::relay::Notification;
 use crate::services::{self, describe_pg_error, is_transient, now_ms, variable};
 use crate::store::{self, Agent, DeadLetter, EventRow, Recorded};
 use serde_json::{json, Value};
+use spin_sdk::pg4::PgError;
 use std::time::Instant;
 use vapi_edge_core::handling::{self, CallRecord, Plan, PlanError, DEFAULT_RETRY_MS};
 use vapi_edge_core::http::{Request, Response};
@@ -315,7 +316,7 @@ fn process_verified(body: &[u8], context: &mut Context, mode: Mode) -> Answer {
     }
 
     // 4. Claim before any side effect.
-    let held = match claim::claim(&record.event_key, now_ms()) {
+    let held = match claim::claim(&record.event_key, now_ms(), settings.lease_ms) {
         Claim::Acquired(held) => Some(held),
         Claim::Done => {
             context.log(
@@ -386,6 +387,7 @@ struct Settings {
     country: Country,
     retry_delays: Vec<u64>,
     rollout_percent: u32,
+    lease_ms: i64,
 }
 
 impl Settings {
@@ -401,12 +403,22 @@ impl Settings {
             &variable("inbound_rollout_percent").unwrap_or_else(|| "100".into()),
         )
         .map_err(|e| format!("inbound_rollout_percent: {e}"))?;
+        let lease_ms = match variable("claim_lease_ms") {
+            None => claim::DEFAULT_LEASE_MS,
+            Some(text) => match text.trim().parse::<i64>() {
+                Ok(ms) if (1_000..=3_600_000).contains(&ms) => ms,
+                _ => {
+                    return Err("claim_lease_ms: expected milliseconds from 1000 to 3600000".into())
+                }
+            },
+        };
         let pg_url = variable("pg_url").ok_or("pg_url is not set")?;
         Ok(Settings {
             pg_url,
             country,
             retry_delays,
             rollout_percent,
+            lease_ms,
         })
     }
 }
@@ -467,19 +479,23 @@ fn answer_assistant_request(
             );
             answer
         }
-        Err(error) => {
-            context.error_class = Some("database");
-            context.log(
-                Level::Error,
-                "Database unavailable",
-                &[("error", describe_pg_error(&error).into())],
-            );
-            Answer::refused(
-                "database_unavailable",
-                Response::error(503, "database unavailable"),
-            )
-        }
+        Err(error) => database_unavailable(context, &error),
     }
+}
+
+/// Postgres could not be reached: 503, so Vapi's retry (or its fallback
+/// destination, for an assistant-request) takes over.
+fn database_unavailable(context: &mut Context, error: &PgError) -> Answer {
+    context.error_class = Some("database");
+    context.log(
+        Level::Error,
+        "Database unavailable",
+        &[("error", describe_pg_error(error).into())],
+    );
+    Answer::refused(
+        "database_unavailable",
+        Response::error(503, "database unavailable; retry later"),
+    )
 }
 
 fn record_with_retry(
@@ -491,18 +507,7 @@ fn record_with_retry(
 ) -> Answer {
     let db = match services::open_postgres(&settings.pg_url) {
         Ok(db) => db,
-        Err(error) => {
-            context.error_class = Some("database");
-            context.log(
-                Level::Error,
-                "Database unavailable",
-                &[("error", describe_pg_error(&error).into())],
-            );
-            return Answer::refused(
-                "database_unavailable",
-                Response::error(503, "database unavailable; retry later"),
-            );
-        }
+        Err(error) => return database_unavailable(context, &error),
     };
     let mut retries = delays.iter();
     loop {

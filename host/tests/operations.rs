@@ -423,3 +423,148 @@ async fn operator_routes_are_closed_without_their_tokens() {
     .await;
     assert_eq!(response.status, 403);
 }
+
+/// The rows a call ends with, without ids and bookkeeping times.
+async fn final_rows(db: &TestDb, call_id: &str) -> (Vec<Option<String>>, Vec<Option<String>>) {
+    let client = db.client().await;
+    let tracking = client
+        .query_one(
+            "SELECT org_id::text, agent_id::text, direction, from_number, to_number, status
+             FROM call_tracking WHERE vapi_call_id = $1",
+            &[&call_id],
+        )
+        .await
+        .expect("a call_tracking row");
+    let log = client
+        .query_one(
+            "SELECT org_id::text, agent_id::text, lead_id::text, status, metadata::text, direction,
+                    from_number, to_number, started_at::text, ended_at::text, ended_reason,
+                    duration_seconds::text, cost::text, summary, transcript, recording_url
+             FROM call_logs WHERE vapi_call_id = $1",
+            &[&call_id],
+        )
+        .await
+        .expect("a call_logs row");
+    let tracking = (0..tracking.len())
+        .map(|i| tracking.get::<_, Option<String>>(i))
+        .collect();
+    let log = (0..log.len())
+        .map(|i| log.get::<_, Option<String>>(i))
+        .collect();
+    (tracking, log)
+}
+
+/// One inbound call's messages, from assistant-request to end-of-call-report.
+fn one_call(call_id: &str, assistant_id: &str) -> Vec<Value> {
+    [
+        "01-inbound-assistant-request.json",
+        "02-inbound-status-update-ringing.json",
+        "03-inbound-status-update-in-progress.json",
+        "04-inbound-transcript-final.json",
+        "05-inbound-tool-calls.json",
+        "06-inbound-hang.json",
+        "07-inbound-status-update-ended.json",
+        "08-inbound-end-of-call-report.json",
+    ]
+    .iter()
+    .map(|name| {
+        let mut body = fixture(name);
+        retarget(&mut body, call_id, assistant_id);
+        body["message"]["customer"]["number"] = json!(CALLER);
+        body
+    })
+    .collect()
+}
+
+/// A full inbound call gives the same final rows whether its messages arrive
+/// in order or shuffled; the report fills in duration, cost, summary,
+/// transcript and recording.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_call_in_order_and_shuffled_gives_the_same_rows() {
+    let mut results = Vec::new();
+    for order in [
+        vec![0, 1, 2, 3, 4, 5, 6, 7],
+        vec![7, 3, 6, 0, 2, 5, 1, 4],
+        vec![7, 6, 5, 4, 3, 2, 1, 0],
+    ] {
+        let app = WebhookApp::start(AppOptions::default()).await;
+        let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+        app.db.seed_lead(ORG_ID, CALLER).await;
+        app.db
+            .client()
+            .await
+            .execute("INSERT INTO phone_numbers (org_id, phone_e164) VALUES ($1::text::uuid, '+14155550142')", &[&ORG_ID])
+            .await
+            .unwrap();
+        let call_id = unique_id("call");
+        let messages = one_call(&call_id, &agent.assistant_id);
+        for index in &order {
+            let response = app.deliver(&messages[*index]).await;
+            assert_eq!(response.status, 200, "message {index}: {}", response.text());
+            if *index == 0 {
+                assert_eq!(response.json()["assistantId"], agent.assistant_id.as_str());
+            }
+        }
+        let (tracking, log) = final_rows(&app.db, &call_id).await;
+        // Ids differ per run (fresh database); compare everything else.
+        let tracking: Vec<Option<String>> = tracking.into_iter().skip(2).collect();
+        let mut log_rest: Vec<Option<String>> = log.clone().into_iter().skip(3).collect();
+        assert!(log[2].is_some(), "lead linked");
+        assert_eq!(tracking[3].as_deref(), Some("ended"));
+        assert_eq!(log_rest[0].as_deref(), Some("ended"));
+        assert_eq!(log_rest[7].as_deref(), Some("customer-ended-call"));
+        for (i, field) in [
+            (8, "duration"),
+            (9, "cost"),
+            (10, "summary"),
+            (11, "transcript"),
+            (12, "recording"),
+        ] {
+            assert!(
+                log_rest[i].is_some(),
+                "{field} missing after order {order:?}"
+            );
+        }
+        log_rest.push(log[0].clone());
+        results.push((order, tracking, log_rest));
+    }
+    let (_, first_tracking, first_log) = &results[0];
+    for (order, tracking, log) in &results[1..] {
+        assert_eq!(
+            tracking, first_tracking,
+            "call_tracking differs for order {order:?}"
+        );
+        assert_eq!(log, first_log, "call_logs differs for order {order:?}");
+    }
+}
+
+/// Long calls make large reports: one just under the 5 MiB limit is recorded
+/// whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_reports_are_accepted_up_to_the_limit() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let mut report = fixture("08-inbound-end-of-call-report.json");
+    retarget(&mut report, &call_id, &agent.assistant_id);
+    let base = serde_json::to_vec(&report).unwrap().len();
+    let limit = 5 * 1024 * 1024;
+    report["message"]["artifact"]["transcript"] =
+        json!("AI: hello. User: hi. ".repeat((limit - base - 4096) / 21));
+    let body = serde_json::to_vec(&report).unwrap();
+    assert!(
+        body.len() < limit && body.len() > limit - 8192,
+        "{}",
+        body.len()
+    );
+    let response = app.deliver_bytes(&body).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let stored = app
+        .db
+        .count(&format!(
+            "SELECT length(transcript)::int8 FROM call_logs WHERE vapi_call_id = '{call_id}'"
+        ))
+        .await;
+    assert!(stored as usize > limit - base - 8192, "{stored}");
+    // One byte over the limit is 413: webhooks.rs, bad_requests_get_the_right_status_and_name_the_field.
+}

@@ -64,6 +64,11 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
+    /// The end-of-call report is authoritative for the call's times and reason.
+    pub fn is_final_report(&self) -> bool {
+        self.message_type == "end-of-call-report"
+    }
+
     /// Only inbound phone calls get a `call_tracking` row.
     pub fn tracks_call(&self) -> bool {
         self.direction == CallDirection::Inbound
