@@ -14,6 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
@@ -25,6 +26,10 @@ pub struct PgConnection {
     /// Set by BEGIN, cleared by COMMIT/ROLLBACK, so a connection dropped in the
     /// middle of a transaction is rolled back before it is reused.
     in_transaction: bool,
+    /// Set while a statement is on the wire. Still set at drop means the guest
+    /// was cut off (deadline, trap) mid-statement: the statement is cancelled,
+    /// or it could commit after the caller was told the request failed.
+    in_flight: std::sync::atomic::AtomicBool,
 }
 
 /// Pools shared by every request, one per connection string.
@@ -47,6 +52,7 @@ impl PgPools {
         Ok(PgConnection {
             client: Some(client),
             in_transaction: false,
+            in_flight: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -142,7 +148,10 @@ impl PgConnection {
             .map_err(query_error)?;
         let values = bind(params, prepared.params())?;
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
-        let rows = client.query(&prepared, &refs).await.map_err(query_error)?;
+        self.in_flight.store(true, Ordering::SeqCst);
+        let rows = client.query(&prepared, &refs).await;
+        self.in_flight.store(false, Ordering::SeqCst);
+        let rows = rows.map_err(query_error)?;
         self.track_transaction(statement);
         let columns = prepared
             .columns()
@@ -175,10 +184,10 @@ impl PgConnection {
             .map_err(query_error)?;
         let values = bind(params, prepared.params())?;
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
-        let count = client
-            .execute(&prepared, &refs)
-            .await
-            .map_err(query_error)?;
+        self.in_flight.store(true, Ordering::SeqCst);
+        let count = client.execute(&prepared, &refs).await;
+        self.in_flight.store(false, Ordering::SeqCst);
+        let count = count.map_err(query_error)?;
         self.track_transaction(statement);
         Ok(count)
     }
@@ -200,13 +209,33 @@ impl PgConnection {
 impl Drop for PgConnection {
     /// A connection the guest left inside a transaction (for example because it
     /// trapped) is closed rather than returned to the pool: the server then rolls
-    /// the transaction back, and no later request inherits it.
+    /// the transaction back, and no later request inherits it. A statement still
+    /// running (the guest was cut off while waiting for it) is cancelled first:
+    /// closing alone is not enough, since a backend waiting on a lock does not
+    /// notice its client has gone, and the statement would commit after the
+    /// caller was answered 5xx.
     fn drop(&mut self) {
-        if self.in_transaction {
-            if let Some(client) = self.client.take() {
-                drop(deadpool_postgres::Object::take(client));
+        let in_flight = self.in_flight.load(Ordering::SeqCst);
+        if !(self.in_transaction || in_flight) {
+            return;
+        }
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        if in_flight {
+            let token = client.cancel_token();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(error) = token.cancel_query(NoTls).await {
+                        crate::log::warn(
+                            "postgres statement could not be cancelled",
+                            &[("error", &error.to_string())],
+                        );
+                    }
+                });
             }
         }
+        drop(deadpool_postgres::Object::take(client));
     }
 }
 

@@ -777,3 +777,211 @@ impl PgProxy {
         self.up.store(true, Ordering::SeqCst);
     }
 }
+
+// ---- Reliability and security helpers (host/tests/reliability.rs; usable by any test) ----
+
+/// Borrowed view of owned headers: the shape `send` and `Host::post` take.
+pub fn header_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// The headers of `vapi_headers`, signed at a chosen `timestamp` (the text of
+/// the `x-timestamp` header: Unix seconds or milliseconds).
+pub fn vapi_headers_at(body: &[u8], timestamp: &str) -> Vec<(String, String)> {
+    let scheme = vapi_edge_core::verify::HmacScheme::new(vec![HMAC_SECRET.into()]);
+    let signature = scheme.sign(timestamp, body).unwrap();
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-signature".into(), signature),
+        ("x-timestamp".into(), timestamp.to_string()),
+    ]
+}
+
+/// Rows of one call: (call_tracking, call_logs, processed_webhook_events).
+pub async fn call_rows(db: &TestDb, call_id: &str) -> (i64, i64, i64) {
+    let client = db.client().await;
+    let mut counts = [0i64; 3];
+    for (count, table) in
+        counts
+            .iter_mut()
+            .zip(["call_tracking", "call_logs", "processed_webhook_events"])
+    {
+        *count = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE vapi_call_id = $1"),
+                &[&call_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    }
+    (counts[0], counts[1], counts[2])
+}
+
+/// Rows of every call: (call_tracking, call_logs, processed_webhook_events).
+pub async fn all_call_rows(db: &TestDb) -> (i64, i64, i64) {
+    (
+        db.count("SELECT count(*) FROM call_tracking").await,
+        db.count("SELECT count(*) FROM call_logs").await,
+        db.count("SELECT count(*) FROM processed_webhook_events")
+            .await,
+    )
+}
+
+impl WebhookApp {
+    /// `start_with_db`, with the last word on the host's options: extra flags
+    /// (`.arg("--request-timeout-ms").arg("1500")`) or another runtime config.
+    pub fn start_with_db_and(
+        db: TestDb,
+        options: AppOptions,
+        customize: impl FnOnce(HostOptions) -> HostOptions,
+    ) -> WebhookApp {
+        let dir = temp_dir("webhooks");
+        let mut host_options = HostOptions {
+            manifest: app_manifest(&dir),
+            ..Default::default()
+        }
+        .var("vapi_hmac_secret", HMAC_SECRET)
+        .var("pg_url", &db.url)
+        .var("relay_secret", RELAY_SECRET);
+        if let Some(url) = &options.relay_url {
+            let target = url.split('/').take(3).collect::<Vec<_>>().join("/");
+            host_options = host_options
+                .var("relay_url", url)
+                .var("relay_allowed_host", target);
+        }
+        if let Some(retry) = &options.retry_ms {
+            host_options = host_options.var("agent_lookup_retry_ms", retry);
+        }
+        for (name, value) in &options.extra {
+            host_options = host_options.var(name, value);
+        }
+        if options.redis {
+            host_options = host_options.redis_kv(&dir);
+        }
+        WebhookApp {
+            host: Host::start(customize(host_options)),
+            db,
+        }
+    }
+}
+
+/// A runtime config whose `default` key-value store is Redis on a loopback
+/// port where nothing listens: the store is down for the whole run.
+pub fn unreachable_kv_config(dir: &Path) -> PathBuf {
+    let path = dir.join("runtime-config.unreachable.toml");
+    std::fs::write(
+        &path,
+        "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Sleeps until the current claim-lease window (`now_ms / lease_ms`, as the
+/// component computes it) is at most `within_ms` old.
+pub async fn wait_for_lease_window_start(lease_ms: i64, within_ms: i64) {
+    for _ in 0..2 {
+        let into_window = now_ms().rem_euclid(lease_ms);
+        if into_window <= within_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis((lease_ms - into_window) as u64 + 5)).await;
+    }
+    panic!("could not reach the start of a {lease_ms} ms lease window");
+}
+
+/// Deletes, when dropped, the dead letters the component parked in the shared
+/// Redis store for these calls (while Postgres was down), so that no other
+/// test's `POST /admin/replay` picks them up.
+pub struct ParkedDeadLetterCleanup {
+    pub call_ids: Vec<String>,
+}
+
+impl Drop for ParkedDeadLetterCleanup {
+    fn drop(&mut self) {
+        let call_ids = std::mem::take(&mut self.call_ids);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let Ok(client) = redis::Client::open(REDIS_URL) else {
+                    return;
+                };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                    return;
+                };
+                for id in call_ids {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("vapi-edge/dead-letter/*{id}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    for key in keys {
+                        let _: Result<i64, _> =
+                            redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The forms in which a phone number could leak into a log: as sent, and
+/// every run of 8 or more of its trailing digits (the E.164 digits, the
+/// national number, the subscriber part).
+pub fn phone_number_forms(number: &str) -> Vec<String> {
+    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    let mut forms = vec![number.to_string()];
+    for start in 0..digits.len() {
+        if digits.len() - start >= 8 {
+            forms.push(digits[start..].to_string());
+        }
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// Every line `host` wrote (host and component, stdout and stderr) that
+/// contains one of `needles`, with the needle it contains.
+pub fn lines_containing(host: &Host, needles: &[String]) -> Vec<(String, String)> {
+    host.lines()
+        .into_iter()
+        .flat_map(|line| {
+            needles
+                .iter()
+                .filter(|needle| !needle.is_empty() && line.contains(needle.as_str()))
+                .map(|needle| (needle.clone(), line.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Fails, quoting each offending line, if anything `host` wrote holds one of
+/// `secrets` or a full phone number of `phone_numbers` (any of the forms of
+/// [`phone_number_forms`]). Call it at the end of a test with the secrets it
+/// configured and the caller numbers it sent.
+pub fn assert_logs_hide(host: &Host, secrets: &[&str], phone_numbers: &[&str]) {
+    let mut needles: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+    for number in phone_numbers {
+        needles.extend(phone_number_forms(number));
+    }
+    let leaks = lines_containing(host, &needles);
+    assert!(
+        leaks.is_empty(),
+        "{} log line(s) hold a secret or a full phone number:\n{}",
+        leaks.len(),
+        leaks
+            .iter()
+            .map(|(needle, line)| format!("  [{needle}] {line}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
