@@ -17,5 +17,6 @@ pub mod payload;
 pub mod phone;
 pub mod rollout;
 pub mod schema;
+pub mod sql;
 pub mod standard_webhooks;
 pub mod verify;
