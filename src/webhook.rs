@@ -355,7 +355,9 @@ fn process_verified(body: &[u8], context: &mut Context, mode: Mode) -> Answer {
     };
     let answer = record_with_retry(&settings, &record, delays, context, &message);
     if let Some(held) = held {
-        let result = if answer.response.status < 300 {
+        // Only an event Postgres holds is done; anything else (a failure, an
+        // organisation outside the rollout) gives the claim back.
+        let result = if matches!(answer.outcome, "recorded" | "duplicate") {
             held.complete()
         } else {
             held.release()

@@ -568,3 +568,30 @@ async fn large_reports_are_accepted_up_to_the_limit() {
     assert!(stored as usize > limit - base - 8192, "{stored}");
     // One byte over the limit is 413: webhooks.rs, bad_requests_get_the_right_status_and_name_the_field.
 }
+
+/// An event answered `outside_rollout` is not done: once the organisation is
+/// rolled in, Vapi's retry of it is recorded, not skipped as a duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_outside_the_rollout_is_recorded_once_rolled_in() {
+    let db = TestDb::migrated().await;
+    let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let body = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
+    let rollout = |percent: &str| AppOptions {
+        extra: vec![("inbound_rollout_percent".into(), percent.into())],
+        ..Default::default()
+    };
+    let before = WebhookApp::start_with_db(db, rollout("0"));
+    assert_eq!(
+        before.deliver(&body).await.json()["outcome"],
+        "outside_rollout"
+    );
+    let WebhookApp { host, db } = before;
+    drop(host);
+    // Same database, same Redis store: only the flag changed.
+    let after = WebhookApp::start_with_db(db, rollout("100"));
+    assert_eq!(after.deliver(&body).await.json()["outcome"], "recorded");
+    assert_eq!(
+        after.db.count("SELECT count(*) FROM call_tracking").await,
+        1
+    );
+}
