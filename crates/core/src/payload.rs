@@ -427,7 +427,10 @@ pub fn iso_to_ms(text: &str) -> Option<i64> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 {
         return None;
     }
     if second > 60 {
@@ -453,15 +456,30 @@ pub fn iso_to_ms(text: &str) -> Option<i64> {
                 _ => return None,
             };
             let (h, m) = rest.get(1..)?.split_once(':')?;
-            if h.len() != 2 || m.len() != 2 {
+            let two_digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
+            if !two_digits(h) || !two_digits(m) {
                 return None;
             }
-            sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?)
+            let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            sign * (h * 60 + m)
         }
     };
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Some(seconds * 1000 + millis)
+    // Times before 1970 are no more a Vapi timestamp than a negative number is.
+    Some(seconds * 1000 + millis).filter(|ms| *ms >= 0)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -642,5 +660,13 @@ mod tests {
         assert_eq!(iso_to_ms("2024-13-15T05:45:29Z"), None);
         assert_eq!(iso_to_ms("2024-07-15T05:45:29.Z"), None);
         assert_eq!(iso_to_ms("2024-07-15T05:45:29é"), None);
+        // Found by fuzzing (fuzz/ payload target, read-through): impossible dates,
+        // signed offset parts and times before 1970 are refused.
+        assert_eq!(iso_to_ms("2024-02-31T00:00:00Z"), None);
+        assert_eq!(iso_to_ms("2023-02-29T00:00:00Z"), None);
+        assert!(iso_to_ms("2024-02-29T00:00:00Z").is_some());
+        assert_eq!(iso_to_ms("2024-07-15T05:45:29-+5:00"), None);
+        assert_eq!(iso_to_ms("2024-07-15T05:45:29+00:99"), None);
+        assert_eq!(iso_to_ms("0000-01-01T00:00:00Z"), None);
     }
 }
