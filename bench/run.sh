@@ -3,6 +3,7 @@
 #
 #   bash bench/run.sh
 #   CONCURRENCY="1 8" REQUESTS=300 WARMUP=50 bash bench/run.sh
+#   NATIVE=0 bash bench/run.sh      # the .wasm only, without the native baseline
 #
 # It builds the component (wasm32-wasip2, release) and vapi-edge-host plus
 # vapi-edge-bench (release), prints the size of the .wasm, creates a fresh
@@ -13,7 +14,14 @@
 # vapi-edge-bench in `unique` mode (every request a new call: verify, parse,
 # claim, record in PostgreSQL) and in `duplicate` mode (the same event again:
 # the key-value fast path), REQUESTS requests each (default 2000) after WARMUP
-# warm-up requests (default 200). Ends with a summary table; exits non-zero
+# warm-up requests (default 200).
+#
+# Then (unless NATIVE=0) it stops the host and starts vapi-edge-native, the
+# benchmark's native baseline (host/src/bin/vapi-edge-native.rs: the same
+# handling logic and SQL compiled natively into a plain HTTP server), against
+# the same database and Redis, and runs the same modes at the same
+# concurrencies. Ends with a summary table of every run and, with the
+# baseline, the ratio wasm / native for throughput, p50 and p99; exits non-zero
 # when any run had an error or a failed database check.
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth, psql
@@ -33,11 +41,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/vapi-edge-target}"
 concurrencies=${CONCURRENCY:-1 8 32}
 requests=${REQUESTS:-2000}
 warmup=${WARMUP:-200}
+native=${NATIVE:-1}
 pg_admin=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
 redis_url='redis://127.0.0.1:6379'
 
 [[ $requests =~ ^[1-9][0-9]*$ ]] || die "REQUESTS must be a positive integer, not '${requests}'"
 [[ $warmup =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer, not '${warmup}'"
+[[ $native == 0 || $native == 1 ]] || die "NATIVE must be 0 or 1, not '${native}'"
 read -r -a concurrency_list <<<"$concurrencies"
 ((${#concurrency_list[@]} > 0)) || die "CONCURRENCY is empty"
 for c in "${concurrency_list[@]}"; do
@@ -57,15 +67,17 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 say "building the component: cargo build --target wasm32-wasip2 --release -p vapi-edge"
 cargo build --target wasm32-wasip2 --release -p vapi-edge
-say "building the host and the bench: cargo build --release -p vapi-edge-host --bins"
+say "building the host, the bench and the native baseline: cargo build --release -p vapi-edge-host --bins"
 cargo build --release -p vapi-edge-host --bins
 
 wasm="${CARGO_TARGET_DIR}/wasm32-wasip2/release/vapi_edge.wasm"
 host_bin="${CARGO_TARGET_DIR}/release/vapi-edge-host"
 bench_bin="${CARGO_TARGET_DIR}/release/vapi-edge-bench"
+native_bin="${CARGO_TARGET_DIR}/release/vapi-edge-native"
 [[ -f $wasm ]] || die "${wasm} was not built"
 [[ -x $host_bin ]] || die "${host_bin} was not built"
 [[ -x $bench_bin ]] || die "${bench_bin} was not built"
+((native == 0)) || [[ -x $native_bin ]] || die "${native_bin} was not built"
 wasm_bytes=$(stat -c %s "$wasm")
 wasm_kib=$(awk -v b="$wasm_bytes" 'BEGIN { printf "%.1f", b / 1024 }')
 say "vapi_edge.wasm (release): ${wasm_bytes} bytes = ${wasm_kib} KiB (${wasm})"
@@ -74,19 +86,22 @@ say "vapi_edge.wasm (release): ${wasm_bytes} bytes = ${wasm_kib} KiB (${wasm})"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vapi-edge-bench.XXXXXX")
 db="vapi_edge_bench_$$"
 db_created=0
-host_pid=''
-drain_pid=''
+server_pids=()
+drain_pids=()
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n $host_pid ]] && kill -0 "$host_pid" 2>/dev/null; then
-        kill -TERM "$host_pid" 2>/dev/null || true
-        wait "$host_pid" 2>/dev/null || true
-    fi
-    if [[ -n $drain_pid ]]; then
-        wait "$drain_pid" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "${server_pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${drain_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
     if ((db_created)); then
         "${pg_admin[@]}" -c "DROP DATABASE IF EXISTS ${db} WITH (FORCE)" </dev/null ||
             printf 'bench: warning: could not drop database %s\n' "$db" >&2
@@ -114,42 +129,54 @@ awk -v from="$manifest_source" -v to="source = \"${wasm}\"" \
     '$0 == from { print to; next } { print }' spin.toml >"${tmp}/spin.toml"
 hmac_secret="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 
-# --- start the host -----------------------------------------------------------
-mkfifo "${tmp}/host.out"
-host_log="${tmp}/host.log"
-: >"$host_log"
-started_us=$(now_us)
-env -i PATH="$PATH" HOME="${HOME:-/root}" \
-    SPIN_VARIABLE_VAPI_HMAC_SECRET="$hmac_secret" \
-    SPIN_VARIABLE_PG_URL="$pg_url" \
-    "$host_bin" up --from "${tmp}/spin.toml" --listen 127.0.0.1:0 \
-    --runtime-config-file "${tmp}/runtime-config.toml" \
-    >"${tmp}/host.out" 2>"${tmp}/host.err" &
-host_pid=$!
-exec {host_fd}<"${tmp}/host.out"
-addr=''
-read_deadline=$((SECONDS + 60))
-for ((line_no = 0; line_no < 1000 && SECONDS < read_deadline; line_no++)); do
-    IFS= read -r -t 60 -u "$host_fd" line || break
-    printf '%s\n' "$line" >>"$host_log"
-    if [[ $line == 'Serving http://'* ]]; then
-        addr=${line#Serving http://}
-        break
+# --- servers -------------------------------------------------------------------
+# start_server NAME COMMAND...: runs COMMAND with its stdout drained into
+# ${tmp}/NAME.log and its stderr in ${tmp}/NAME.err, and waits up to 60 s for
+# its `Serving http://ADDR` line. Sets server_pid, server_drain_pid,
+# server_addr and server_startup_ms; registers both pids for clean-up.
+start_server() {
+    local name=$1
+    shift
+    local out="${tmp}/${name}.out" log="${tmp}/${name}.log" err="${tmp}/${name}.err"
+    local fd line line_no started_us ready_us read_deadline
+    mkfifo "$out"
+    : >"$log"
+    started_us=$(now_us)
+    "$@" >"$out" 2>"$err" &
+    server_pid=$!
+    server_pids+=("$server_pid")
+    exec {fd}<"$out"
+    server_addr=''
+    read_deadline=$((SECONDS + 60))
+    for ((line_no = 0; line_no < 1000 && SECONDS < read_deadline; line_no++)); do
+        IFS= read -r -t 60 -u "$fd" line || break
+        printf '%s\n' "$line" >>"$log"
+        if [[ $line == 'Serving http://'* ]]; then
+            server_addr=${line#Serving http://}
+            break
+        fi
+    done
+    ready_us=$(now_us)
+    # Keep reading the server's output (its request logs) so it never blocks.
+    cat <&"$fd" >>"$log" &
+    server_drain_pid=$!
+    drain_pids+=("$server_drain_pid")
+    exec {fd}<&-
+    if [[ -z $server_addr ]]; then
+        cat "$log" "$err" >&2 || true
+        die "${name} did not print its Serving line within 60 s"
     fi
-done
-ready_us=$(now_us)
-# Keep reading the host's output (its request logs) so it never blocks.
-cat <&"$host_fd" >>"$host_log" &
-drain_pid=$!
-exec {host_fd}<&-
-if [[ -z $addr ]]; then
-    cat "$host_log" "${tmp}/host.err" >&2 || true
-    die "the host did not print its Serving line within 60 s"
-fi
-startup_ms=$(awk -v us="$((ready_us - started_us))" 'BEGIN { printf "%.1f", us / 1000 }')
-compile_ms=$(sed -n 's/.*"compile_ms":"\{0,1\}\([0-9][0-9]*\).*/\1/p;T;q' "$host_log" "${tmp}/host.err")
-say "host serving on http://${addr} (pid ${host_pid})"
-say "host start-up: ${startup_ms} ms from process start to the Serving line (component compile ${compile_ms:-?} ms)"
+    server_startup_ms=$(awk -v us="$((ready_us - started_us))" 'BEGIN { printf "%.1f", us / 1000 }')
+}
+
+# stop_server PID DRAIN_PID: stops a server started by start_server.
+stop_server() {
+    if kill -0 "$1" 2>/dev/null; then
+        kill -TERM "$1" 2>/dev/null || true
+    fi
+    wait "$1" 2>/dev/null || true
+    wait "$2" 2>/dev/null || true
+}
 
 # --- runs ----------------------------------------------------------------------
 json_field() { # json_field JSON NAME: a number or string value of a flat object
@@ -160,48 +187,126 @@ json_field() { # json_field JSON NAME: a number or string value of a flat object
     fi
 }
 
+row_format='%-7s %-9s %5s %9s %7s %10s %9s %9s %9s %9s  %s'
 rows=()
+declare -A results=() # "server mode concurrency" -> the driver's JSON summary
 failures=0
 run_index=0
-for c in "${concurrency_list[@]}"; do
-    for mode in unique duplicate; do
-        run_index=$((run_index + 1))
-        out="${tmp}/run-${run_index}.txt"
-        echo
-        say "run ${run_index}: mode ${mode}, concurrency ${c}, ${requests} requests after ${warmup} warm-up"
-        kill -0 "$host_pid" 2>/dev/null || {
-            tail -n 20 "$host_log" "${tmp}/host.err" || true
-            die "the host has exited"
-        }
-        status=ok
-        if ! "$bench_bin" --url "http://${addr}" --pg-url "$pg_url" \
-            --hmac-secret "$hmac_secret" --mode "$mode" --concurrency "$c" \
-            --requests "$requests" --warmup "$warmup" 2>&1 | tee "$out"; then
-            status=FAIL
-            failures=$((failures + 1))
-            say "last host log lines:"
-            tail -n 20 "$host_log" "${tmp}/host.err" || true
-        fi
-        json=$(grep -E '^\{"' "$out" | tail -n 1 || true)
-        rows+=("$(printf '%-9s %5s %9s %7s %10s %9s %9s %9s %9s  %s' "$mode" "$c" \
-            "$(json_field "$json" requests)" "$(json_field "$json" errors)" \
-            "$(json_field "$json" throughput_rps)" "$(json_field "$json" p50_ms)" \
-            "$(json_field "$json" p90_ms)" "$(json_field "$json" p99_ms)" \
-            "$(json_field "$json" max_ms)" "$status")")
+
+# run_all SERVER ADDR PID NAME: both modes at every concurrency against one server.
+run_all() {
+    local server=$1 addr=$2 pid=$3 name=$4 c mode out status json
+    for c in "${concurrency_list[@]}"; do
+        for mode in unique duplicate; do
+            run_index=$((run_index + 1))
+            out="${tmp}/run-${run_index}.txt"
+            echo
+            say "run ${run_index}: ${server}, mode ${mode}, concurrency ${c}, ${requests} requests after ${warmup} warm-up"
+            kill -0 "$pid" 2>/dev/null || {
+                tail -n 20 "${tmp}/${name}.log" "${tmp}/${name}.err" || true
+                die "${name} has exited"
+            }
+            status=ok
+            if ! "$bench_bin" --url "http://${addr}" --pg-url "$pg_url" \
+                --hmac-secret "$hmac_secret" --mode "$mode" --concurrency "$c" \
+                --requests "$requests" --warmup "$warmup" 2>&1 | tee "$out"; then
+                status=FAIL
+                failures=$((failures + 1))
+                say "last ${name} log lines:"
+                tail -n 20 "${tmp}/${name}.log" "${tmp}/${name}.err" || true
+            fi
+            json=$(grep -E '^\{"' "$out" | tail -n 1 || true)
+            results["${server} ${mode} ${c}"]=$json
+            # shellcheck disable=SC2059 # the format is a variable on purpose
+            rows+=("$(printf "$row_format" "$server" "$mode" "$c" \
+                "$(json_field "$json" requests)" "$(json_field "$json" errors)" \
+                "$(json_field "$json" throughput_rps)" "$(json_field "$json" p50_ms)" \
+                "$(json_field "$json" p90_ms)" "$(json_field "$json" p99_ms)" \
+                "$(json_field "$json" max_ms)" "$status")")
+        done
     done
-done
+}
+
+# --- (a) the .wasm in vapi-edge-host ---------------------------------------------
+start_server host env -i PATH="$PATH" HOME="${HOME:-/root}" \
+    SPIN_VARIABLE_VAPI_HMAC_SECRET="$hmac_secret" \
+    SPIN_VARIABLE_PG_URL="$pg_url" \
+    "$host_bin" up --from "${tmp}/spin.toml" --listen 127.0.0.1:0 \
+    --runtime-config-file "${tmp}/runtime-config.toml"
+host_pid=$server_pid
+host_drain_pid=$server_drain_pid
+host_addr=$server_addr
+startup_ms=$server_startup_ms
+compile_ms=$(sed -n 's/.*"compile_ms":"\{0,1\}\([0-9][0-9]*\).*/\1/p;T;q' "${tmp}/host.log" "${tmp}/host.err")
+say "host serving on http://${host_addr} (pid ${host_pid})"
+say "host start-up: ${startup_ms} ms from process start to the Serving line (component compile ${compile_ms:-?} ms)"
+run_all wasm "$host_addr" "$host_pid" host
+# The host is stopped before the baseline starts, so the two never share the cores.
+stop_server "$host_pid" "$host_drain_pid"
+
+# --- (b) the same logic compiled natively (the baseline) -------------------------
+if ((native)); then
+    echo
+    start_server native env -i PATH="$PATH" HOME="${HOME:-/root}" \
+        "$native_bin" --listen 127.0.0.1:0 --pg-url "$pg_url" \
+        --redis-url "$redis_url" --hmac-secret "$hmac_secret"
+    native_pid=$server_pid
+    native_drain_pid=$server_drain_pid
+    native_addr=$server_addr
+    native_startup_ms=$server_startup_ms
+    say "native baseline serving on http://${native_addr} (pid ${native_pid})"
+    say "native baseline start-up: ${native_startup_ms} ms from process start to the Serving line"
+    run_all native "$native_addr" "$native_pid" native
+    stop_server "$native_pid" "$native_drain_pid"
+fi
 
 # --- summary -------------------------------------------------------------------
 echo
 say "summary ($(nproc) cores; $(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo))"
 say "  vapi_edge.wasm: ${wasm_bytes} bytes = ${wasm_kib} KiB"
 say "  host start-up: ${startup_ms} ms (component compile ${compile_ms:-?} ms)"
+if ((native)); then
+    say "  native baseline start-up: ${native_startup_ms} ms"
+fi
 say "  key-value store: Redis (${redis_url}); database ${db}; ${requests} requests per run after ${warmup} warm-up"
-printf '%-9s %5s %9s %7s %10s %9s %9s %9s %9s  %s\n' mode conc requests errors 'req/s' \
+say "  wasm: the .wasm in vapi-edge-host; native: vapi-edge-native, the same logic and SQL compiled natively"
+# shellcheck disable=SC2059 # the format is a variable on purpose
+printf "${row_format}\n" server mode conc requests errors 'req/s' \
     'p50 ms' 'p90 ms' 'p99 ms' 'max ms' status
 for row in "${rows[@]}"; do
     printf '%s\n' "$row"
 done
+
+# ratio A B: A / B to three decimals, or ? when either is missing or B is 0.
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) { print "?"; exit }
+        printf "%.3f", a / b
+    }'
+}
+
+if ((native)); then
+    echo
+    say "wasm overhead: ratio wasm / native (req/s below 1, latency above 1: the wasm is slower)"
+    ratio_format='%-9s %5s %10s %10s %7s %9s %9s %7s %9s %9s %7s\n'
+    # shellcheck disable=SC2059 # the format is a variable on purpose
+    printf "$ratio_format" mode conc 'wasm r/s' 'nat. r/s' 'r/s x' \
+        'wasm p50' 'nat. p50' 'p50 x' 'wasm p99' 'nat. p99' 'p99 x'
+    for c in "${concurrency_list[@]}"; do
+        for mode in unique duplicate; do
+            wasm_json=${results["wasm ${mode} ${c}"]:-}
+            native_json=${results["native ${mode} ${c}"]:-}
+            line=("$mode" "$c")
+            for field in throughput_rps p50_ms p99_ms; do
+                w=$(json_field "$wasm_json" "$field")
+                n=$(json_field "$native_json" "$field")
+                line+=("$w" "$n" "$(ratio "$w" "$n")")
+            done
+            # shellcheck disable=SC2059 # the format is a variable on purpose
+            printf "$ratio_format" "${line[@]}"
+        done
+    done
+fi
 if ((failures > 0)); then
     die "${failures} run(s) failed"
 fi
