@@ -14,7 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
@@ -22,14 +22,49 @@ use tokio_postgres::NoTls;
 
 /// Connections the guest holds open; returned to the pool when the guest drops them.
 pub struct PgConnection {
-    client: Option<deadpool_postgres::Object>,
+    // Shared (weakly) with this request's `InFlight`, which may need the
+    // connection to wait out a cancelled statement.
+    client: Option<Arc<deadpool_postgres::Object>>,
     /// Set by BEGIN, cleared by COMMIT/ROLLBACK, so a connection dropped in the
     /// middle of a transaction is rolled back before it is reused.
     in_transaction: bool,
     /// Set while a statement is on the wire. Still set at drop means the guest
     /// was cut off (deadline, trap) mid-statement: the statement is cancelled,
     /// or it could commit after the caller was told the request failed.
-    in_flight: std::sync::atomic::AtomicBool,
+    in_flight: Arc<AtomicBool>,
+}
+
+/// What a request keeps of each connection it opened, so that when the host
+/// cuts the request off it can cancel a statement still running before it
+/// answers: see [`InFlight::cancel`].
+pub struct InFlight {
+    running: Arc<AtomicBool>,
+    client: std::sync::Weak<deadpool_postgres::Object>,
+}
+
+impl InFlight {
+    /// Cancels the statement if one is still running and waits (up to 5 s)
+    /// until it has ended: a query queued behind it on the same connection
+    /// answers only then. A cancel request alone returns before the server
+    /// acts on it, and a lock released in between would let the statement
+    /// commit after all.
+    pub async fn cancel(&self) {
+        if !self.running.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(client) = self.client.upgrade() else {
+            return;
+        };
+        let token = client.cancel_token();
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            token.cancel_query(NoTls).await?;
+            client.simple_query("SELECT 1").await
+        })
+        .await;
+        if !matches!(ended, Ok(Ok(_))) {
+            crate::log::warn("postgres statement could not be cancelled", &[]);
+        }
+    }
 }
 
 /// Pools shared by every request, one per connection string.
@@ -50,9 +85,9 @@ impl PgPools {
             .await
             .map_err(|e| PgError::ConnectionFailed(public_pool_error(&e)))?;
         Ok(PgConnection {
-            client: Some(client),
+            client: Some(Arc::new(client)),
             in_transaction: false,
-            in_flight: std::sync::atomic::AtomicBool::new(false),
+            in_flight: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -130,9 +165,16 @@ fn public_pool_error(error: &deadpool_postgres::PoolError) -> String {
 }
 
 impl PgConnection {
+    pub fn in_flight(&self) -> Option<InFlight> {
+        Some(InFlight {
+            running: self.in_flight.clone(),
+            client: Arc::downgrade(self.client.as_ref()?),
+        })
+    }
+
     fn client(&self) -> Result<&deadpool_postgres::Object, PgError> {
         self.client
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| PgError::ConnectionFailed("connection closed".into()))
     }
 
@@ -209,11 +251,10 @@ impl PgConnection {
 impl Drop for PgConnection {
     /// A connection the guest left inside a transaction (for example because it
     /// trapped) is closed rather than returned to the pool: the server then rolls
-    /// the transaction back, and no later request inherits it. A statement still
-    /// running (the guest was cut off while waiting for it) is cancelled first:
-    /// closing alone is not enough, since a backend waiting on a lock does not
-    /// notice its client has gone, and the statement would commit after the
-    /// caller was answered 5xx.
+    /// the transaction back, and no later request inherits it. So is one whose
+    /// statement was still running (the guest was cut off waiting for it): the
+    /// host cancels that statement before answering (`InFlight::cancel`), since
+    /// a backend waiting on a lock does not notice its client has gone.
     fn drop(&mut self) {
         let in_flight = self.in_flight.load(Ordering::SeqCst);
         if !(self.in_transaction || in_flight) {
@@ -222,20 +263,11 @@ impl Drop for PgConnection {
         let Some(client) = self.client.take() else {
             return;
         };
-        if in_flight {
-            let token = client.cancel_token();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(error) = token.cancel_query(NoTls).await {
-                        crate::log::warn(
-                            "postgres statement could not be cancelled",
-                            &[("error", &error.to_string())],
-                        );
-                    }
-                });
-            }
+        // The request's `InFlight` holds only a weak reference, so this is the
+        // last one unless a cancel is still running, which then drops it.
+        if let Ok(client) = Arc::try_unwrap(client) {
+            drop(deadpool_postgres::Object::take(client));
         }
-        drop(deadpool_postgres::Object::take(client));
     }
 }
 

@@ -224,6 +224,7 @@ impl Server {
                 allowed: component.services.allowed_hosts.clone(),
             },
             services: component.services.clone(),
+            pg_in_flight: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -250,10 +251,16 @@ impl Server {
             };
             match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result,
-                Err(_) => Err(wasmtime::Error::msg(format!(
-                    "request exceeded the {} ms deadline",
-                    timeout.as_millis()
-                ))),
+                Err(_) => {
+                    // The guest may be waiting on a statement: cancel it before
+                    // the store (and with it the response channel) goes, so it
+                    // cannot commit after the caller was answered 500.
+                    store.data_mut().cancel_postgres_statements().await;
+                    Err(wasmtime::Error::msg(format!(
+                        "request exceeded the {} ms deadline",
+                        timeout.as_millis()
+                    )))
+                }
             }
         });
         match receiver.await {

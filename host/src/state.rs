@@ -33,6 +33,18 @@ pub struct RequestState {
     pub limits: StoreLimits,
     pub hooks: crate::server::OutboundHooks,
     pub services: Arc<ComponentServices>,
+    /// The Postgres connections this request opened, for cancelling.
+    pub pg_in_flight: Vec<crate::pg::InFlight>,
+}
+
+impl RequestState {
+    /// Cancels every statement still running: called when the host cuts the
+    /// request off, before it answers, so nothing commits behind the answer.
+    pub async fn cancel_postgres_statements(&mut self) {
+        for statement in self.pg_in_flight.drain(..) {
+            statement.cancel().await;
+        }
+    }
 }
 
 /// An open key-value store (both interfaces).
@@ -325,7 +337,10 @@ impl pg::HostConnection for RequestState {
     ) -> wasmtime::Result<Result<Resource<PgConnection>, pg::Error>> {
         let services = self.services.clone();
         match services.pg.open(&address, &services.allowed_hosts).await {
-            Ok(connection) => Ok(Ok(self.table.push(connection)?)),
+            Ok(connection) => {
+                self.pg_in_flight.extend(connection.in_flight());
+                Ok(Ok(self.table.push(connection)?))
+            }
             Err(e) => Ok(Err(e)),
         }
     }

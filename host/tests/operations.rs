@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 const CALLER: &str = "+12125550187";
-const METRICS_TOKEN: &str = "metrics-token-5d1e";
-const ADMIN_TOKEN: &str = "admin-token-8c2f";
 
 fn tokens() -> Vec<(String, String)> {
     vec![

@@ -240,6 +240,7 @@ pub struct Host {
     pub addr: SocketAddr,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Host {
@@ -260,6 +261,7 @@ impl Host {
         }
         let mut child = command.spawn().expect("host starts");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -271,14 +273,14 @@ impl Host {
             (Box::new(stderr), None),
         ] {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let (Some(tx), Some(addr)) = (&tx, line.strip_prefix("Serving http://")) {
                         let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
                     }
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         let addr = match addr_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(addr) => addr,
@@ -290,7 +292,12 @@ impl Host {
                 );
             }
         };
-        Host { addr, child, lines }
+        Host {
+            addr,
+            child,
+            lines,
+            readers,
+        }
     }
 
     /// Every line written so far.
@@ -339,10 +346,43 @@ impl Host {
     }
 }
 
+/// Values that must never reach a log line: the suite's secrets, and the
+/// digits of every phone number its payloads carry (the shared fixtures'
+/// callers and lines, and the tests' own).
+const NEVER_LOGGED: &[&str] = &[
+    HMAC_SECRET,
+    SERVER_SECRET,
+    RELAY_SECRET,
+    METRICS_TOKEN,
+    ADMIN_TOKEN,
+    "2125550187",
+    "4155550142",
+    "3055550164",
+    "6175550123",
+];
+
 impl Drop for Host {
+    /// Stops the host, then scans every line it wrote: with every test's host
+    /// scanned here, no line of the whole suite may hold a secret or a full
+    /// phone number.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        let leaks: Vec<String> = self
+            .lines()
+            .into_iter()
+            .filter(|line| NEVER_LOGGED.iter().any(|secret| line.contains(secret)))
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "secret or full phone number in the host's output: {leaks:?}"
+        );
     }
 }
 
@@ -407,6 +447,8 @@ pub async fn send(
 // ---- Vapi webhooks: signing, fixtures, seeding, a relay that records ----
 
 pub const HMAC_SECRET: &str = "test-hmac-secret-7f3a";
+pub const METRICS_TOKEN: &str = "metrics-token-5d1e";
+pub const ADMIN_TOKEN: &str = "admin-token-8c2f";
 pub const SERVER_SECRET: &str = "test-shared-secret-91c2";
 pub const RELAY_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const ORG_ID: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
