@@ -11,7 +11,10 @@ fn emit(level: &str, msg: &str, fields: &[(&str, &str)]) {
     for (key, value) in fields {
         line.insert((*key).into(), Value::from(*value));
     }
-    eprintln!("{}", Value::Object(line));
+    // One write per line, so guest and host lines never interleave on stderr.
+    let mut text = Value::Object(line).to_string();
+    text.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
 }
 
 pub fn info(msg: &str, fields: &[(&str, &str)]) {

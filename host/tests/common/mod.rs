@@ -364,7 +364,7 @@ const NEVER_LOGGED: &[&str] = &[
 impl Drop for Host {
     /// Stops the host, then scans every line it wrote: with every test's host
     /// scanned here, no line of the whole suite may hold a secret or a full
-    /// phone number.
+    /// phone number, or be anything but one JSON object.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -382,6 +382,29 @@ impl Drop for Host {
         assert!(
             leaks.is_empty(),
             "secret or full phone number in the host's output: {leaks:?}"
+        );
+        // Every line but `spin up`'s banner is one whole JSON object: concurrent
+        // instances share stdout and stderr, and their lines must not interleave.
+        // (Only where the vapi-edge component runs: the misbehaving test guest
+        // prints what Rust prints when it runs out of memory.)
+        let lines = self.lines();
+        if !lines.iter().any(|l| l.starts_with("  vapi-edge: ")) {
+            return;
+        }
+        let broken: Vec<String> = lines
+            .into_iter()
+            .filter(|line| {
+                !(line.starts_with("Serving http://")
+                    || line == "Available Routes:"
+                    || line.starts_with("  "))
+            })
+            .filter(|line| {
+                !serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object())
+            })
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "log lines that are not one JSON object each: {broken:?}"
         );
     }
 }
@@ -699,33 +722,7 @@ impl WebhookApp {
     }
 
     pub fn start_with_db(db: TestDb, options: AppOptions) -> WebhookApp {
-        let dir = temp_dir("webhooks");
-        let mut host_options = HostOptions {
-            manifest: app_manifest(&dir),
-            ..Default::default()
-        }
-        .var("vapi_hmac_secret", HMAC_SECRET)
-        .var("pg_url", &db.url)
-        .var("relay_secret", RELAY_SECRET);
-        if let Some(url) = &options.relay_url {
-            let target = url.split('/').take(3).collect::<Vec<_>>().join("/");
-            host_options = host_options
-                .var("relay_url", url)
-                .var("relay_allowed_host", target);
-        }
-        if let Some(retry) = &options.retry_ms {
-            host_options = host_options.var("agent_lookup_retry_ms", retry);
-        }
-        for (name, value) in &options.extra {
-            host_options = host_options.var(name, value);
-        }
-        if options.redis {
-            host_options = host_options.redis_kv(&dir);
-        }
-        WebhookApp {
-            host: Host::start(host_options),
-            db,
-        }
+        Self::start_with_db_and(db, options, |host_options| host_options)
     }
 
     /// POSTs a signed webhook.
