@@ -228,10 +228,12 @@ impl Server {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let ticks =
-            (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // A guest that computes without end yields to the runtime at every
+        // epoch tick instead of holding a worker thread (which would starve
+        // the other requests queued on that thread); the request timeout below
+        // then cuts it off.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let incoming = store
