@@ -4,6 +4,12 @@
 #   bash bench/run.sh
 #   CONCURRENCY="1 8" REQUESTS=300 WARMUP=50 bash bench/run.sh
 #   NATIVE=0 bash bench/run.sh      # the .wasm only, without the native baseline
+#   BIN_DIR=/saved/build bash bench/run.sh   # compare saved builds: no build step
+#   HOST_ARGS="--instance-pool 0" bash bench/run.sh   # extra flags for `vapi-edge-host up`
+#
+# BIN_DIR names a folder holding vapi-edge-host, vapi-edge-bench,
+# vapi-edge-native and vapi_edge.wasm (WASM=path overrides the last), so two
+# builds can be measured alternately on the same .wasm.
 #
 # It builds the component (wasm32-wasip2, release) and vapi-edge-host plus
 # vapi-edge-bench (release), prints the size of the .wasm, creates a fresh
@@ -62,18 +68,25 @@ now_us() {
 }
 
 # --- build ------------------------------------------------------------------
-if command -v rustup >/dev/null 2>&1; then
-    rustup -q target add wasm32-wasip2
+if [[ -n ${BIN_DIR:-} ]]; then
+    say "using the saved build in ${BIN_DIR} (no build step)"
+    wasm="${WASM:-${BIN_DIR}/vapi_edge.wasm}"
+    host_bin="${BIN_DIR}/vapi-edge-host"
+    bench_bin="${BIN_DIR}/vapi-edge-bench"
+    native_bin="${BIN_DIR}/vapi-edge-native"
+else
+    if command -v rustup >/dev/null 2>&1; then
+        rustup -q target add wasm32-wasip2
+    fi
+    say "building the component: cargo build --target wasm32-wasip2 --release -p vapi-edge"
+    cargo build --target wasm32-wasip2 --release -p vapi-edge
+    say "building the host, the bench and the native baseline: cargo build --release -p vapi-edge-host --bins"
+    cargo build --release -p vapi-edge-host --bins
+    wasm="${WASM:-${CARGO_TARGET_DIR}/wasm32-wasip2/release/vapi_edge.wasm}"
+    host_bin="${CARGO_TARGET_DIR}/release/vapi-edge-host"
+    bench_bin="${CARGO_TARGET_DIR}/release/vapi-edge-bench"
+    native_bin="${CARGO_TARGET_DIR}/release/vapi-edge-native"
 fi
-say "building the component: cargo build --target wasm32-wasip2 --release -p vapi-edge"
-cargo build --target wasm32-wasip2 --release -p vapi-edge
-say "building the host, the bench and the native baseline: cargo build --release -p vapi-edge-host --bins"
-cargo build --release -p vapi-edge-host --bins
-
-wasm="${CARGO_TARGET_DIR}/wasm32-wasip2/release/vapi_edge.wasm"
-host_bin="${CARGO_TARGET_DIR}/release/vapi-edge-host"
-bench_bin="${CARGO_TARGET_DIR}/release/vapi-edge-bench"
-native_bin="${CARGO_TARGET_DIR}/release/vapi-edge-native"
 [[ -f $wasm ]] || die "${wasm} was not built"
 [[ -x $host_bin ]] || die "${host_bin} was not built"
 [[ -x $bench_bin ]] || die "${bench_bin} was not built"
@@ -228,11 +241,12 @@ run_all() {
 }
 
 # --- (a) the .wasm in vapi-edge-host ---------------------------------------------
+# shellcheck disable=SC2086 # HOST_ARGS is a list of flags
 start_server host env -i PATH="$PATH" HOME="${HOME:-/root}" \
     SPIN_VARIABLE_VAPI_HMAC_SECRET="$hmac_secret" \
     SPIN_VARIABLE_PG_URL="$pg_url" \
     "$host_bin" up --from "${tmp}/spin.toml" --listen 127.0.0.1:0 \
-    --runtime-config-file "${tmp}/runtime-config.toml"
+    --runtime-config-file "${tmp}/runtime-config.toml" ${HOST_ARGS:-}
 host_pid=$server_pid
 host_drain_pid=$server_drain_pid
 host_addr=$server_addr

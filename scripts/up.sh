@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds vapi-edge and serves it with vapi-edge-host, the way `spin build --up` would.
 #
-#   bash scripts/up.sh                                               # in-memory key-value store
-#   bash scripts/up.sh --runtime-config-file runtime-config.redis.toml   # Redis-backed store
+#   bash scripts/up.sh            # zero config: records in .spin/sqlite_db.db, in-memory claims
+#   SPIN_VARIABLE_PG_URL=postgres://postgres@127.0.0.1:5432/vapi_edge bash scripts/up.sh
+#                                 # production's store: PostgreSQL (created and migrated if local)
+#   bash scripts/up.sh --runtime-config-file runtime-config.redis.toml   # claims in Redis
 #
-# Settings come from ./.env when it exists (copy .env.example), else from the
-# defaults of .env.example. LISTEN sets the address (default 127.0.0.1:3000);
-# any extra arguments are passed to `vapi-edge-host up`.
+# Settings come from ./.env when it exists (copy .env.example). Without a
+# verification secret it makes a local HMAC secret in .spin/dev-hmac-secret
+# (the service stays closed to unsigned requests). LISTEN sets the address
+# (default 127.0.0.1:3000); any extra arguments are passed to `vapi-edge-host up`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,8 +34,10 @@ if [[ -f .env ]]; then
     . ./.env
     set +a
 fi
-default_pg_url='postgres://postgres@127.0.0.1:5432/vapi_edge'
-export SPIN_VARIABLE_PG_URL="${SPIN_VARIABLE_PG_URL:-$default_pg_url}"
+SPIN_VARIABLE_PG_URL="${SPIN_VARIABLE_PG_URL:-}"
+if [[ -z $SPIN_VARIABLE_PG_URL ]]; then
+    say "no SPIN_VARIABLE_PG_URL: records go to the built-in SQLite store, .spin/sqlite_db.db"
+fi
 
 # postgres://[user[:password]@]host[:port]/database[?options]
 pg_re='^(postgres|postgresql)://([^@/?]*@)?([^:/?@]+)(:([0-9]+))?/([^?]*)(\?.*)?$'
@@ -47,7 +52,7 @@ fi
 # Spin lets the component reach only the hosts in allowed_outbound_hosts; when
 # the origin is not given, take it from the URL (for the default URL this is
 # .env.example's default, postgres://127.0.0.1:5432).
-if [[ -z ${SPIN_VARIABLE_PG_ALLOWED_HOST:-} ]]; then
+if [[ -n $SPIN_VARIABLE_PG_URL && -z ${SPIN_VARIABLE_PG_ALLOWED_HOST:-} ]]; then
     if [[ -n $pg_host ]]; then
         export SPIN_VARIABLE_PG_ALLOWED_HOST="postgres://${pg_host}:${pg_port}"
     else
@@ -56,7 +61,7 @@ if [[ -z ${SPIN_VARIABLE_PG_ALLOWED_HOST:-} ]]; then
 fi
 
 # 3. The database, when it is a local one that does not exist yet.
-if [[ $pg_host == 127.0.0.1 || $pg_host == localhost ]]; then
+if [[ -n $pg_host && ($pg_host == 127.0.0.1 || $pg_host == localhost) ]]; then
     if [[ ! $pg_db =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
         say "database name '${pg_db}' is not a plain identifier; not creating it"
     elif ! command -v psql >/dev/null 2>&1; then
@@ -93,11 +98,22 @@ if [[ ! $wasm -ef $manifest_wasm ]]; then
     cp -f "$wasm" "$manifest_wasm"
 fi
 
-# 5. Schema.
+# 5. Schema: migrations/ on PostgreSQL, or migrations/sqlite/ on the built-in store.
 "$host_bin" migrate
 
-# 6. Serve.
+# 6. Verification. The component refuses everything without a secret (fail
+# closed); for a local run, make one and keep it for the next run.
 if [[ -z ${SPIN_VARIABLE_VAPI_HMAC_SECRET:-} && -z ${SPIN_VARIABLE_VAPI_SERVER_SECRET:-} ]]; then
-    say "WARNING: neither SPIN_VARIABLE_VAPI_HMAC_SECRET nor SPIN_VARIABLE_VAPI_SERVER_SECRET is set: every webhook will be refused (fail closed, 503)"
+    secret_file=.spin/dev-hmac-secret
+    if [[ ! -s $secret_file ]]; then
+        mkdir -p .spin
+        (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$secret_file")
+        say "made a local HMAC secret in ${secret_file}"
+    fi
+    SPIN_VARIABLE_VAPI_HMAC_SECRET="$(cat "$secret_file")"
+    export SPIN_VARIABLE_VAPI_HMAC_SECRET
+    say "no verification secret set: using ${secret_file} (sign with: ${host_bin} sign --secret \"\$(cat ${secret_file})\" < body.json)"
 fi
+
+# 7. Serve.
 exec "$host_bin" up --listen "${LISTEN:-127.0.0.1:3000}" "$@"

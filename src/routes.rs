@@ -2,11 +2,13 @@
 //! "Routes", plus `POST /admin/replay`).
 #![forbid(unsafe_code)]
 
+use crate::logging::emit;
 use crate::services::{self, variable};
 use crate::store;
 use crate::webhook::{self, After};
 use vapi_edge_core::health;
 use vapi_edge_core::http::{Request, Response};
+use vapi_edge_core::log::{Level, LogLine};
 use vapi_edge_core::metrics::{self, Snapshot};
 use vapi_edge_core::verify::bearer_matches;
 
@@ -49,23 +51,28 @@ fn guarded(request: &Request, token_variable: &str, answer: impl FnOnce() -> Res
 }
 
 fn metrics_text() -> Response {
-    let snapshot = variable("pg_url")
-        .ok_or(())
-        .and_then(|url| services::open_postgres(&url).map_err(|_| ()))
-        .and_then(|db| store::metrics_snapshot(&db).map_err(|_| ()))
-        .and_then(|json| serde_json::from_str::<Snapshot>(&json).map_err(|_| ()));
+    let snapshot = store::Target::configured()
+        .open()
+        .and_then(|db| db.metrics_snapshot())
+        .map(|json| serde_json::from_str::<Snapshot>(&json).map_err(|e| e.to_string()));
     match snapshot {
-        Ok(snapshot) => Response::text(
+        Ok(Ok(snapshot)) => Response::text(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
             metrics::render(&snapshot),
         ),
-        Err(()) => Response::error(503, "metrics are unavailable: the database did not answer"),
+        Ok(Err(error)) => metrics_unavailable(&error),
+        Err(error) => metrics_unavailable(&error.detail),
     }
 }
 
+fn metrics_unavailable(error: &str) -> Response {
+    emit(&LogLine::new(Level::Error, "Metrics unavailable").field("error", error));
+    Response::error(503, "metrics are unavailable: the database did not answer")
+}
+
 fn healthz() -> Response {
-    let checks = [services::postgres_check(), services::key_value_check()];
+    let checks = [store::health_check(), services::key_value_check()];
     let (status, body) = health::report(&checks);
     Response::json(status, &body).with_header("cache-control", "no-store")
 }

@@ -8,10 +8,9 @@
 use crate::claim::{self, Claim};
 use crate::logging::emit;
 use crate::relay::Notification;
-use crate::services::{self, describe_pg_error, is_transient, now_ms, variable};
-use crate::store::{self, Agent, DeadLetter, EventRow, Recorded};
+use crate::services::{self, now_ms, variable};
+use crate::store::{Agent, DbError, DeadLetter, EventRow, Recorded, Target};
 use serde_json::{json, Value};
-use spin_sdk::pg4::PgError;
 use std::time::Instant;
 use vapi_edge_core::handling::{self, CallRecord, Plan, PlanError, DEFAULT_RETRY_MS};
 use vapi_edge_core::http::{Request, Response};
@@ -92,20 +91,19 @@ impl Answer {
 /// Work that follows the response: the event record and the notification.
 #[derive(Default)]
 pub struct After {
-    pub event: Option<(String, EventRow)>,
+    pub event: Option<(Target, EventRow)>,
     pub notification: Option<Notification>,
 }
 
 impl After {
     pub fn run(self) {
-        if let Some((pg_url, row)) = self.event {
-            let written =
-                services::open_postgres(&pg_url).and_then(|db| store::insert_event_row(&db, &row));
+        if let Some((target, row)) = self.event {
+            let written = target.open().and_then(|db| db.insert_event_row(&row));
             if let Err(error) = written {
                 emit(
                     &LogLine::new(Level::Warn, "Event record not written")
                         .field("outcome", row.outcome.as_str())
-                        .field("error", describe_pg_error(&error)),
+                        .field("error", error.detail),
                 );
             }
         }
@@ -142,9 +140,9 @@ fn finish(answer: Answer, mut context: Context, started: Instant) -> (Response, 
             ("duration_ms", duration_ms(started).into()),
         ],
     );
-    let event = match (context.verified, variable("pg_url")) {
-        (true, Some(pg_url)) => Some((
-            pg_url,
+    let event = context.verified.then(|| {
+        (
+            Target::configured(),
             EventRow {
                 message_type: context.text("event_type"),
                 call_id: context.text("call_id"),
@@ -155,9 +153,8 @@ fn finish(answer: Answer, mut context: Context, started: Instant) -> (Response, 
                 duration_ms: duration_ms(started),
                 error_class: context.error_class.map(str::to_string),
             },
-        )),
-        _ => None,
-    };
+        )
+    });
     let after = After {
         event,
         notification: answer.notification,
@@ -165,18 +162,16 @@ fn finish(answer: Answer, mut context: Context, started: Instant) -> (Response, 
     (answer.response, after)
 }
 
-/// Stores a failed request for replay: in Postgres, or when Postgres is what
-/// failed, in the key-value store until `POST /admin/replay` moves it.
+/// Stores a failed request for replay: in the database, or when the database
+/// is what failed, in the key-value store until `POST /admin/replay` moves it.
 fn keep_dead_letter(context: &Context, letter: DeadLetter) {
-    let in_postgres = variable("pg_url")
-        .ok_or_else(|| "pg_url is not set".to_string())
-        .and_then(|url| services::open_postgres(&url).map_err(|e| describe_pg_error(&e)))
-        .and_then(|db| store::upsert_dead_letter(&db, &letter).map_err(|e| describe_pg_error(&e)));
-    let Err(pg_error) = in_postgres else {
+    let target = Target::configured();
+    let in_database = target.open().and_then(|db| db.upsert_dead_letter(&letter));
+    let Err(db_error) = in_database else {
         context.log(
             Level::Warn,
             "Dead letter kept",
-            &[("store", "postgres".into())],
+            &[("store", target.name().into())],
         );
         return;
     };
@@ -186,14 +181,14 @@ fn keep_dead_letter(context: &Context, letter: DeadLetter) {
             "Dead letter kept",
             &[
                 ("store", "key_value".into()),
-                ("postgres_error", pg_error.into()),
+                ("database_error", db_error.detail.clone().into()),
             ],
         ),
         Err(kv_error) => context.log(
             Level::Critical,
             "Dead letter lost",
             &[
-                ("postgres_error", pg_error.into()),
+                ("database_error", db_error.detail.clone().into()),
                 ("key_value_error", kv_error.into()),
             ],
         ),
@@ -341,7 +336,7 @@ fn process_verified(body: &[u8], context: &mut Context, mode: Mode) -> Answer {
         Claim::Unavailable(error) => {
             context.log(
                 Level::Warn,
-                "Key-value store unavailable; Postgres guards this event",
+                "Key-value store unavailable; the database guards this event",
                 &[("error", error.into())],
             );
             None
@@ -355,7 +350,7 @@ fn process_verified(body: &[u8], context: &mut Context, mode: Mode) -> Answer {
     };
     let answer = record_with_retry(&settings, &record, delays, context, &message);
     if let Some(held) = held {
-        // Only an event Postgres holds is done; anything else (a failure, an
+        // Only an event the database holds is done; anything else (a failure, an
         // organisation outside the rollout) gives the claim back.
         let result = if matches!(answer.outcome, "recorded" | "duplicate") {
             held.complete()
@@ -385,7 +380,7 @@ fn process_verified(body: &[u8], context: &mut Context, mode: Mode) -> Answer {
 
 /// What every verified request needs from the variables, read once.
 struct Settings {
-    pg_url: String,
+    target: Target,
     country: Country,
     retry_delays: Vec<u64>,
     rollout_percent: u32,
@@ -414,9 +409,8 @@ impl Settings {
                 }
             },
         };
-        let pg_url = variable("pg_url").ok_or("pg_url is not set")?;
         Ok(Settings {
-            pg_url,
+            target: Target::configured(),
             country,
             retry_delays,
             rollout_percent,
@@ -455,8 +449,10 @@ fn answer_assistant_request(
         .call
         .as_ref()
         .and_then(|c| c.phone_number_id.as_deref());
-    let found = services::open_postgres(&settings.pg_url)
-        .and_then(|db| store::inbound_agent_for_line(&db, phone_number_id, line_e164.as_deref()));
+    let found = settings
+        .target
+        .open()
+        .and_then(|db| db.inbound_agent_for_line(phone_number_id, line_e164.as_deref()));
     match found {
         Ok(Some((agent, assistant_id))) => {
             note_agent(context, &agent);
@@ -485,14 +481,14 @@ fn answer_assistant_request(
     }
 }
 
-/// Postgres could not be reached: 503, so Vapi's retry (or its fallback
+/// The database could not be reached: 503, so Vapi's retry (or its fallback
 /// destination, for an assistant-request) takes over.
-fn database_unavailable(context: &mut Context, error: &PgError) -> Answer {
+fn database_unavailable(context: &mut Context, error: &DbError) -> Answer {
     context.error_class = Some("database");
     context.log(
         Level::Error,
         "Database unavailable",
-        &[("error", describe_pg_error(error).into())],
+        &[("error", error.detail.clone().into())],
     );
     Answer::refused(
         "database_unavailable",
@@ -507,13 +503,13 @@ fn record_with_retry(
     context: &mut Context,
     message: &ServerMessage,
 ) -> Answer {
-    let db = match services::open_postgres(&settings.pg_url) {
+    let db = match settings.target.open() {
         Ok(db) => db,
         Err(error) => return database_unavailable(context, &error),
     };
     let mut retries = delays.iter();
     loop {
-        match store::record_event(&db, record, settings.rollout_percent) {
+        match db.record_event(record, settings.rollout_percent) {
             Ok(Recorded::New {
                 agent,
                 tracked,
@@ -533,7 +529,7 @@ fn record_with_retry(
                 context.log(
                     Level::Info,
                     terms::DUPLICATE_EVENT,
-                    &[("guard", "postgres".into())],
+                    &[("guard", settings.target.name().into())],
                 );
                 return Answer::ok("duplicate");
             }
@@ -571,12 +567,8 @@ fn record_with_retry(
                     (terms::CALL_LOGS_FAILED, "call_logs")
                 };
                 context.error_class = Some(class);
-                context.log(
-                    Level::Error,
-                    msg,
-                    &[("error", describe_pg_error(&error).into())],
-                );
-                let status = if is_transient(&error) { 503 } else { 500 };
+                context.log(Level::Error, msg, &[("error", error.detail.into())]);
+                let status = if error.transient { 503 } else { 500 };
                 return Answer::refused(
                     "database_error",
                     Response::error(status, "the event could not be recorded; retry later"),
@@ -590,14 +582,11 @@ fn record_with_retry(
 /// as a live delivery (verification aside: they were verified on arrival).
 /// Idempotent: an event that already succeeded is a duplicate and changes nothing.
 pub fn replay(limit: i64) -> Response {
-    let Some(pg_url) = variable("pg_url") else {
-        return Response::error(503, "pg_url is not set");
-    };
-    let db = match services::open_postgres(&pg_url) {
+    let db = match Target::configured().open() {
         Ok(db) => db,
         Err(_) => return Response::error(503, "database unavailable"),
     };
-    // Dead letters parked in the key-value store while Postgres was down
+    // Dead letters parked in the key-value store while the database was down
     // move into the table first, so there is one queue to drain.
     let moved = claim::parked_dead_letters()
         .into_iter()
@@ -610,11 +599,10 @@ pub fn replay(limit: i64) -> Response {
                 headers: json!({ "content-type": "application/json" }),
                 body: body.clone(),
             };
-            store::upsert_dead_letter(&db, &letter).is_ok()
-                && claim::forget_dead_letter(key).is_ok()
+            db.upsert_dead_letter(&letter).is_ok() && claim::forget_dead_letter(key).is_ok()
         })
         .count();
-    let pending = match store::pending_dead_letters(&db, limit) {
+    let pending = match db.pending_dead_letters(limit) {
         Ok(pending) => pending,
         Err(_) => return Response::error(503, "database unavailable"),
     };
@@ -631,13 +619,13 @@ pub fn replay(limit: i64) -> Response {
         let outcome = answer.outcome;
         let (_, after) = finish(answer, context, started);
         after.run();
-        if ok && store::mark_replayed(&db, id, outcome).is_ok() {
+        if ok && db.mark_replayed(id, outcome).is_ok() {
             succeeded += 1;
         } else {
             failed += 1;
         }
     }
-    let remaining = store::count_pending_dead_letters(&db).unwrap_or(-1);
+    let remaining = db.count_pending_dead_letters().unwrap_or(-1);
     Response::json(
         200,
         &json!({

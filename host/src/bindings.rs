@@ -9,5 +9,6 @@ wasmtime::component::bindgen!({
         "wasi:keyvalue/store.bucket": crate::state::KvHandle,
         "wasi:keyvalue/atomics.cas": crate::state::CasHandle,
         "spin:postgres/postgres.connection": crate::pg::PgConnection,
+        "spin:sqlite/sqlite.connection": crate::sqlite::SqliteConnection,
     },
 });

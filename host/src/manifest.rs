@@ -1,6 +1,6 @@
 //! Reading `spin.toml` (manifest version 2) the way `spin up` does, for the parts
 //! this host supports: variables, HTTP triggers, and each component's source,
-//! outbound hosts, key-value stores and variable templates.
+//! outbound hosts, key-value stores, SQLite databases and variable templates.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
@@ -56,6 +56,8 @@ struct RawComponent {
     #[serde(default)]
     key_value_stores: Vec<String>,
     #[serde(default)]
+    sqlite_databases: Vec<String>,
+    #[serde(default)]
     variables: BTreeMap<String, String>,
 }
 
@@ -72,6 +74,8 @@ pub struct Component {
     pub source: PathBuf,
     pub allowed_outbound_hosts: Vec<String>,
     pub key_value_stores: Vec<String>,
+    /// SQLite database labels the component may open.
+    pub sqlite_databases: Vec<String>,
     /// Component variables (what `variables::get` sees), already rendered.
     pub variables: HashMap<String, String>,
 }
@@ -97,6 +101,9 @@ impl Route {
 #[derive(Debug, Clone)]
 pub struct App {
     pub name: String,
+    /// The folder of `spin.toml`: paths in it start there, and Spin keeps the
+    /// app's local state (`.spin/`) there.
+    pub dir: PathBuf,
     pub routes: Vec<Route>,
     pub components: HashMap<String, Component>,
 }
@@ -137,6 +144,7 @@ pub fn parse(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
                 source: base.join(&component.source),
                 allowed_outbound_hosts,
                 key_value_stores: component.key_value_stores,
+                sqlite_databases: component.sqlite_databases,
                 variables: component_variables,
             },
         );
@@ -167,6 +175,7 @@ pub fn parse(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
     });
     Ok(App {
         name: raw.application.name,
+        dir: base.to_path_buf(),
         routes,
         components,
     })
@@ -242,6 +251,7 @@ component = "web"
 source = "target/app.wasm"
 allowed_outbound_hosts = ["{{ host }}"]
 key_value_stores = ["default"]
+sqlite_databases = ["default", "reports"]
 [component.web.variables]
 pg_url = "{{ pg_url }}"
 token = "Bearer {{token}}"
@@ -269,6 +279,9 @@ token = "Bearer {{token}}"
         assert_eq!(web.variables["pg_url"], "");
         assert_eq!(web.allowed_outbound_hosts, vec!["http://127.0.0.1:8787"]);
         assert_eq!(web.source, Path::new("/app/target/app.wasm"));
+        assert_eq!(web.key_value_stores, ["default"]);
+        assert_eq!(web.sqlite_databases, ["default", "reports"]);
+        assert_eq!(app.dir, Path::new("/app"));
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! `vapi-edge-host migrate`: applies pending `migrations/*.sql` in file-name
-//! order and records each in `schema_migrations`, so a second run is harmless.
+//! `vapi-edge-host migrate`: applies pending migrations in file-name order and
+//! records each in `schema_migrations`, so a second run is harmless: to
+//! PostgreSQL (`migrations/*.sql`) or to Spin's built-in SQLite database
+//! (`migrations/sqlite/*.sql`).
 //!
-//! Migrations are a separate step, never run by the request path.
+//! Migrations are a separate step, never run by the request path. Each runs in
+//! a transaction with its `schema_migrations` row, so a file must not hold its
+//! own BEGIN/COMMIT.
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -114,6 +118,47 @@ async fn apply(
         )
         .await?;
         tx.commit().await?;
+        done.push(migration.version.clone());
+    }
+    Ok(done)
+}
+
+/// Applies what is pending to the SQLite database file at `path` (created if
+/// missing); returns the versions applied by this run. Each migration takes
+/// the write lock (`BEGIN IMMEDIATE`) and checks `schema_migrations` again
+/// under it, so two runs at once apply each migration once.
+pub fn run_sqlite(path: &Path, dir: &Path) -> Result<Vec<String>> {
+    let migrations = read_dir(dir)?;
+    let mut connection = crate::sqlite::open_file(path)?;
+    connection
+        .execute_batch(vapi_edge_core::sqlite::CREATE_SCHEMA_MIGRATIONS)
+        .context("cannot prepare schema_migrations")?;
+    let mut done = Vec::new();
+    for migration in &migrations {
+        let tx = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        let applied: Option<String> = rusqlite::OptionalExtension::optional(tx.query_row(
+            "SELECT checksum FROM schema_migrations WHERE version = ?1",
+            [&migration.version],
+            |row| row.get(0),
+        ))?;
+        if let Some(checksum) = applied {
+            if checksum != migration.checksum {
+                bail!(
+                    "migration {} was changed after it was applied; add a new migration instead",
+                    migration.version
+                );
+            }
+            continue;
+        }
+        tx.execute_batch(&migration.sql)
+            .with_context(|| format!("migration {} failed", migration.version))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, checksum) VALUES (?1, ?2)",
+            [&migration.version, &migration.checksum],
+        )?;
+        tx.commit()?;
         done.push(migration.version.clone());
     }
     Ok(done)

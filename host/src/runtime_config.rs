@@ -1,22 +1,37 @@
 //! The runtime config file (`--runtime-config-file`), in Spin's format, for the
-//! parts this host supports: key-value stores in memory or in Redis.
+//! parts this host supports: key-value stores in memory or in Redis, and SQLite
+//! databases in a file or in memory.
 //!
 //! ```toml
 //! [key_value_store.default]
 //! type = "redis"
 //! url = "redis://127.0.0.1:6379"
+//!
+//! [sqlite_database.default]
+//! type = "spin"
+//! path = "data/vapi-edge.db"   # relative to this file; no path: in memory
 //! ```
 
 use crate::kv::KvStore;
+use crate::sqlite::SqliteLocation;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Deserialize)]
 struct RawRuntimeConfig {
     #[serde(default)]
     key_value_store: BTreeMap<String, RawStore>,
+    #[serde(default)]
+    sqlite_database: BTreeMap<String, RawSqliteDatabase>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawSqliteDatabase {
+    #[serde(rename = "type")]
+    kind: String,
+    path: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -26,11 +41,14 @@ struct RawStore {
     url: Option<String>,
 }
 
-/// Where each key-value label lives. Labels without an entry get an in-memory
-/// store when `spin.toml` grants them, as Spin gives `default` a local store.
+/// Where each key-value label and SQLite database lives. Key-value labels
+/// without an entry get an in-memory store when `spin.toml` grants them, as
+/// Spin gives `default` a local store; see [`RuntimeConfig::sqlite_location`]
+/// for SQLite.
 #[derive(Clone, Default)]
 pub struct RuntimeConfig {
     pub key_value_stores: HashMap<String, KvStore>,
+    pub sqlite_databases: HashMap<String, SqliteLocation>,
 }
 
 impl RuntimeConfig {
@@ -40,10 +58,13 @@ impl RuntimeConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read runtime config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid runtime config {}", path.display()))
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base)
+            .with_context(|| format!("invalid runtime config {}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<Self> {
+    /// `base` is the runtime config file's folder: relative paths start there.
+    pub fn parse(text: &str, base: &Path) -> Result<Self> {
         let raw: RawRuntimeConfig =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         let mut key_value_stores = HashMap::new();
@@ -62,7 +83,36 @@ impl RuntimeConfig {
             };
             key_value_stores.insert(label, backend);
         }
-        Ok(RuntimeConfig { key_value_stores })
+        let mut sqlite_databases = HashMap::new();
+        for (label, database) in raw.sqlite_database {
+            let location = match database.kind.as_str() {
+                "spin" => match database.path {
+                    Some(path) => SqliteLocation::File(base.join(path)),
+                    None => SqliteLocation::Memory,
+                },
+                other => bail!(
+                    "sqlite_database.{label}: type \"{other}\" is not supported by this host (use \"spin\")"
+                ),
+            };
+            sqlite_databases.insert(label, location);
+        }
+        Ok(RuntimeConfig {
+            key_value_stores,
+            sqlite_databases,
+        })
+    }
+
+    /// Where the SQLite database `label` lives, for an app whose `spin.toml` is
+    /// in `app_dir`: as configured, else (for `default` only) Spin's default
+    /// file `.spin/sqlite_db.db` beside `spin.toml`. `None`: not configured.
+    pub fn sqlite_location(&self, label: &str, app_dir: &Path) -> Option<SqliteLocation> {
+        match self.sqlite_databases.get(label) {
+            Some(location) => Some(location.clone()),
+            None if label == "default" => Some(SqliteLocation::File(
+                app_dir.join(".spin").join("sqlite_db.db"),
+            )),
+            None => None,
+        }
     }
 
     /// The store for a label that `spin.toml` grants.
@@ -80,13 +130,19 @@ mod tests {
 
     #[test]
     fn redis_store_needs_a_url_and_unknown_types_are_named() {
-        let err = RuntimeConfig::parse("[key_value_store.default]\ntype = \"redis\"\n")
-            .err()
-            .unwrap();
+        let err = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"redis\"\n",
+            Path::new("."),
+        )
+        .err()
+        .unwrap();
         assert!(format!("{err:#}").contains("needs a url"));
-        let err = RuntimeConfig::parse("[key_value_store.x]\ntype = \"azure_cosmos\"\n")
-            .err()
-            .unwrap();
+        let err = RuntimeConfig::parse(
+            "[key_value_store.x]\ntype = \"azure_cosmos\"\n",
+            Path::new("."),
+        )
+        .err()
+        .unwrap();
         assert!(format!("{err:#}").contains("azure_cosmos"));
     }
 
@@ -94,11 +150,62 @@ mod tests {
     fn redis_entry_parses() {
         let config = RuntimeConfig::parse(
             "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n",
+            Path::new("."),
         )
         .unwrap();
         assert!(matches!(
             config.key_value_stores["default"],
             KvStore::Redis(_)
         ));
+    }
+
+    #[test]
+    fn sqlite_paths_are_relative_to_the_config_file_and_no_path_is_memory() {
+        let config = RuntimeConfig::parse(
+            "[sqlite_database.default]\ntype = \"spin\"\npath = \"data/app.db\"\n\
+             [sqlite_database.fixed]\ntype = \"spin\"\npath = \"/var/lib/x.db\"\n\
+             [sqlite_database.scratch]\ntype = \"spin\"\n",
+            Path::new("/etc/vapi"),
+        )
+        .unwrap();
+        let app = Path::new("/app");
+        assert_eq!(
+            config.sqlite_location("default", app),
+            Some(SqliteLocation::File("/etc/vapi/data/app.db".into()))
+        );
+        assert_eq!(
+            config.sqlite_location("fixed", app),
+            Some(SqliteLocation::File("/var/lib/x.db".into()))
+        );
+        assert_eq!(
+            config.sqlite_location("scratch", app),
+            Some(SqliteLocation::Memory)
+        );
+        assert_eq!(config.sqlite_location("other", app), None);
+    }
+
+    #[test]
+    fn without_configuration_only_default_exists_in_dot_spin() {
+        let config = RuntimeConfig::default();
+        assert_eq!(
+            config.sqlite_location("default", Path::new("/app")),
+            Some(SqliteLocation::File("/app/.spin/sqlite_db.db".into()))
+        );
+        assert_eq!(config.sqlite_location("analytics", Path::new("/app")), None);
+    }
+
+    #[test]
+    fn unknown_sqlite_types_are_named() {
+        let err = RuntimeConfig::parse(
+            "[sqlite_database.default]\ntype = \"libsql\"\nurl = \"https://x\"\n",
+            Path::new("."),
+        )
+        .err()
+        .unwrap();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("sqlite_database.default") && message.contains("\"libsql\""),
+            "{message}"
+        );
     }
 }

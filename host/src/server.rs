@@ -1,10 +1,12 @@
 //! Serving HTTP with the component: one Engine, one Linker and one
 //! pre-instantiated component for the process; a fresh Store per request,
 //! bounded by an epoch deadline, a wall-clock timeout and a memory limit.
+//! Instances come from wasmtime's pooling allocator unless it is turned off.
 
 use crate::manifest::{App, Route};
 use crate::outbound::AllowedHosts;
 use crate::runtime_config::RuntimeConfig;
+use crate::sqlite::SqliteDatabase;
 use crate::state::{ComponentServices, RequestState};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -15,12 +17,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimitsBuilder,
+};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::io::TokioIo;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks, WasiHttpView};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -32,6 +40,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Largest linear memory a guest may grow to.
     pub max_memory_bytes: usize,
+    /// Instances the pooling allocator reserves up front; 0 allocates each
+    /// instance on demand instead. Requests beyond it wait for a free slot.
+    pub instance_pool: u32,
 }
 
 impl Default for Limits {
@@ -39,9 +50,23 @@ impl Default for Limits {
         Limits {
             request_timeout: Duration::from_secs(30),
             max_memory_bytes: 128 << 20,
+            instance_pool: 256,
         }
     }
 }
+
+/// What one pool slot holds, for any component this host runs: a Rust
+/// `wasm32-wasip2` component instantiates three core modules (the program, a
+/// shim and its fix-up) with one linear memory and two tables. The headroom
+/// is cheap (address space only); a component that needs more is refused at
+/// start-up, when it is loaded.
+const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const POOL_MEMORIES_PER_COMPONENT: u32 = 2;
+const POOL_TABLES_PER_COMPONENT: u32 = 4;
+/// Bytes of a slot's linear memory reset in place (and so kept resident); a
+/// duplicate request dirties ~60 KiB, a full one a little more.
+const POOL_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+const POOL_TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 struct LoadedComponent {
     pre: ProxyPre<RequestState>,
@@ -53,22 +78,80 @@ pub struct Server {
     routes: Vec<Route>,
     components: HashMap<String, LoadedComponent>,
     limits: Limits,
+    /// One permit per pool slot (`None` without the pool): a request holds
+    /// one from before its store exists until the store is dropped, so the
+    /// pool is never exhausted and excess requests queue instead of failing.
+    instance_slots: Option<Arc<Semaphore>>,
 }
 
-pub fn engine() -> Result<Engine> {
+/// The engine, and the number of pooled instances (`None`: on demand). If the
+/// pool cannot be reserved (address space limits), it warns and allocates on
+/// demand rather than not starting.
+pub fn engine(limits: &Limits) -> Result<(Engine, Option<u32>)> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
-    Engine::new(&config)
+    // For profiling (BENCHMARKS.md): /tmp/perf-<pid>.map names the guest's
+    // compiled functions in `perf report`.
+    if std::env::var_os("VAPI_EDGE_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    if limits.instance_pool > 0 {
+        let slots = limits.instance_pool;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(POOL_CORE_INSTANCES_PER_COMPONENT))
+            .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(slots.saturating_mul(POOL_MEMORIES_PER_COMPONENT))
+            .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
+            .total_tables(slots.saturating_mul(POOL_TABLES_PER_COMPONENT))
+            .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
+            .total_stacks(slots)
+            // The same cap as the store limiter: growing past it fails the
+            // `memory.grow`, exactly as the limiter makes it fail.
+            .max_memory_size(limits.max_memory_bytes)
+            // A slot's memory and tables are reset in place when its store
+            // is dropped: the pages the request dirtied (found with Linux's
+            // PAGEMAP_SCAN where available) are copied back from the image
+            // instead of being madvise'd away, which cost a TLB shootdown
+            // across the process's threads on every request and ~15 page
+            // faults on the next one (BENCHMARKS.md, issue 6).
+            .linear_memory_keep_resident(POOL_MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(POOL_TABLE_KEEP_RESIDENT)
+            .pagemap_scan(Enabled::Auto);
+        let mut pooled = config.clone();
+        pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&pooled) {
+            Ok(engine) => return Ok((engine, Some(slots))),
+            Err(error) => crate::log::warn(
+                "instance pool unavailable, allocating on demand",
+                &[
+                    ("slots", &slots.to_string()),
+                    ("error", &format!("{error:#}")),
+                ],
+            ),
+        }
+    }
+    let engine = Engine::new(&config)
         .map_err(wasm_error)
-        .context("cannot create the wasm engine")
+        .context("cannot create the wasm engine")?;
+    Ok((engine, None))
+}
+
+/// A request made ready for the guest: its store (limits, epoch deadline, the
+/// WASI and HTTP contexts), the request and response handles in its table.
+pub struct PreparedRequest {
+    pub store: Store<RequestState>,
+    pub incoming: Resource<HostIncomingRequest>,
+    pub outparam: Resource<HostResponseOutparam>,
+    pub response: oneshot::Receiver<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>,
 }
 
 impl Server {
     /// Compiles and links every component of the app; any missing import,
     /// bad allow-list or unreadable `.wasm` is an error here, not at request time.
     pub fn new(app: &App, mut runtime: RuntimeConfig, limits: Limits) -> Result<Self> {
-        let engine = engine()?;
+        let (engine, pooled) = engine(&limits)?;
         let mut linker: Linker<RequestState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -77,6 +160,8 @@ impl Server {
             |state| state,
         )?;
         let pg = crate::pg::PgPools::default();
+        // One database per label, whichever components are granted it.
+        let mut sqlite: HashMap<String, Option<SqliteDatabase>> = HashMap::new();
         let mut components = HashMap::new();
         for (id, spec) in &app.components {
             if !spec.source.exists() {
@@ -89,7 +174,15 @@ impl Server {
             let component = Component::from_file(&engine, &spec.source)
                 .map_err(wasm_error)
                 .with_context(|| {
-                    format!("component `{id}`: cannot load {}", spec.source.display())
+                    let hint = match pooled {
+                        // The pool's per-slot limits are checked here.
+                        Some(_) => " (if it outgrows the instance pool's slots, --instance-pool 0 allocates on demand)",
+                        None => "",
+                    };
+                    format!(
+                        "component `{id}`: cannot load {}{hint}",
+                        spec.source.display()
+                    )
                 })?;
             let pre = linker
                 .instantiate_pre(&component)
@@ -106,6 +199,10 @@ impl Server {
                     ("app", &app.name),
                     ("component", id),
                     ("compile_ms", &started.elapsed().as_millis().to_string()),
+                    (
+                        "instances",
+                        &pooled.map_or("on demand".to_string(), |n| format!("pool of {n}")),
+                    ),
                 ],
             );
             let allowed = AllowedHosts::parse(&spec.allowed_outbound_hosts)
@@ -115,11 +212,20 @@ impl Server {
                 .iter()
                 .map(|label| (label.clone(), runtime.store_for(label)))
                 .collect();
+            let mut granted_sqlite = HashMap::new();
+            for label in &spec.sqlite_databases {
+                if !sqlite.contains_key(label) {
+                    let database = prepare_sqlite(&runtime, &app.dir, id, label)?;
+                    sqlite.insert(label.clone(), database);
+                }
+                granted_sqlite.insert(label.clone(), sqlite[label].clone());
+            }
             let services = Arc::new(ComponentServices {
                 variables: spec.variables.clone(),
                 key_value,
                 allowed_hosts: Arc::new(allowed),
                 pg: pg.clone(),
+                sqlite: granted_sqlite,
             });
             components.insert(id.clone(), LoadedComponent { pre, services });
         }
@@ -128,7 +234,116 @@ impl Server {
             routes: app.routes.clone(),
             components,
             limits,
+            instance_slots: pooled.map(|n| Arc::new(Semaphore::new(n as usize))),
         })
+    }
+
+    /// The route that serves `path`, as `handle` finds it.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+
+    /// What one instance of a component needs (memories, tables and their
+    /// initial sizes), for sizing the pool; and the pool's slot count.
+    pub fn footprint(
+        &self,
+        component_id: &str,
+    ) -> Option<(wasmtime::ResourcesRequired, Option<usize>)> {
+        let component = self.components.get(component_id)?;
+        let required = component
+            .pre
+            .instance_pre()
+            .component()
+            .resources_required()?;
+        let slots = self
+            .instance_slots
+            .as_ref()
+            .map(|_| self.limits.instance_pool as usize);
+        Some((required, slots))
+    }
+
+    /// Waits for a pool slot (immediately `None` without the pool).
+    pub async fn instance_slot(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.instance_slots {
+            // The semaphore is never closed.
+            Some(slots) => slots.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// The per-request set-up `run` does before entering the guest, shared with
+    /// `bench-instantiate` so it measures the real thing.
+    pub fn prepare<B>(
+        &self,
+        component_id: &str,
+        route: &Route,
+        mut request: hyper::Request<B>,
+        client: SocketAddr,
+    ) -> Result<PreparedRequest>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let component = self
+            .components
+            .get(component_id)
+            .context("route names an unknown component")?;
+        add_spin_headers(&mut request, route, client);
+        let state = RequestState {
+            wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_memory_bytes)
+                .instances(64)
+                .build(),
+            hooks: OutboundHooks {
+                allowed: component.services.allowed_hosts.clone(),
+            },
+            services: component.services.clone(),
+            pg_in_flight: Vec::new(),
+            sqlite_in_flight: Vec::new(),
+            sqlite_open: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        // A guest that computes without end yields to the runtime at every
+        // epoch tick instead of holding a worker thread (which would starve
+        // the other requests queued on that thread); the request timeout
+        // then cuts it off.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let (sender, response) = oneshot::channel();
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let outparam = store.data_mut().http().new_response_outparam(sender)?;
+        Ok(PreparedRequest {
+            store,
+            incoming,
+            outparam,
+            response,
+        })
+    }
+
+    /// Instantiates the component into a prepared store (the last step before
+    /// the guest's handler is entered).
+    pub async fn instantiate(
+        &self,
+        component_id: &str,
+        store: &mut Store<RequestState>,
+    ) -> Result<wasmtime_wasi_http::p2::bindings::Proxy> {
+        let component = self
+            .components
+            .get(component_id)
+            .context("route names an unknown component")?;
+        component
+            .pre
+            .instantiate_async(store)
+            .await
+            .map_err(wasm_error)
     }
 
     /// Accepts connections until the process is stopped. Prints the address
@@ -156,6 +371,10 @@ impl Server {
 
         loop {
             let (stream, client) = listener.accept().await?;
+            // A response's head can go out before the guest has written its
+            // body; with Nagle's algorithm the body then waits for the
+            // client's delayed ACK (~40 ms on Linux).
+            let _ = stream.set_nodelay(true);
             let server = self.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
@@ -178,7 +397,7 @@ impl Server {
         client: SocketAddr,
     ) -> hyper::Response<ResponseBody> {
         let path = request.uri().path().to_string();
-        let Some(route) = self.routes.iter().find(|r| r.matches(&path)) else {
+        let Some(route) = self.route_for(&path) else {
             return plain(404, "no route matches this path\n");
         };
         let Some(component) = self.components.get(&route.component) else {
@@ -208,39 +427,17 @@ impl Server {
         &self,
         component: &LoadedComponent,
         route: &Route,
-        mut request: hyper::Request<hyper::body::Incoming>,
+        request: hyper::Request<hyper::body::Incoming>,
         client: SocketAddr,
     ) -> Result<hyper::Response<ResponseBody>> {
-        add_spin_headers(&mut request, route, client);
-        let state = RequestState {
-            wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory_bytes)
-                .instances(64)
-                .build(),
-            hooks: OutboundHooks {
-                allowed: component.services.allowed_hosts.clone(),
-            },
-            services: component.services.clone(),
-            pg_in_flight: Vec::new(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        // A guest that computes without end yields to the runtime at every
-        // epoch tick instead of holding a worker thread (which would starve
-        // the other requests queued on that thread); the request timeout below
-        // then cuts it off.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let incoming = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, request)?;
-        let outparam = store.data_mut().http().new_response_outparam(sender)?;
+        // Held until the store is gone: the slot is busy until then.
+        let slot = self.instance_slot().await;
+        let PreparedRequest {
+            mut store,
+            incoming,
+            outparam,
+            response,
+        } = self.prepare(&route.component, route, request, client)?;
         let pre = component.pre.clone();
         let timeout = self.limits.request_timeout;
         let task = tokio::spawn(async move {
@@ -251,21 +448,25 @@ impl Server {
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            match tokio::time::timeout(timeout, run).await {
+            let outcome = match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result,
                 Err(_) => {
                     // The guest may be waiting on a statement: cancel it before
                     // the store (and with it the response channel) goes, so it
                     // cannot commit after the caller was answered 500.
                     store.data_mut().cancel_postgres_statements().await;
+                    store.data_mut().cancel_sqlite_statements().await;
                     Err(wasmtime::Error::msg(format!(
                         "request exceeded the {} ms deadline",
                         timeout.as_millis()
                     )))
                 }
-            }
+            };
+            drop(store);
+            drop(slot);
+            outcome
         });
-        match receiver.await {
+        match response.await {
             Ok(Ok(response)) => Ok(response.map(|body| body.map_err(|e| e.into()).boxed_unsync())),
             Ok(Err(code)) => bail!("component answered with an error code: {code:?}"),
             Err(_) => {
@@ -277,6 +478,38 @@ impl Server {
             }
         }
     }
+}
+
+/// Opens the SQLite database `label` for the first component granted it, or
+/// says (once) that it is not configured: Spin refuses to start then, this host
+/// answers `open` with `no-such-database`.
+fn prepare_sqlite(
+    runtime: &RuntimeConfig,
+    app_dir: &std::path::Path,
+    component: &str,
+    label: &str,
+) -> Result<Option<SqliteDatabase>> {
+    let Some(location) = runtime.sqlite_location(label, app_dir) else {
+        crate::log::warn(
+            "sqlite database not configured",
+            &[
+                ("component", component),
+                ("database", label),
+                (
+                    "hint",
+                    "define it in the runtime config: [sqlite_database.<label>]",
+                ),
+            ],
+        );
+        return Ok(None);
+    };
+    let database =
+        SqliteDatabase::prepare(&location).with_context(|| format!("sqlite database `{label}`"))?;
+    crate::log::info(
+        "sqlite database ready",
+        &[("database", label), ("location", &database.describe())],
+    );
+    Ok(Some(database))
 }
 
 /// wasmtime 48 has its own error type; keep its whole chain in the message.
@@ -303,11 +536,7 @@ fn plain(status: u16, text: &'static str) -> hyper::Response<ResponseBody> {
 
 /// The informational headers Spin adds, for components that read them. The
 /// vapi-edge component itself reads none of them.
-fn add_spin_headers(
-    request: &mut hyper::Request<hyper::body::Incoming>,
-    route: &Route,
-    client: SocketAddr,
-) {
+fn add_spin_headers<B>(request: &mut hyper::Request<B>, route: &Route, client: SocketAddr) {
     let path = request.uri().path().to_string();
     let base = route
         .pattern

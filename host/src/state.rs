@@ -1,15 +1,17 @@
 //! Per-request store data, and the host side of every non-wasi:http import:
-//! variables, both key-value interfaces and Postgres.
+//! variables, both key-value interfaces, Postgres and SQLite.
 //!
 //! A fresh `RequestState` is built for each request, so nothing a guest does
 //! survives it except what it wrote to a host service.
 
 use crate::bindings::fermyon::spin::{key_value, variables};
 use crate::bindings::spin::postgres::postgres as pg;
+use crate::bindings::spin::sqlite::sqlite;
 use crate::bindings::wasi::keyvalue::{atomics, store};
 use crate::kv::KvStore;
 use crate::outbound::AllowedHosts;
 use crate::pg::{PgConnection, PgPools};
+use crate::sqlite::{SqliteConnection, SqliteDatabase};
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
@@ -24,6 +26,9 @@ pub struct ComponentServices {
     pub key_value: HashMap<String, KvStore>,
     pub allowed_hosts: Arc<AllowedHosts>,
     pub pg: PgPools,
+    /// Granted SQLite labels only (absent: access-denied); `None` for a label
+    /// granted but not configured (no-such-database).
+    pub sqlite: HashMap<String, Option<SqliteDatabase>>,
 }
 
 pub struct RequestState {
@@ -35,6 +40,10 @@ pub struct RequestState {
     pub services: Arc<ComponentServices>,
     /// The Postgres connections this request opened, for cancelling.
     pub pg_in_flight: Vec<crate::pg::InFlight>,
+    /// The SQLite connections this request opened, for cancelling.
+    pub sqlite_in_flight: Vec<crate::sqlite::InFlight>,
+    /// SQLite connections open now (at most `MAX_CONNECTIONS_PER_REQUEST`).
+    pub sqlite_open: usize,
 }
 
 impl RequestState {
@@ -42,6 +51,14 @@ impl RequestState {
     /// request off, before it answers, so nothing commits behind the answer.
     pub async fn cancel_postgres_statements(&mut self) {
         for statement in self.pg_in_flight.drain(..) {
+            statement.cancel().await;
+        }
+    }
+
+    /// The same for SQLite: a statement still running is interrupted and its
+    /// transaction rolled back before the host answers.
+    pub async fn cancel_sqlite_statements(&mut self) {
+        for statement in self.sqlite_in_flight.drain(..) {
             statement.cancel().await;
         }
     }
@@ -367,6 +384,65 @@ impl pg::HostConnection for RequestState {
 
     async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+// ---- spin:sqlite/sqlite@3.0.0 ----
+
+impl sqlite::Host for RequestState {}
+
+impl sqlite::HostConnection for RequestState {
+    async fn open(
+        &mut self,
+        database: String,
+    ) -> wasmtime::Result<Result<Resource<SqliteConnection>, sqlite::Error>> {
+        let Some(configured) = self.services.sqlite.get(&database) else {
+            return Ok(Err(sqlite::Error::AccessDenied));
+        };
+        let Some(configured) = configured.clone() else {
+            return Ok(Err(sqlite::Error::NoSuchDatabase));
+        };
+        if self.sqlite_open >= crate::sqlite::MAX_CONNECTIONS_PER_REQUEST {
+            return Ok(Err(sqlite::Error::Io("too many connections opened".into())));
+        }
+        match configured.open().await {
+            Ok(connection) => {
+                self.sqlite_in_flight
+                    .retain(crate::sqlite::InFlight::is_open);
+                self.sqlite_in_flight.push(connection.in_flight());
+                self.sqlite_open += 1;
+                Ok(Ok(self.table.push(connection)?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<SqliteConnection>,
+        statement: String,
+        parameters: Vec<sqlite::Value>,
+    ) -> wasmtime::Result<Result<sqlite::QueryResult, sqlite::Error>> {
+        let connection = self.table.get(&this)?;
+        Ok(connection.execute(statement, parameters).await)
+    }
+
+    async fn last_insert_rowid(
+        &mut self,
+        this: Resource<SqliteConnection>,
+    ) -> wasmtime::Result<i64> {
+        Ok(self.table.get(&this)?.last_insert_rowid())
+    }
+
+    async fn changes(&mut self, this: Resource<SqliteConnection>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&this)?.changes())
+    }
+
+    async fn drop(&mut self, this: Resource<SqliteConnection>) -> wasmtime::Result<()> {
+        // Closing the connection rolls back a transaction the guest left open.
+        self.table.delete(this)?;
+        self.sqlite_open = self.sqlite_open.saturating_sub(1);
         Ok(())
     }
 }

@@ -416,3 +416,301 @@ fn start_up_errors_are_one_clear_line() {
         }
     }
 }
+
+// ---- Spin's built-in SQLite (spin:sqlite/sqlite@3.0.0) ----
+
+/// The test guest, granted the SQLite databases `default` (which exists
+/// without configuration) and `unconfigured` (which is never configured).
+fn sqlite_guest_manifest(dir: &std::path::Path) -> std::path::PathBuf {
+    let wasm = build_component("vapi-edge-test-guest");
+    let text = format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "host-sqlite"
+[[trigger.http]]
+route = "/..."
+component = "guest"
+[component.guest]
+source = {:?}
+sqlite_databases = ["default", "unconfigured"]
+"#,
+        wasm.display().to_string()
+    );
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn sqlite_action(host: &Host, action: &str, database: &str) -> TestResponse {
+    send(
+        host.addr,
+        "GET",
+        &format!("/sqlite/{action}"),
+        &[("x-database", database)],
+        Vec::new(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_values_round_trip_and_only_granted_labels_open() {
+    let dir = temp_dir("sqlite-roundtrip");
+    let host = Host::start(HostOptions {
+        manifest: sqlite_guest_manifest(&dir),
+        ..Default::default()
+    });
+    let roundtrip = sqlite_action(&host, "roundtrip", "default").await;
+    assert_eq!(roundtrip.status, 200, "{}", roundtrip.text());
+    // Each type comes back as it went in; an error carries SQLite's message
+    // and not the parameter that caused it.
+    assert_eq!(
+        roundtrip.text(),
+        "changes=1\nrowid=1\ncolumns=i,r,t,b,n\n\
+         row=integer:-42,real:2.5,text:héllo ✓,blob:[0, 1, 255],null\n\
+         duplicate=io: UNIQUE constraint failed: kinds.u\n"
+    );
+
+    let denied = sqlite_action(&host, "visit", "not-granted").await;
+    assert_eq!(denied.text(), "open=access-denied\n");
+    let missing = sqlite_action(&host, "visit", "unconfigured").await;
+    assert_eq!(missing.text(), "open=no-such-database\n");
+
+    let many = sqlite_action(&host, "many", "default").await;
+    assert_eq!(
+        many.text(),
+        "opened=256\nerror=io: too many connections opened\n"
+    );
+
+    // A connection dropped inside a transaction takes the transaction (and
+    // its write lock) with it.
+    let abandon = sqlite_action(&host, "abandon", "default").await;
+    assert_eq!(
+        abandon.text(),
+        "before=0\ninside=1\nafter=0\n",
+        "{}",
+        abandon.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_default_lives_in_dot_spin_across_processes_and_a_cut_off_transaction_rolls_back() {
+    let dir = temp_dir("sqlite-persist");
+    let options = HostOptions {
+        manifest: sqlite_guest_manifest(&dir),
+        ..Default::default()
+    }
+    .arg("--request-timeout-ms")
+    .arg("1000");
+    {
+        let host = Host::start(options.clone());
+        assert_eq!(host.get("/sqlite/visit").await.text(), "visits=1\n");
+        // Holds the write lock with an insert, then is cut off by the deadline:
+        // the insert is rolled back and the lock released.
+        let stuck = host.get("/sqlite/stuck").await;
+        assert_eq!(stuck.status, 500);
+        let started = std::time::Instant::now();
+        assert_eq!(host.get("/sqlite/visit").await.text(), "visits=2\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited {:?} for the lock",
+            started.elapsed()
+        );
+    }
+    assert!(dir.join(".spin/sqlite_db.db").is_file());
+    let host = Host::start(options);
+    assert_eq!(host.get("/sqlite/visit").await.text(), "visits=3\n");
+}
+
+/// A migrations folder of its own (the component's are not the host's to test).
+fn sqlite_migrations(dir: &std::path::Path) -> std::path::PathBuf {
+    let migrations = dir.join("sqlite-migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(
+        migrations.join("0001_visits.sql"),
+        "CREATE TABLE visits (at INTEGER);\nINSERT INTO visits (at) VALUES (0);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        migrations.join("0002_notes.sql"),
+        "CREATE TABLE notes (body TEXT NOT NULL);\n",
+    )
+    .unwrap();
+    migrations
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = run_host(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn run_err(args: &[&str]) -> String {
+    let out = run_host(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_without_postgres_applies_the_sqlite_folder_once() {
+    use sha2::Digest;
+    let dir = temp_dir("sqlite-migrate");
+    let migrations = sqlite_migrations(&dir);
+    let manifest = sqlite_guest_manifest(&dir);
+    let (manifest_arg, migrations_arg) = (
+        manifest.display().to_string(),
+        migrations.display().to_string(),
+    );
+    let args = [
+        "migrate",
+        "--from",
+        &manifest_arg,
+        "--migrations",
+        &migrations_arg,
+    ];
+    assert_eq!(run_ok(&args), "applied 0001_visits\napplied 0002_notes");
+    assert_eq!(run_ok(&args), "schema is up to date");
+
+    let file = dir.join(".spin/sqlite_db.db");
+    let db = rusqlite::Connection::open(&file).unwrap();
+    let recorded: Vec<(String, String, String)> = db
+        .prepare("SELECT version, checksum, applied_at FROM schema_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(recorded.len(), 2);
+    let text = std::fs::read_to_string(migrations.join("0001_visits.sql")).unwrap();
+    let checksum: String = sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(recorded[0].0, "0001_visits");
+    assert_eq!(recorded[0].1, checksum);
+    assert!(
+        recorded[0].2.ends_with('Z') && recorded[0].2.contains('T'),
+        "{}",
+        recorded[0].2
+    );
+
+    // `up` finds what `migrate` made: the visit the migration seeded.
+    let host = Host::start(HostOptions {
+        manifest: manifest.clone(),
+        ..Default::default()
+    });
+    assert_eq!(host.get("/sqlite/visit").await.text(), "visits=2\n");
+    drop(host);
+
+    // A changed migration is refused; a failing one leaves nothing behind.
+    std::fs::write(migrations.join("0001_visits.sql"), "SELECT 1;\n").unwrap();
+    let changed = run_err(&args);
+    assert!(
+        changed.contains("migration 0001_visits was changed after it was applied"),
+        "{changed}"
+    );
+    std::fs::write(migrations.join("0001_visits.sql"), &text).unwrap();
+    std::fs::write(
+        migrations.join("0003_broken.sql"),
+        "CREATE TABLE half (x);\nINSERT INTO missing VALUES (1);\n",
+    )
+    .unwrap();
+    let broken = run_err(&args);
+    assert!(
+        broken.contains("migration 0003_broken failed") && broken.contains("no such table"),
+        "{broken}"
+    );
+    let tables: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'half'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the failed migration left its table");
+    std::fs::remove_file(migrations.join("0003_broken.sql")).unwrap();
+
+    // `--sqlite` names the file; `--runtime-config-file` finds it as `up` does.
+    let named = dir.join("named/app.db");
+    let named_arg = named.display().to_string();
+    assert_eq!(
+        run_ok(&[
+            "migrate",
+            "--sqlite",
+            &named_arg,
+            "--migrations",
+            &migrations_arg
+        ]),
+        "applied 0001_visits\napplied 0002_notes"
+    );
+    assert!(named.is_file());
+    let config_dir = dir.join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("runtime-config.toml");
+    std::fs::write(
+        &config,
+        "[sqlite_database.default]\ntype = \"spin\"\npath = \"data/app.db\"\n",
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    assert_eq!(
+        run_ok(&[
+            "migrate",
+            "--from",
+            &manifest_arg,
+            "--runtime-config-file",
+            &config_arg,
+            "--migrations",
+            &migrations_arg,
+        ]),
+        "applied 0001_visits\napplied 0002_notes"
+    );
+    assert!(config_dir.join("data/app.db").is_file());
+    let host = Host::start(HostOptions {
+        manifest,
+        runtime_config: Some(config),
+        ..Default::default()
+    });
+    assert_eq!(host.get("/sqlite/visit").await.text(), "visits=2\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_in_memory_is_shared_by_requests_and_unknown_types_stop_start_up() {
+    let dir = temp_dir("sqlite-memory");
+    let manifest = sqlite_guest_manifest(&dir);
+    let config = dir.join("runtime-config.toml");
+    std::fs::write(&config, "[sqlite_database.default]\ntype = \"spin\"\n").unwrap();
+    let host = Host::start(HostOptions {
+        manifest: manifest.clone(),
+        runtime_config: Some(config.clone()),
+        ..Default::default()
+    });
+    assert_eq!(host.get("/sqlite/visit").await.text(), "visits=1\n");
+    assert_eq!(host.get("/sqlite/visit").await.text(), "visits=2\n");
+    assert!(
+        !dir.join(".spin").exists(),
+        "an in-memory database made files"
+    );
+    drop(host);
+
+    std::fs::write(
+        &config,
+        "[sqlite_database.default]\ntype = \"libsql\"\nurl = \"https://db.example\"\n",
+    )
+    .unwrap();
+    let (manifest_arg, config_arg) = (manifest.display().to_string(), config.display().to_string());
+    let stderr = run_err(&[
+        "up",
+        "--from",
+        &manifest_arg,
+        "--runtime-config-file",
+        &config_arg,
+    ]);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("type \"libsql\""),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,10 @@
 //! The operations side, end to end through the real `.wasm`: metrics from the
 //! durable event record, the rollout flag, assistant requests, and dead
-//! letters replayed after a PostgreSQL outage.
+//! letters replayed after a PostgreSQL outage. Every test but the outage
+//! (which needs a proxy in front of PostgreSQL) runs on both stores, as
+//! `postgres::…` and `sqlite::…`.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -63,9 +66,9 @@ async fn wait_for_count(db: &TestDb, sql: &str, expected: i64) {
 }
 
 /// After a scripted mix of successes and failures, /metrics reports that mix.
-#[tokio::test(flavor = "multi_thread")]
-async fn metrics_match_a_scripted_mix_of_outcomes() {
+async fn metrics_match_a_scripted_mix_of_outcomes(store: StoreKind) {
     let app = WebhookApp::start(AppOptions {
+        store,
         retry_ms: Some(String::new()),
         extra: tokens(),
         ..Default::default()
@@ -150,8 +153,7 @@ async fn metrics_match_a_scripted_mix_of_outcomes() {
 
 /// The rollout flag: 0% records nothing, 100% everything, and a split is
 /// decided per organisation exactly as `rollout::bucket` computes it.
-#[tokio::test(flavor = "multi_thread")]
-async fn rollout_is_deterministic_per_organisation() {
+async fn rollout_is_deterministic_per_organisation(store: StoreKind) {
     use vapi_edge_core::rollout::bucket;
     // Two organisations on either side of 50.
     let orgs: Vec<String> = (0..200)
@@ -166,6 +168,7 @@ async fn rollout_is_deterministic_per_organisation() {
         ("50", true, false),
     ] {
         let app = WebhookApp::start(AppOptions {
+            store,
             extra: vec![("inbound_rollout_percent".into(), percent.into())],
             ..Default::default()
         })
@@ -214,23 +217,23 @@ async fn rollout_is_deterministic_per_organisation() {
 
 /// assistant-request: the receptionist of the organisation that owns the
 /// called line, or Vapi's `error` shape when there is none.
-#[tokio::test(flavor = "multi_thread")]
-async fn assistant_requests_are_answered_with_the_lines_receptionist() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn assistant_requests_are_answered_with_the_lines_receptionist(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let receptionist = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     app.db.seed_agent(ORG_ID, "outbound", "Otto").await;
     app.db
         .seed_agent(OTHER_ORG_ID, "receptionist", "Other")
         .await;
     app.db
-        .client()
-        .await
-        .execute(
-            "INSERT INTO phone_numbers (org_id, phone_e164) VALUES ($1::text::uuid, '+14155550142')",
-            &[&ORG_ID],
+        .rows(
+            "INSERT INTO phone_numbers (org_id, phone_e164) VALUES ($1, '+14155550142')",
+            &[ORG_ID],
         )
-        .await
-        .unwrap();
+        .await;
 
     let mut request = fixture("01-inbound-assistant-request.json");
     request["message"]["call"]["id"] = json!(unique_id("call"));
@@ -319,9 +322,9 @@ async fn dead_letters_from_an_outage_are_replayed_exactly_once() {
 
 /// A dead letter whose agent never appears stays pending, its attempts counted;
 /// once the agent exists, the replay records it.
-#[tokio::test(flavor = "multi_thread")]
-async fn dead_letters_wait_for_their_agent() {
+async fn dead_letters_wait_for_their_agent(store: StoreKind) {
     let app = WebhookApp::start(AppOptions {
+        store,
         retry_ms: Some(String::new()),
         extra: tokens(),
         ..Default::default()
@@ -341,15 +344,12 @@ async fn dead_letters_wait_for_their_agent() {
         1,
     )
     .await;
-    let stored: Vec<u8> = app
+    let stored = app
         .db
-        .client()
-        .await
-        .query_one("SELECT headers::text::bytea FROM dead_letters", &[])
+        .row("SELECT headers FROM dead_letters", &[])
         .await
         .unwrap()
-        .get(0);
-    let stored = String::from_utf8(stored).unwrap();
+        .text(0);
     assert!(
         !stored.contains("x-signature") && !stored.contains(HMAC_SECRET),
         "credentials kept: {stored}"
@@ -361,22 +361,14 @@ async fn dead_letters_wait_for_their_agent() {
         (Some(0), Some(1)),
         "{report}"
     );
-    assert_eq!(
-        app.db
-            .count("SELECT attempts::int8 FROM dead_letters")
-            .await,
-        2
-    );
+    assert_eq!(app.db.count("SELECT attempts FROM dead_letters").await, 2);
 
     app.db
-        .client()
-        .await
-        .execute(
-            "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1::text::uuid, 'receptionist', 'Ava', $2)",
-            &[&ORG_ID, &assistant_id],
+        .rows(
+            "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1, 'receptionist', 'Ava', $2)",
+            &[ORG_ID, &assistant_id],
         )
-        .await
-        .unwrap();
+        .await;
     // This time through the command an operator runs.
     let output = std::process::Command::new(host_binary())
         .args([
@@ -402,9 +394,12 @@ async fn dead_letters_wait_for_their_agent() {
     assert_eq!(app.db.count("SELECT count(*) FROM call_tracking").await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn operator_routes_are_closed_without_their_tokens() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn operator_routes_are_closed_without_their_tokens(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(
         get_with_token(&app.host, "/metrics", Some("anything"))
             .await
@@ -424,32 +419,25 @@ async fn operator_routes_are_closed_without_their_tokens() {
 
 /// The rows a call ends with, without ids and bookkeeping times.
 async fn final_rows(db: &TestDb, call_id: &str) -> (Vec<Option<String>>, Vec<Option<String>>) {
-    let client = db.client().await;
-    let tracking = client
-        .query_one(
-            "SELECT org_id::text, agent_id::text, direction, from_number, to_number, status
+    let tracking = db
+        .row(
+            "SELECT org_id, agent_id, direction, from_number, to_number, status
              FROM call_tracking WHERE vapi_call_id = $1",
-            &[&call_id],
+            &[call_id],
         )
         .await
         .expect("a call_tracking row");
-    let log = client
-        .query_one(
-            "SELECT org_id::text, agent_id::text, lead_id::text, status, metadata::text, direction,
-                    from_number, to_number, started_at::text, ended_at::text, ended_reason,
-                    duration_seconds::text, cost::text, summary, transcript, recording_url
+    let log = db
+        .row(
+            "SELECT org_id, agent_id, lead_id, status, metadata, direction,
+                    from_number, to_number, started_at, ended_at, ended_reason,
+                    duration_seconds, cost, summary, transcript, recording_url
              FROM call_logs WHERE vapi_call_id = $1",
-            &[&call_id],
+            &[call_id],
         )
         .await
         .expect("a call_logs row");
-    let tracking = (0..tracking.len())
-        .map(|i| tracking.get::<_, Option<String>>(i))
-        .collect();
-    let log = (0..log.len())
-        .map(|i| log.get::<_, Option<String>>(i))
-        .collect();
-    (tracking, log)
+    (tracking.0, log.0)
 }
 
 /// One inbound call's messages, from assistant-request to end-of-call-report.
@@ -477,23 +465,26 @@ fn one_call(call_id: &str, assistant_id: &str) -> Vec<Value> {
 /// A full inbound call gives the same final rows whether its messages arrive
 /// in order or shuffled; the report fills in duration, cost, summary,
 /// transcript and recording.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_full_call_in_order_and_shuffled_gives_the_same_rows() {
+async fn a_full_call_in_order_and_shuffled_gives_the_same_rows(store: StoreKind) {
     let mut results = Vec::new();
     for order in [
         vec![0, 1, 2, 3, 4, 5, 6, 7],
         vec![7, 3, 6, 0, 2, 5, 1, 4],
         vec![7, 6, 5, 4, 3, 2, 1, 0],
     ] {
-        let app = WebhookApp::start(AppOptions::default()).await;
+        let app = WebhookApp::start(AppOptions {
+            store,
+            ..Default::default()
+        })
+        .await;
         let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
         app.db.seed_lead(ORG_ID, CALLER).await;
         app.db
-            .client()
-            .await
-            .execute("INSERT INTO phone_numbers (org_id, phone_e164) VALUES ($1::text::uuid, '+14155550142')", &[&ORG_ID])
-            .await
-            .unwrap();
+            .rows(
+                "INSERT INTO phone_numbers (org_id, phone_e164) VALUES ($1, '+14155550142')",
+                &[ORG_ID],
+            )
+            .await;
         let call_id = unique_id("call");
         let messages = one_call(&call_id, &agent.assistant_id);
         for index in &order {
@@ -538,9 +529,12 @@ async fn a_full_call_in_order_and_shuffled_gives_the_same_rows() {
 
 /// Long calls make large reports: one just under the 5 MiB limit is recorded
 /// whole.
-#[tokio::test(flavor = "multi_thread")]
-async fn large_reports_are_accepted_up_to_the_limit() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn large_reports_are_accepted_up_to_the_limit(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let call_id = unique_id("call");
     let mut report = fixture("08-inbound-end-of-call-report.json");
@@ -560,7 +554,7 @@ async fn large_reports_are_accepted_up_to_the_limit() {
     let stored = app
         .db
         .count(&format!(
-            "SELECT length(transcript)::int8 FROM call_logs WHERE vapi_call_id = '{call_id}'"
+            "SELECT length(transcript) FROM call_logs WHERE vapi_call_id = '{call_id}'"
         ))
         .await;
     assert!(stored as usize > limit - base - 8192, "{stored}");
@@ -569,12 +563,12 @@ async fn large_reports_are_accepted_up_to_the_limit() {
 
 /// An event answered `outside_rollout` is not done: once the organisation is
 /// rolled in, Vapi's retry of it is recorded, not skipped as a duplicate.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_event_outside_the_rollout_is_recorded_once_rolled_in() {
-    let db = TestDb::migrated().await;
+async fn an_event_outside_the_rollout_is_recorded_once_rolled_in(store: StoreKind) {
+    let db = TestDb::migrated_on(store).await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let body = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
     let rollout = |percent: &str| AppOptions {
+        store,
         extra: vec![("inbound_rollout_percent".into(), percent.into())],
         ..Default::default()
     };
@@ -593,3 +587,16 @@ async fn an_event_outside_the_rollout_is_recorded_once_rolled_in() {
         1
     );
 }
+
+// Each test body above but the outage, once per store: `postgres::<name>` and
+// `sqlite::<name>`.
+on_every_store!(
+    metrics_match_a_scripted_mix_of_outcomes,
+    rollout_is_deterministic_per_organisation,
+    assistant_requests_are_answered_with_the_lines_receptionist,
+    dead_letters_wait_for_their_agent,
+    operator_routes_are_closed_without_their_tokens,
+    a_full_call_in_order_and_shuffled_gives_the_same_rows,
+    large_reports_are_accepted_up_to_the_limit,
+    an_event_outside_the_rollout_is_recorded_once_rolled_in,
+);

@@ -387,6 +387,7 @@ async fn a_statement_abandoned_by_the_deadline_does_not_commit_after_the_answer(
             relay_url: Some(relay.url()),
             retry_ms: Some(String::new()),
             extra: vec![("claim_lease_ms".into(), LEASE_MS.to_string())],
+            ..Default::default()
         },
         |options| options.arg("--request-timeout-ms").arg("1500"),
     );
@@ -484,7 +485,7 @@ async fn with_the_key_value_store_down_postgres_alone_guards_each_event() {
 
     let warnings = log_lines(
         &app.host,
-        "Key-value store unavailable; Postgres guards this event",
+        "Key-value store unavailable; the database guards this event",
         4,
     )
     .await;
@@ -1108,6 +1109,7 @@ async fn logs_hold_no_secret_and_no_full_caller_number() {
                 ("metrics_token".into(), METRICS_TOKEN.into()),
                 ("admin_token".into(), ADMIN_TOKEN.into()),
             ],
+            ..Default::default()
         },
     );
     let callers = [
@@ -1305,5 +1307,84 @@ async fn logs_hold_no_secret_and_no_full_caller_number() {
         answers.len(),
         secrets.len(),
         callers.len()
+    ));
+}
+
+/// The built-in SQLite store under concurrency, with the key-value store down
+/// so that the database alone decides: 30 deliveries of one event at once
+/// make one set of rows (SQLite's write lock, taken at BEGIN IMMEDIATE, puts
+/// them one after another and the later ones find the key), and 60 distinct
+/// events at once are all recorded (none lost to "database is locked").
+#[tokio::test(flavor = "multi_thread")]
+async fn on_sqlite_concurrent_deliveries_make_one_effect_and_lose_nothing() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::migrated_on(StoreKind::Sqlite).await;
+    let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let config = unreachable_kv_config(&temp_dir("sqlite-kv-down"));
+    let app = WebhookApp::start_with_db_and(
+        db,
+        AppOptions {
+            store: StoreKind::Sqlite,
+            redis: false,
+            ..Default::default()
+        },
+        |options| HostOptions {
+            runtime_config: Some(config),
+            ..options
+        },
+    );
+    let duplicate_call = unique_id("call");
+    let duplicate = bytes_of(&inbound_start(&duplicate_call, &agent.assistant_id, CALLER));
+    let mut bodies = vec![duplicate; 30];
+    let distinct: Vec<String> = (0..60).map(|_| unique_id("call")).collect();
+    bodies.extend(
+        distinct
+            .iter()
+            .map(|id| bytes_of(&inbound_start(id, &agent.assistant_id, CALLER))),
+    );
+    let addr = app.host.addr;
+    let gate = std::sync::Arc::new(tokio::sync::Barrier::new(bodies.len()));
+    let deliveries: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let headers = vapi_headers(&body);
+                gate.wait().await;
+                send(addr, "POST", "/webhooks/vapi", &header_refs(&headers), body).await
+            })
+        })
+        .collect();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for delivery in deliveries {
+        let response = delivery.await.unwrap();
+        let outcome = serde_json::from_slice::<Value>(&response.body)
+            .ok()
+            .and_then(|body| body["outcome"].as_str().map(str::to_string))
+            .unwrap_or_else(|| response.text());
+        *tally
+            .entry(format!("{} {outcome}", response.status))
+            .or_default() += 1;
+    }
+    let errors: Vec<String> = app
+        .host
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("ERROR") || l.contains("error"))
+        .take(5)
+        .collect();
+    assert_eq!(
+        tally.get("200 recorded"),
+        Some(&61),
+        "{tally:?} {errors:#?}"
+    );
+    assert_eq!(tally.get("200 duplicate"), Some(&29), "{tally:?}");
+    assert_eq!(call_rows(&app.db, &duplicate_call).await, (1, 1, 1));
+    for id in &distinct {
+        assert_eq!(call_rows(&app.db, id).await, (1, 1, 1), "{id}");
+    }
+    assert_eq!(all_call_rows(&app.db).await, (61, 61, 61));
+    figure(&format!(
+        "SQLite store, key-value down: 30 concurrent duplicates + 60 distinct → {tally:?}, rows (61, 61, 61)"
     ));
 }

@@ -1,7 +1,9 @@
 //! Inbound call handling, end to end: the checklist's test plan automated
-//! against the real `.wasm` in `vapi-edge-host`, real PostgreSQL and a Redis
-//! key-value store.
+//! against the real `.wasm` in `vapi-edge-host` and a Redis key-value store,
+//! once per store: every test runs on real PostgreSQL (`postgres::…`) and on
+//! the host's built-in SQLite database, the zero-config run (`sqlite::…`).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -11,53 +13,31 @@ use std::time::{Duration, Instant};
 const CALLER: &str = "+12125550187";
 const LINE: &str = "+14155550142";
 
-async fn tracking_row(db: &TestDb, call_id: &str) -> Option<tokio_postgres::Row> {
-    db.client()
-        .await
-        .query_opt(
-            "SELECT org_id::text, agent_id::text, direction, from_number, to_number, status
-             FROM call_tracking WHERE vapi_call_id = $1",
-            &[&call_id],
-        )
-        .await
-        .unwrap()
+async fn tracking_row(db: &TestDb, call_id: &str) -> Option<Row> {
+    db.row(
+        "SELECT org_id, agent_id, direction, from_number, to_number, status
+         FROM call_tracking WHERE vapi_call_id = $1",
+        &[call_id],
+    )
+    .await
 }
 
-async fn log_row(db: &TestDb, call_id: &str) -> Option<tokio_postgres::Row> {
-    db.client()
-        .await
-        .query_opt(
-            "SELECT org_id::text, agent_id::text, lead_id::text, status, metadata, direction,
-                    from_number, to_number, ended_reason
-             FROM call_logs WHERE vapi_call_id = $1",
-            &[&call_id],
-        )
-        .await
-        .unwrap()
-}
-
-async fn rows_for(db: &TestDb, call_id: &str) -> (i64, i64, i64) {
-    let client = db.client().await;
-    let mut counts = Vec::new();
-    for table in ["call_tracking", "call_logs", "processed_webhook_events"] {
-        let row = client
-            .query_one(
-                &format!("SELECT count(*) FROM {table} WHERE vapi_call_id = $1"),
-                &[&call_id],
-            )
-            .await
-            .unwrap();
-        counts.push(row.get::<_, i64>(0));
-    }
-    (counts[0], counts[1], counts[2])
+async fn log_row(db: &TestDb, call_id: &str) -> Option<Row> {
+    db.row(
+        "SELECT org_id, agent_id, lead_id, status, metadata, direction,
+                from_number, to_number, ended_reason
+         FROM call_logs WHERE vapi_call_id = $1",
+        &[call_id],
+    )
+    .await
 }
 
 /// Checklist 3: an inbound call creates call_tracking and call_logs rows with the
 /// right organisation, agent, direction, numbers, metadata and lead.
-#[tokio::test(flavor = "multi_thread")]
-async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead() {
+async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead(store: StoreKind) {
     let relay = Relay::start(RelayMode::Ok).await;
     let app = WebhookApp::start(AppOptions {
+        store,
         relay_url: Some(relay.url()),
         ..Default::default()
     })
@@ -77,22 +57,22 @@ async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead() {
     let tracking = tracking_row(&app.db, &call_id)
         .await
         .expect("a call_tracking row");
-    assert_eq!(tracking.get::<_, String>(0), ORG_ID);
-    assert_eq!(tracking.get::<_, String>(1), agent.id);
-    assert_eq!(tracking.get::<_, String>(2), "inbound");
-    assert_eq!(tracking.get::<_, String>(3), CALLER);
-    assert_eq!(tracking.get::<_, String>(4), LINE);
-    assert_eq!(tracking.get::<_, String>(5), "in-progress");
+    assert_eq!(tracking.text(0), ORG_ID);
+    assert_eq!(tracking.text(1), agent.id);
+    assert_eq!(tracking.text(2), "inbound");
+    assert_eq!(tracking.text(3), CALLER);
+    assert_eq!(tracking.text(4), LINE);
+    assert_eq!(tracking.text(5), "in-progress");
 
     let log = log_row(&app.db, &call_id).await.expect("a call_logs row");
-    assert_eq!(log.get::<_, String>(0), ORG_ID);
-    assert_eq!(log.get::<_, String>(1), agent.id);
-    assert_eq!(log.get::<_, Option<String>>(2), Some(lead));
-    assert_eq!(log.get::<_, String>(3), "in-progress");
-    let metadata: Value = log.get(4);
+    assert_eq!(log.text(0), ORG_ID);
+    assert_eq!(log.text(1), agent.id);
+    assert_eq!(log.opt(2), Some(lead));
+    assert_eq!(log.text(3), "in-progress");
+    let metadata = log.json(4);
     assert_eq!(metadata["channel"], "phone");
     assert_eq!(metadata["is_test_call"], false);
-    assert_eq!(log.get::<_, String>(5), "inbound");
+    assert_eq!(log.text(5), "inbound");
 
     // The request's log line names the agent, org and outcome (checklist: "Verify Agent Routing").
     let line = app
@@ -108,10 +88,10 @@ async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead() {
 }
 
 /// Checklist 1: the same webhook twice; the second is skipped and logged.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_same_webhook_twice_records_once() {
+async fn the_same_webhook_twice_records_once(store: StoreKind) {
     let relay = Relay::start(RelayMode::Ok).await;
     let app = WebhookApp::start(AppOptions {
+        store,
         relay_url: Some(relay.url()),
         ..Default::default()
     })
@@ -129,7 +109,7 @@ async fn the_same_webhook_twice_records_once() {
     assert_eq!(second.status, 200);
     assert_eq!(second.json()["outcome"], "duplicate");
 
-    assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 1));
+    assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 1));
     let duplicate = app.logs("Duplicate event detected").await;
     assert_eq!(duplicate.len(), 1, "{duplicate:?}");
     assert_eq!(duplicate[0]["call_id"], call_id.as_str());
@@ -139,16 +119,16 @@ async fn the_same_webhook_twice_records_once() {
 }
 
 /// With the key-value store's memory wiped (a new host with its own in-memory
-/// store), Postgres alone still refuses the duplicate.
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_refuses_a_duplicate_the_key_value_store_forgot() {
-    let db = TestDb::migrated().await;
+/// store), the database alone still refuses the duplicate.
+async fn the_database_refuses_a_duplicate_the_key_value_store_forgot(store: StoreKind) {
+    let db = TestDb::migrated_on(store).await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let call_id = unique_id("call");
     let body = inbound_start(&call_id, &agent.assistant_id, CALLER);
     let first = WebhookApp::start_with_db(
         db,
         AppOptions {
+            store,
             redis: false,
             ..Default::default()
         },
@@ -160,6 +140,7 @@ async fn postgres_refuses_a_duplicate_the_key_value_store_forgot() {
     let second = WebhookApp::start_with_db(
         db,
         AppOptions {
+            store,
             redis: false,
             ..Default::default()
         },
@@ -168,15 +149,18 @@ async fn postgres_refuses_a_duplicate_the_key_value_store_forgot() {
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["outcome"], "duplicate");
     let line = second.logs("Duplicate event detected").await.pop().unwrap();
-    assert_eq!(line["guard"], "postgres");
-    assert_eq!(rows_for(&second.db, &call_id).await, (1, 1, 1));
+    assert_eq!(line["guard"], store.name());
+    assert_eq!(call_rows(&second.db, &call_id).await, (1, 1, 1));
 }
 
 /// Checklist 2: an unknown assistant id is retried on the configured schedule,
 /// then answered 500 so Vapi retries; once the agent exists the retry succeeds.
-#[tokio::test(flavor = "multi_thread")]
-async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let call_id = unique_id("call");
     let assistant_id = unique_id("asst-not-yet");
     let body = inbound_start(&call_id, &assistant_id, CALLER);
@@ -199,17 +183,15 @@ async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["attempts"], 6);
     assert_eq!(failed[0]["level"], "ERROR");
-    assert_eq!(rows_for(&app.db, &call_id).await, (0, 0, 0));
+    assert_eq!(call_rows(&app.db, &call_id).await, (0, 0, 0));
 
     // The agent is created (e.g. the dashboard finished saving it); Vapi retries.
-    let client = app.db.client().await;
-    client
-        .execute(
-            "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1::text::uuid, 'receptionist', 'Ava', $2)",
-            &[&ORG_ID, &assistant_id],
+    app.db
+        .rows(
+            "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1, 'receptionist', 'Ava', $2)",
+            &[ORG_ID, &assistant_id],
         )
-        .await
-        .unwrap();
+        .await;
     let retry = app.deliver(&body).await;
     assert_eq!(
         retry.status,
@@ -218,14 +200,17 @@ async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds() {
         retry.text()
     );
     assert_eq!(retry.json()["outcome"], "recorded");
-    assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 1));
+    assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 1));
 }
 
 /// Checklist 4: a number that is not E.164 is logged masked and the call is
 /// still tracked with the best-effort value.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_invalid_number_is_a_masked_warning_and_the_call_is_tracked() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn an_invalid_number_is_a_masked_warning_and_the_call_is_tracked(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let call_id = unique_id("call");
     let national = "(212) 555-0187"; // normalised with default_country US
@@ -235,10 +220,7 @@ async fn an_invalid_number_is_a_masked_warning_and_the_call_is_tracked() {
         .await;
     assert_eq!(response.status, 200);
     assert_eq!(
-        tracking_row(&app.db, &call_id)
-            .await
-            .unwrap()
-            .get::<_, String>(3),
+        tracking_row(&app.db, &call_id).await.unwrap().text(3),
         "+12125550187"
     );
 
@@ -250,7 +232,7 @@ async fn an_invalid_number_is_a_masked_warning_and_the_call_is_tracked() {
     let tracking = tracking_row(&app.db, &bad_call)
         .await
         .expect("the call is still tracked");
-    assert_eq!(tracking.get::<_, String>(3), "55501987");
+    assert_eq!(tracking.text(3), "55501987");
     let warning = app
         .logs("Phone number is not valid E.164; stored best-effort")
         .await
@@ -264,10 +246,12 @@ async fn an_invalid_number_is_a_masked_warning_and_the_call_is_tracked() {
 
 /// Checklist 5: the relay receives one signed notification per event, and a
 /// relay that is down, slow or failing never fails the webhook.
-#[tokio::test(flavor = "multi_thread")]
-async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhook() {
+async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhook(
+    store: StoreKind,
+) {
     let relay = Relay::start(RelayMode::Ok).await;
     let app = WebhookApp::start(AppOptions {
+        store,
         relay_url: Some(relay.url()),
         ..Default::default()
     })
@@ -311,6 +295,7 @@ async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhoo
             }
         };
         let app = WebhookApp::start(AppOptions {
+            store,
             relay_url: Some(url),
             ..Default::default()
         })
@@ -327,7 +312,7 @@ async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhoo
             "relay {label} delayed the webhook"
         );
         assert_eq!(
-            rows_for(&app.db, &call_id).await,
+            call_rows(&app.db, &call_id).await,
             (1, 1, 1),
             "relay {label}"
         );
@@ -342,9 +327,12 @@ async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhoo
 }
 
 /// Integration plan: 10 distinct inbound calls → 10 tracked (100%).
-#[tokio::test(flavor = "multi_thread")]
-async fn ten_inbound_calls_are_all_tracked() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn ten_inbound_calls_are_all_tracked(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let mut ok = 0;
     for _ in 0..10 {
@@ -352,7 +340,7 @@ async fn ten_inbound_calls_are_all_tracked() {
         let response = app
             .deliver(&inbound_start(&call_id, &agent.assistant_id, CALLER))
             .await;
-        if response.status == 200 && rows_for(&app.db, &call_id).await == (1, 1, 1) {
+        if response.status == 200 && call_rows(&app.db, &call_id).await == (1, 1, 1) {
             ok += 1;
         }
     }
@@ -362,10 +350,10 @@ async fn ten_inbound_calls_are_all_tracked() {
 }
 
 /// 20 concurrent deliveries of one event: exactly one set of rows and one notification.
-#[tokio::test(flavor = "multi_thread")]
-async fn twenty_concurrent_duplicates_make_one_effect() {
+async fn twenty_concurrent_duplicates_make_one_effect(store: StoreKind) {
     let relay = Relay::start(RelayMode::Ok).await;
     let app = WebhookApp::start(AppOptions {
+        store,
         relay_url: Some(relay.url()),
         ..Default::default()
     })
@@ -407,16 +395,19 @@ async fn twenty_concurrent_duplicates_make_one_effect() {
     let recorded = outcomes.iter().filter(|o| *o == "recorded").count();
     println!("20 concurrent deliveries: outcomes {outcomes:?}");
     assert_eq!(recorded, 1, "{outcomes:?}");
-    assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 1));
+    assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 1));
     relay.wait_for(1, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(relay.hits().len(), 1, "one notification");
 }
 
 /// Statuses only move forward, whatever order Vapi's messages arrive in.
-#[tokio::test(flavor = "multi_thread")]
-async fn statuses_never_move_backwards() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn statuses_never_move_backwards(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let call_id = unique_id("call");
     let mut ended = fixture("07-inbound-status-update-ended.json");
@@ -428,25 +419,22 @@ async fn statuses_never_move_backwards() {
         assert_eq!(app.deliver(body).await.status, 200);
     }
     assert_eq!(
-        tracking_row(&app.db, &call_id)
-            .await
-            .unwrap()
-            .get::<_, String>(5),
+        tracking_row(&app.db, &call_id).await.unwrap().text(5),
         "ended"
     );
     let log = log_row(&app.db, &call_id).await.unwrap();
-    assert_eq!(log.get::<_, String>(3), "ended");
-    assert_eq!(
-        log.get::<_, Option<String>>(8).as_deref(),
-        Some("customer-ended-call")
-    );
-    assert_eq!(rows_for(&app.db, &call_id).await, (1, 1, 3));
+    assert_eq!(log.text(3), "ended");
+    assert_eq!(log.opt(8).as_deref(), Some("customer-ended-call"));
+    assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 3));
 }
 
 /// Outbound and web calls are logged with their channel and get no call_tracking row.
-#[tokio::test(flavor = "multi_thread")]
-async fn outbound_and_web_calls_are_logged_but_not_tracked() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn outbound_and_web_calls_are_logged_but_not_tracked(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let agent = app.db.seed_agent(ORG_ID, "outbound", "Otto").await;
     for (fixture_name, direction, channel, test_call) in [
         (
@@ -468,13 +456,13 @@ async fn outbound_and_web_calls_are_logged_but_not_tracked() {
         let response = app.deliver(&body).await;
         assert_eq!(response.status, 200, "{fixture_name}: {}", response.text());
         assert_eq!(
-            rows_for(&app.db, &call_id).await,
+            call_rows(&app.db, &call_id).await,
             (0, 1, 1),
             "{fixture_name}"
         );
         let log = log_row(&app.db, &call_id).await.unwrap();
-        assert_eq!(log.get::<_, String>(5), direction);
-        let metadata: Value = log.get(4);
+        assert_eq!(log.text(5), direction);
+        let metadata = log.json(4);
         assert_eq!(metadata["channel"], channel);
         assert_eq!(metadata["is_test_call"], test_call);
     }
@@ -482,9 +470,12 @@ async fn outbound_and_web_calls_are_logged_but_not_tracked() {
 
 /// Every refusal: its status, a body that names the field, the search term in
 /// the logs, and no side effect.
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_requests_get_the_right_status_and_name_the_field() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn bad_requests_get_the_right_status_and_name_the_field(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let call_id = unique_id("call");
     let valid = serde_json::to_vec(&inbound_start(&call_id, &agent.assistant_id, CALLER)).unwrap();
@@ -639,18 +630,10 @@ async fn bad_requests_get_the_right_status_and_name_the_field() {
 
 /// Fail closed: with no verification secret every webhook is refused, with one
 /// CRITICAL line per request, and nothing is written.
-#[tokio::test(flavor = "multi_thread")]
-async fn without_secrets_every_webhook_is_refused() {
-    let db = TestDb::migrated().await;
+async fn without_secrets_every_webhook_is_refused(store: StoreKind) {
+    let db = TestDb::migrated_on(store).await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
-    let dir = temp_dir("unconfigured");
-    let host = Host::start(
-        HostOptions {
-            manifest: app_manifest(&dir),
-            ..Default::default()
-        }
-        .var("pg_url", &db.url),
-    );
+    let host = Host::start(db.host_options());
     let body = serde_json::to_vec(&inbound_start(
         &unique_id("call"),
         &agent.assistant_id,
@@ -684,18 +667,12 @@ async fn without_secrets_every_webhook_is_refused() {
 }
 
 /// The shared-secret modes Vapi offers: `x-vapi-secret` and `Authorization: Bearer`.
-#[tokio::test(flavor = "multi_thread")]
-async fn shared_secret_headers_are_accepted_and_wrong_ones_refused() {
-    let db = TestDb::migrated().await;
+async fn shared_secret_headers_are_accepted_and_wrong_ones_refused(store: StoreKind) {
+    let db = TestDb::migrated_on(store).await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
-    let dir = temp_dir("shared-secret");
     let host = Host::start(
-        HostOptions {
-            manifest: app_manifest(&dir),
-            ..Default::default()
-        }
-        .var("pg_url", &db.url)
-        .var("vapi_server_secret", format!("old-secret,{SERVER_SECRET}")),
+        db.host_options()
+            .var("vapi_server_secret", format!("old-secret,{SERVER_SECRET}")),
     );
     let bearer = format!("Bearer {SERVER_SECRET}");
     for (name, value, status) in [
@@ -723,9 +700,12 @@ async fn shared_secret_headers_are_accepted_and_wrong_ones_refused() {
 }
 
 /// Message types this version does not act on are acknowledged, logged once, and change nothing.
-#[tokio::test(flavor = "multi_thread")]
-async fn unhandled_message_types_are_acknowledged_without_side_effects() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn unhandled_message_types_are_acknowledged_without_side_effects(store: StoreKind) {
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
     let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     for name in [
         "04-inbound-transcript-final.json",
@@ -772,19 +752,50 @@ async fn status_of_oversized_post(addr: std::net::SocketAddr, length: usize) -> 
         .unwrap_or(0)
 }
 
-/// `vapi-edge-host sign` prints the headers a Vapi HMAC credential sends, so a
-/// newcomer can POST a signed test webhook with curl.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_sign_command_makes_a_webhook_the_component_accepts() {
+/// The newcomer's path (README, "Send a signed test webhook"):
+/// `vapi-edge-host seed-agent` adds an agent and its line, `vapi-edge-host
+/// sign` prints the headers a Vapi HMAC credential sends, and the component
+/// accepts the signed webhook and answers the line's assistant-request.
+async fn the_seed_and_sign_commands_make_a_webhook_the_component_accepts(store: StoreKind) {
     use std::io::Write;
-    let app = WebhookApp::start(AppOptions::default()).await;
-    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
-    let body = serde_json::to_vec(&inbound_start(
-        &unique_id("call"),
-        &agent.assistant_id,
-        CALLER,
-    ))
-    .unwrap();
+    let app = WebhookApp::start(AppOptions {
+        store,
+        ..Default::default()
+    })
+    .await;
+    let assistant_id = unique_id("asst");
+    let database = match store {
+        StoreKind::Postgres => vec!["--pg-url".to_string(), app.db.url.clone()],
+        StoreKind::Sqlite => vec![
+            "--sqlite".to_string(),
+            app.db.sqlite_path().display().to_string(),
+        ],
+    };
+    let mut seed = vec![
+        "seed-agent",
+        "--org-id",
+        ORG_ID,
+        "--assistant-id",
+        &assistant_id,
+        "--name",
+        "Ava",
+        "--line",
+        LINE,
+    ];
+    seed.extend(database.iter().map(String::as_str));
+    let output = run_host(&seed);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut request = fixture("01-inbound-assistant-request.json");
+    request["message"]["call"]["id"] = json!(unique_id("call"));
+    let answer = app.deliver(&request).await;
+    assert_eq!(answer.json(), json!({ "assistantId": assistant_id }));
+
+    let body =
+        serde_json::to_vec(&inbound_start(&unique_id("call"), &assistant_id, CALLER)).unwrap();
     let mut child = std::process::Command::new(host_binary())
         .args(["sign", "--secret", HMAC_SECRET])
         .env_clear()
@@ -811,4 +822,87 @@ async fn the_sign_command_makes_a_webhook_the_component_accepts() {
         .collect();
     let response = app.host.post("/webhooks/vapi", &headers, body).await;
     assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["outcome"], "recorded");
 }
+
+/// A fresh clone's run: no `pg_url`, no runtime config, no migrate step. The
+/// component migrates the built-in store on first use (as under `spin build
+/// --up`), in `.spin/sqlite_db.db` beside spin.toml, and records calls there.
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_config_run_records_into_the_builtin_sqlite_store() {
+    let dir = temp_dir("zero-config");
+    let manifest = app_manifest(&dir);
+    let host = Host::start(
+        HostOptions {
+            manifest: manifest.clone(),
+            ..Default::default()
+        }
+        .var("vapi_hmac_secret", HMAC_SECRET),
+    );
+    let health = host.get("/healthz").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["checks"]["sqlite"]["ok"], true);
+    let database = dir.join(".spin/sqlite_db.db");
+    assert!(database.exists(), "no {}", database.display());
+
+    let assistant_id = unique_id("asst");
+    let output = run_host(&[
+        "seed-agent",
+        "--from",
+        manifest.to_str().unwrap(),
+        "--org-id",
+        ORG_ID,
+        "--assistant-id",
+        &assistant_id,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let call_id = unique_id("call");
+    let body = serde_json::to_vec(&inbound_start(&call_id, &assistant_id, CALLER)).unwrap();
+    let headers = vapi_headers(&body);
+    let response = host
+        .post("/webhooks/vapi", &header_refs(&headers), body)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["outcome"], "recorded");
+
+    let rows = rusqlite::Connection::open(&database)
+        .unwrap()
+        .query_row(
+            "SELECT (SELECT count(*) FROM call_tracking WHERE vapi_call_id = ?1),
+                    (SELECT count(*) FROM call_logs WHERE vapi_call_id = ?1),
+                    (SELECT count(*) FROM processed_webhook_events WHERE vapi_call_id = ?1)",
+            [&call_id],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(rows, (1, 1, 1));
+}
+
+// Each test body above, once per store: `postgres::<name>` and `sqlite::<name>`.
+on_every_store!(
+    inbound_call_creates_tracking_and_log_rows_linked_to_the_lead,
+    the_same_webhook_twice_records_once,
+    the_database_refuses_a_duplicate_the_key_value_store_forgot,
+    unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds,
+    an_invalid_number_is_a_masked_warning_and_the_call_is_tracked,
+    relay_notifications_are_signed_and_their_failure_never_fails_the_webhook,
+    ten_inbound_calls_are_all_tracked,
+    twenty_concurrent_duplicates_make_one_effect,
+    statuses_never_move_backwards,
+    outbound_and_web_calls_are_logged_but_not_tracked,
+    bad_requests_get_the_right_status_and_name_the_field,
+    without_secrets_every_webhook_is_refused,
+    shared_secret_headers_are_accepted_and_wrong_ones_refused,
+    unhandled_message_types_are_acknowledged_without_side_effects,
+    the_seed_and_sign_commands_make_a_webhook_the_component_accepts,
+);

@@ -18,5 +18,6 @@ pub mod phone;
 pub mod rollout;
 pub mod schema;
 pub mod sql;
+pub mod sqlite;
 pub mod standard_webhooks;
 pub mod verify;

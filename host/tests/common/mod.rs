@@ -1,6 +1,7 @@
 //! Shared harness for the end-to-end tests: builds the real `.wasm`, creates a
-//! fresh PostgreSQL database per test, starts `vapi-edge-host` as a child
-//! process on an ephemeral port, and talks HTTP to it.
+//! fresh database per test (PostgreSQL, or a SQLite file for the zero-config
+//! store), starts `vapi-edge-host` as a child process on an ephemeral port,
+//! and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use bytes::Bytes;
@@ -98,10 +99,60 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A PostgreSQL database that exists for one test and is dropped after it.
+/// Runs each named test body (`async fn name(store: StoreKind)`) once per
+/// store, as `postgres::<name>` and `sqlite::<name>`. Use with
+/// `#[macro_use] mod common;`.
+#[allow(unused_macros)] // each test binary uses a different part of the harness
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::StoreKind::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::StoreKind::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+/// Which store the component keeps its records in: PostgreSQL (`pg_url`
+/// set) or the host's built-in SQLite database (no `pg_url`, the zero-config
+/// run). The end-to-end suites run against both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+impl StoreKind {
+    /// The store's name in the component's logs (`guard`, `store`) and `/healthz`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Postgres => "postgres",
+            StoreKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A database that exists for one test: a fresh PostgreSQL database, dropped
+/// after it; or a SQLite file in the test's own app folder, where the host
+/// finds it with no configuration (`<folder of spin.toml>/.spin/sqlite_db.db`).
 pub struct TestDb {
+    pub kind: StoreKind,
     pub name: String,
+    /// PostgreSQL only; empty for SQLite.
     pub url: String,
+    /// SQLite only: the folder whose spin.toml the host runs.
+    pub app_dir: Option<PathBuf>,
 }
 
 impl TestDb {
@@ -122,19 +173,55 @@ impl TestDb {
             .await
             .unwrap();
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        TestDb { name, url }
+        TestDb {
+            kind: StoreKind::Postgres,
+            name,
+            url,
+            app_dir: None,
+        }
     }
 
-    /// Created and migrated with the real `vapi-edge-host migrate` command.
+    /// A PostgreSQL database migrated with the real `vapi-edge-host migrate`.
     pub async fn migrated() -> TestDb {
-        let db = TestDb::create().await;
-        let out = run_host(&[
-            "migrate",
-            "--pg-url",
-            &db.url,
-            "--migrations",
-            &migrations_dir(),
-        ]);
+        TestDb::migrated_on(StoreKind::Postgres).await
+    }
+
+    /// Created and migrated with the real `vapi-edge-host migrate` command,
+    /// which applies `migrations/` to Postgres or `migrations/sqlite/` to the
+    /// SQLite file.
+    pub async fn migrated_on(kind: StoreKind) -> TestDb {
+        let db = match kind {
+            StoreKind::Postgres => TestDb::create().await,
+            StoreKind::Sqlite => {
+                let dir = temp_dir("sqlite");
+                TestDb {
+                    kind,
+                    name: dir.display().to_string(),
+                    url: String::new(),
+                    app_dir: Some(dir),
+                }
+            }
+        };
+        let out = match kind {
+            StoreKind::Postgres => run_host(&[
+                "migrate",
+                "--pg-url",
+                &db.url,
+                "--migrations",
+                &migrations_dir(),
+            ]),
+            StoreKind::Sqlite => {
+                let path = db.sqlite_path();
+                let dir = workspace_root().join("migrations/sqlite");
+                run_host(&[
+                    "migrate",
+                    "--sqlite",
+                    path.to_str().unwrap(),
+                    "--migrations",
+                    dir.to_str().unwrap(),
+                ])
+            }
+        };
         assert!(
             out.status.success(),
             "migrate failed: {}",
@@ -143,13 +230,134 @@ impl TestDb {
         db
     }
 
+    /// PostgreSQL only: a client for statements the portable helpers below
+    /// do not cover.
     pub async fn client(&self) -> tokio_postgres::Client {
+        assert_eq!(self.kind, StoreKind::Postgres, "client() is PostgreSQL's");
         connect(&self.url).await
+    }
+
+    /// SQLite only: the database file, where the host's default puts it.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.app_dir
+            .as_ref()
+            .expect("a SQLite test database")
+            .join(".spin/sqlite_db.db")
+    }
+
+    /// Host options that run the app on this database: the manifest (for
+    /// SQLite, in the folder that holds the database) and `pg_url` when Postgres.
+    pub fn host_options(&self) -> HostOptions {
+        match self.kind {
+            StoreKind::Postgres => HostOptions {
+                manifest: app_manifest(&temp_dir("app")),
+                ..Default::default()
+            }
+            .var("pg_url", &self.url),
+            StoreKind::Sqlite => HostOptions {
+                manifest: app_manifest(self.app_dir.as_ref().unwrap()),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Runs `sql` with `$1`, `$2`, ... bound to `params` and returns every
+    /// row with every value as text (NULL as `None`), the same on both
+    /// stores: write the SQL both dialects accept (no `::` casts).
+    pub async fn rows(&self, sql: &str, params: &[&str]) -> Vec<Row> {
+        match self.kind {
+            StoreKind::Postgres => {
+                // The simple protocol returns every value in its text form;
+                // parameters are inlined as quoted literals (test values only).
+                let mut inlined = sql.to_string();
+                for (i, value) in params.iter().enumerate().rev() {
+                    let literal = format!("'{}'", value.replace('\'', "''"));
+                    inlined = inlined.replace(&format!("${}", i + 1), &literal);
+                }
+                let messages = self.client().await.simple_query(&inlined).await.unwrap();
+                messages
+                    .iter()
+                    .filter_map(|message| match message {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => Some(Row((0..row.len())
+                            .map(|i| row.get(i).map(str::to_string))
+                            .collect())),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            StoreKind::Sqlite => {
+                let connection = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                connection.busy_timeout(Duration::from_secs(10)).unwrap();
+                let mut statement = connection.prepare(sql).unwrap();
+                let columns = statement.column_count();
+                let rows = statement
+                    .query_map(rusqlite::params_from_iter(params.iter()), |row| {
+                        Ok(Row((0..columns)
+                            .map(|i| sqlite_text(row.get_ref(i).unwrap()))
+                            .collect()))
+                    })
+                    .unwrap();
+                rows.map(Result::unwrap).collect()
+            }
+        }
+    }
+
+    /// The first row of [`TestDb::rows`], if any.
+    pub async fn row(&self, sql: &str, params: &[&str]) -> Option<Row> {
+        self.rows(sql, params).await.into_iter().next()
+    }
+}
+
+fn sqlite_text(value: rusqlite::types::ValueRef<'_>) -> Option<String> {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(x) => Some(x.to_string()),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// One row of [`TestDb::rows`]: every value as text.
+#[derive(Debug, Clone)]
+pub struct Row(pub Vec<Option<String>>);
+
+impl Row {
+    /// Column `i`, which must not be NULL.
+    pub fn text(&self, i: usize) -> String {
+        self.opt(i)
+            .unwrap_or_else(|| panic!("column {i} is NULL in {:?}", self.0))
+    }
+
+    pub fn opt(&self, i: usize) -> Option<String> {
+        self.0.get(i).cloned().flatten()
+    }
+
+    pub fn int(&self, i: usize) -> i64 {
+        self.text(i).parse().unwrap()
+    }
+
+    /// A JSON column (jsonb in Postgres, JSON text in SQLite).
+    pub fn json(&self, i: usize) -> serde_json::Value {
+        serde_json::from_str(&self.text(i)).unwrap()
+    }
+
+    /// A boolean column (`t`/`f` in Postgres, 1/0 in SQLite).
+    pub fn bool(&self, i: usize) -> bool {
+        match self.text(i).as_str() {
+            "t" | "true" | "1" => true,
+            "f" | "false" | "0" => false,
+            other => panic!("column {i} is not a boolean: {other}"),
+        }
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if self.kind != StoreKind::Postgres {
+            // The file lives in the test's temp folder.
+            return;
+        }
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee, so use a private one.
         let _ = std::thread::spawn(move || {
@@ -560,39 +768,32 @@ impl TestDb {
     /// Seeds an agent with only the contract's columns, as outside tools do.
     pub async fn seed_agent(&self, org_id: &str, role: &str, name: &str) -> Agent {
         let assistant_id = unique_id("asst");
-        let client = self.client().await;
-        let row = client
-            .query_one(
-                "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1::text::uuid, $2, $3, $4) RETURNING id::text",
-                &[&org_id, &role, &name, &assistant_id],
+        let row = self
+            .row(
+                "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1, $2, $3, $4) RETURNING id",
+                &[org_id, role, name, &assistant_id],
             )
             .await
             .unwrap();
         Agent {
-            id: row.get(0),
+            id: row.text(0),
             assistant_id,
         }
     }
 
     pub async fn seed_lead(&self, org_id: &str, phone: &str) -> String {
-        let client = self.client().await;
-        let row = client
-            .query_one(
-                "INSERT INTO leads (org_id, phone_e164) VALUES ($1::text::uuid, $2) RETURNING id::text",
-                &[&org_id, &phone],
-            )
-            .await
-            .unwrap();
-        row.get(0)
+        self.row(
+            "INSERT INTO leads (org_id, phone_e164) VALUES ($1, $2) RETURNING id",
+            &[org_id, phone],
+        )
+        .await
+        .unwrap()
+        .text(0)
     }
 
+    /// The single integer `sql` returns (a `count(*)`, say).
     pub async fn count(&self, sql: &str) -> i64 {
-        self.client()
-            .await
-            .query_one(sql, &[])
-            .await
-            .unwrap()
-            .get(0)
+        self.row(sql, &[]).await.unwrap().int(0)
     }
 }
 
@@ -698,6 +899,7 @@ pub struct WebhookApp {
 }
 
 pub struct AppOptions {
+    pub store: StoreKind,
     pub relay_url: Option<String>,
     pub retry_ms: Option<String>,
     pub redis: bool,
@@ -707,6 +909,7 @@ pub struct AppOptions {
 impl Default for AppOptions {
     fn default() -> Self {
         AppOptions {
+            store: StoreKind::Postgres,
             relay_url: None,
             retry_ms: None,
             redis: true,
@@ -717,7 +920,7 @@ impl Default for AppOptions {
 
 impl WebhookApp {
     pub async fn start(options: AppOptions) -> WebhookApp {
-        let db = TestDb::migrated().await;
+        let db = TestDb::migrated_on(options.store).await;
         Self::start_with_db(db, options)
     }
 
@@ -841,21 +1044,20 @@ pub fn vapi_headers_at(body: &[u8], timestamp: &str) -> Vec<(String, String)> {
 
 /// Rows of one call: (call_tracking, call_logs, processed_webhook_events).
 pub async fn call_rows(db: &TestDb, call_id: &str) -> (i64, i64, i64) {
-    let client = db.client().await;
     let mut counts = [0i64; 3];
     for (count, table) in
         counts
             .iter_mut()
             .zip(["call_tracking", "call_logs", "processed_webhook_events"])
     {
-        *count = client
-            .query_one(
+        *count = db
+            .row(
                 &format!("SELECT count(*) FROM {table} WHERE vapi_call_id = $1"),
-                &[&call_id],
+                &[call_id],
             )
             .await
             .unwrap()
-            .get(0);
+            .int(0);
     }
     (counts[0], counts[1], counts[2])
 }
@@ -878,14 +1080,11 @@ impl WebhookApp {
         options: AppOptions,
         customize: impl FnOnce(HostOptions) -> HostOptions,
     ) -> WebhookApp {
-        let dir = temp_dir("webhooks");
-        let mut host_options = HostOptions {
-            manifest: app_manifest(&dir),
-            ..Default::default()
-        }
-        .var("vapi_hmac_secret", HMAC_SECRET)
-        .var("pg_url", &db.url)
-        .var("relay_secret", RELAY_SECRET);
+        let mut host_options = db
+            .host_options()
+            .var("vapi_hmac_secret", HMAC_SECRET)
+            .var("relay_secret", RELAY_SECRET);
+        let dir = host_options.manifest.parent().unwrap().to_path_buf();
         if let Some(url) = &options.relay_url {
             let target = url.split('/').take(3).collect::<Vec<_>>().join("/");
             host_options = host_options

@@ -1,35 +1,86 @@
-//! The call records in Postgres: one statement per event that finds the agent,
+//! The records in Postgres: one statement per event that finds the agent,
 //! records the event in `processed_webhook_events`, and upserts `call_tracking`
 //! and `call_logs`, so the writes and the idempotency record commit together in
 //! one round trip.
 #![forbid(unsafe_code)]
 
-use crate::services::{integer, text};
-use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError};
+use super::{Agent, DbError, DeadLetter, EventRow, Recorded};
+use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError};
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::sql::RECORD_EVENT;
 
-/// The agent that owns the call (found by its Vapi assistant id).
-#[derive(Debug, Clone)]
-pub struct Agent {
-    pub id: String,
-    pub org_id: String,
-    pub name: String,
+impl From<PgError> for DbError {
+    fn from(error: PgError) -> Self {
+        DbError {
+            detail: describe(&error),
+            transient: is_transient(&error),
+        }
+    }
 }
 
-pub enum Recorded {
-    /// This attempt wrote the event.
-    New {
-        agent: Agent,
-        tracked: bool,
-        lead_id: Option<String>,
-    },
-    /// `processed_webhook_events` already had the key: nothing was written.
-    Duplicate { agent: Agent },
-    /// No agent has the assistant id (yet): nothing was written.
-    AgentNotFound,
-    /// The agent's organisation is outside the inbound rollout: nothing was written.
-    OutsideRollout { agent: Agent },
+/// The error reduced to what may be logged: the SQLSTATE and the constraint
+/// or message, never parameter values.
+fn describe(error: &PgError) -> String {
+    match error {
+        PgError::ConnectionFailed(why) => format!("connection failed: {why}"),
+        PgError::BadParameter(why) => format!("bad parameter: {why}"),
+        PgError::QueryFailed(QueryError::DbError(db)) => format!("{} {}", db.code, db.message),
+        PgError::QueryFailed(QueryError::Text(text)) => text.clone(),
+        PgError::ValueConversionFailed(why) => format!("value conversion failed: {why}"),
+        PgError::Other(why) => why.clone(),
+    }
+}
+
+fn is_transient(error: &PgError) -> bool {
+    match error {
+        PgError::ConnectionFailed(_) => true,
+        PgError::QueryFailed(QueryError::DbError(db)) => {
+            // Connection exceptions, serialization failures and deadlocks,
+            // insufficient resources, operator intervention (e.g. shutdown).
+            ["08", "40", "53", "57"]
+                .iter()
+                .any(|class| db.code.starts_with(class))
+        }
+        _ => false,
+    }
+}
+
+fn is_undefined_table(error: &PgError) -> bool {
+    matches!(error, PgError::QueryFailed(QueryError::DbError(db)) if db.code == "42P01")
+}
+
+/// Text of a column value, for ids and names read back.
+fn text(value: Option<&DbValue>) -> Option<String> {
+    match value? {
+        DbValue::Str(s) | DbValue::Uuid(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn integer(value: Option<&DbValue>) -> Option<i64> {
+    match value? {
+        DbValue::Int64(n) => Some(*n),
+        DbValue::Int32(n) => Some(i64::from(*n)),
+        DbValue::Int16(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+pub fn open(url: &str) -> Result<Connection, DbError> {
+    Ok(Connection::open(url)?)
+}
+
+pub fn schema_version(db: &Connection) -> Result<Option<String>, DbError> {
+    match db.query(
+        "SELECT coalesce(max(version), '') AS version FROM schema_migrations",
+        &[],
+    ) {
+        Ok(rows) => Ok(Some(
+            text(rows.rows.first().and_then(|row| row.first())).unwrap_or_default(),
+        )),
+        Err(error) if is_undefined_table(&error) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn optional_text(value: &Option<String>) -> ParameterValue {
@@ -47,7 +98,7 @@ pub fn record_event(
     db: &Connection,
     record: &CallRecord,
     rollout_percent: u32,
-) -> Result<Recorded, PgError> {
+) -> Result<Recorded, DbError> {
     let params = [
         ParameterValue::Str(record.assistant_id.clone()),
         ParameterValue::Str(record.event_key.to_string()),
@@ -94,20 +145,7 @@ pub fn record_event(
     })
 }
 
-/// What `webhook_events` keeps of one verified request (the metrics' source).
-#[derive(Debug, Clone, Default)]
-pub struct EventRow {
-    pub message_type: Option<String>,
-    pub call_id: Option<String>,
-    pub org_id: Option<String>,
-    pub direction: Option<String>,
-    pub outcome: String,
-    pub status: u16,
-    pub duration_ms: f64,
-    pub error_class: Option<String>,
-}
-
-pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), PgError> {
+pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO webhook_events
              (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class)
@@ -126,20 +164,7 @@ pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), PgError> 
     Ok(())
 }
 
-/// A verified request that failed, kept for replay.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub event_key: String,
-    pub message_type: Option<String>,
-    pub call_id: Option<String>,
-    pub reason: String,
-    /// Non-credential headers, as JSON.
-    pub headers: serde_json::Value,
-    pub body: Vec<u8>,
-}
-
-/// Keeps one pending dead letter per event; a repeated failure bumps `attempts`.
-pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), PgError> {
+pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO dead_letters (event_key, message_type, vapi_call_id, reason, headers, body)
          VALUES ($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::bytea)
@@ -159,8 +184,7 @@ pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), Pg
     Ok(())
 }
 
-/// Pending dead letters, oldest first: (id, body).
-pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, PgError> {
+pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, DbError> {
     let rows = db.query(
         "SELECT id, body FROM dead_letters WHERE replayed_at IS NULL ORDER BY id LIMIT $1::int8",
         &[ParameterValue::Int64(limit)],
@@ -175,7 +199,7 @@ pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec
         .collect())
 }
 
-pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), PgError> {
+pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), DbError> {
     db.execute(
         "UPDATE dead_letters SET replayed_at = now(), replay_outcome = $2::text WHERE id = $1::int8",
         &[ParameterValue::Int64(id), ParameterValue::Str(outcome.to_string())],
@@ -183,7 +207,7 @@ pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), PgEr
     Ok(())
 }
 
-pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, PgError> {
+pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
     let rows = db.query(
         "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL",
         &[],
@@ -191,13 +215,11 @@ pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, PgError> {
     Ok(integer(rows.rows.first().and_then(|r| r.first())).unwrap_or(0))
 }
 
-/// The agent that answers inbound calls on a line: the organisation that owns
-/// the number, and its agent with the line's inbound role.
 pub fn inbound_agent_for_line(
     db: &Connection,
     vapi_phone_number_id: Option<&str>,
     phone_e164: Option<&str>,
-) -> Result<Option<(Agent, String)>, PgError> {
+) -> Result<Option<(Agent, String)>, DbError> {
     let text_or_null = |v: Option<&str>| match v {
         Some(v) => ParameterValue::Str(v.to_string()),
         None => ParameterValue::DbNull,
@@ -213,17 +235,13 @@ pub fn inbound_agent_for_line(
         &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
     )?;
     Ok(rows.rows.first().and_then(|row| {
-        let agent = Agent {
-            id: text(row.first())?,
-            org_id: text(row.get(1))?,
-            name: text(row.get(2)).unwrap_or_default(),
-        };
+        let agent = Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2)))?;
         Some((agent, text(row.get(3))?))
     }))
 }
 
-/// The metrics snapshot as JSON, in one query (see `vapi_edge_core::metrics`).
-pub fn metrics_snapshot(db: &Connection) -> Result<String, PgError> {
+/// In one query.
+pub fn metrics_snapshot(db: &Connection) -> Result<String, DbError> {
     let buckets: Vec<String> = vapi_edge_core::metrics::BUCKETS_S
         .iter()
         .map(|s| format!("count(*) FILTER (WHERE duration_ms <= {})", s * 1000.0))
@@ -260,5 +278,5 @@ pub fn metrics_snapshot(db: &Connection) -> Result<String, PgError> {
     );
     let rows = db.query(&sql, &[])?;
     text(rows.rows.first().and_then(|r| r.first()))
-        .ok_or_else(|| PgError::Other("metrics query returned nothing".into()))
+        .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
 }

@@ -1,0 +1,324 @@
+//! The embedded store: SQLite twins of the Postgres statements in
+//! [`crate::sql`], and the SQLite migrations the component applies itself.
+//!
+//! SQLite has no data-modifying CTEs, so [`crate::sql::RECORD_EVENT`] becomes a
+//! `BEGIN IMMEDIATE` transaction of the statements below on one connection
+//! (each Spin `open` is its own connection, so the transaction is the
+//! request's own): the agent is read, the rollout decided in Rust, the event
+//! claimed, then the call rows upserted, and all of it commits or none does.
+//! Parameters are positional (`?N`); ids and times are TEXT (UUIDs, and
+//! ISO-8601 UTC with milliseconds, which sort as they compare).
+
+/// The current time in the schema's timestamp format.
+macro_rules! now {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    };
+}
+
+/// The agent that owns an assistant id: `?1` assistant id → (id, org_id, name).
+pub const AGENT_BY_ASSISTANT: &str =
+    "SELECT id, org_id, name FROM agents WHERE vapi_assistant_id = ?1";
+
+/// Claims an event in the durable record; returns a row only for the first
+/// attempt that commits. `?1` event key, `?2` message type, `?3` call id, `?4` org id.
+pub const CLAIM_EVENT: &str = "
+INSERT INTO processed_webhook_events (event_key, message_type, vapi_call_id, org_id)
+VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (event_key) DO NOTHING
+RETURNING event_key";
+
+/// Upserts an inbound call's `call_tracking` row; statuses move forward only.
+/// `?1` call id, `?2` org id, `?3` agent id, `?4` from, `?5` to, `?6` status,
+/// `?7` status rank, `?8` Vapi org id.
+pub const TRACK_CALL: &str = concat!(
+    "
+INSERT INTO call_tracking AS t
+    (vapi_call_id, org_id, agent_id, direction, from_number, to_number,
+     status, status_rank, vapi_org_id)
+VALUES (?1, ?2, ?3, 'inbound', ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT (vapi_call_id) DO UPDATE SET
+    status = CASE WHEN excluded.status_rank > coalesce(t.status_rank, 0)
+                  THEN excluded.status ELSE t.status END,
+    status_rank = CASE WHEN excluded.status_rank > coalesce(t.status_rank, 0)
+                       THEN excluded.status_rank ELSE t.status_rank END,
+    from_number = coalesce(t.from_number, excluded.from_number),
+    to_number = coalesce(t.to_number, excluded.to_number),
+    updated_at = ",
+    now!()
+);
+
+/// Upserts the call's `call_logs` row (any direction) and returns its lead id.
+/// The same merge rules as the Postgres statement: forward-only status, the
+/// end-of-call report authoritative for times and reason, otherwise the first
+/// value seen stays. `?1` call id, `?2` org id, `?3` agent id, `?4` customer
+/// E.164 (lead lookup), `?5` status, `?6` rank, `?7` metadata JSON, `?8`
+/// direction, `?9` from, `?10` to, `?11` started ms, `?12` ended ms, `?13`
+/// ended reason, `?14` duration s, `?15` cost, `?16` summary, `?17`
+/// transcript, `?18` recording URL, `?19` is final report (0/1).
+pub const LOG_CALL: &str = concat!(
+    "
+INSERT INTO call_logs AS l
+    (vapi_call_id, org_id, agent_id, lead_id, status, status_rank, metadata,
+     direction, from_number, to_number, started_at, ended_at, ended_reason,
+     duration_seconds, cost, summary, transcript, recording_url)
+VALUES (?1, ?2, ?3,
+        (SELECT id FROM leads WHERE org_id = ?2 AND phone_e164 = ?4),
+        ?5, ?6, json(?7), ?8, ?9, ?10,
+        strftime('%Y-%m-%dT%H:%M:%fZ', ?11 / 1000.0, 'unixepoch'),
+        strftime('%Y-%m-%dT%H:%M:%fZ', ?12 / 1000.0, 'unixepoch'),
+        ?13, ?14, ?15, ?16, ?17, ?18)
+ON CONFLICT (vapi_call_id) DO UPDATE SET
+    status = CASE WHEN excluded.status_rank > coalesce(l.status_rank, 0)
+                  THEN excluded.status ELSE l.status END,
+    status_rank = CASE WHEN excluded.status_rank > coalesce(l.status_rank, 0)
+                       THEN excluded.status_rank ELSE l.status_rank END,
+    lead_id = coalesce(l.lead_id, excluded.lead_id),
+    metadata = json_patch(l.metadata, excluded.metadata),
+    from_number = coalesce(l.from_number, excluded.from_number),
+    to_number = coalesce(l.to_number, excluded.to_number),
+    started_at = CASE WHEN ?19 THEN coalesce(excluded.started_at, l.started_at)
+                      ELSE coalesce(l.started_at, excluded.started_at) END,
+    ended_at = CASE WHEN ?19 THEN coalesce(excluded.ended_at, l.ended_at)
+                    ELSE coalesce(l.ended_at, excluded.ended_at) END,
+    ended_reason = CASE WHEN ?19 THEN coalesce(excluded.ended_reason, l.ended_reason)
+                        ELSE coalesce(l.ended_reason, excluded.ended_reason) END,
+    duration_seconds = coalesce(excluded.duration_seconds, l.duration_seconds),
+    cost = coalesce(excluded.cost, l.cost),
+    summary = coalesce(excluded.summary, l.summary),
+    transcript = coalesce(excluded.transcript, l.transcript),
+    recording_url = coalesce(excluded.recording_url, l.recording_url),
+    updated_at = ",
+    now!(),
+    "
+RETURNING lead_id"
+);
+
+/// One row of the event record (`?1`..`?8` as in the Postgres statement).
+pub const INSERT_EVENT_ROW: &str = "
+INSERT INTO webhook_events
+    (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Keeps one pending dead letter per event; a repeated failure bumps `attempts`.
+pub const UPSERT_DEAD_LETTER: &str = "
+INSERT INTO dead_letters (event_key, message_type, vapi_call_id, reason, headers, body)
+VALUES (?1, ?2, ?3, ?4, json(?5), ?6)
+ON CONFLICT (event_key) WHERE replayed_at IS NULL DO UPDATE SET
+    attempts = dead_letters.attempts + 1,
+    reason = excluded.reason,
+    body = excluded.body";
+
+pub const PENDING_DEAD_LETTERS: &str =
+    "SELECT id, body FROM dead_letters WHERE replayed_at IS NULL ORDER BY id LIMIT ?1";
+
+pub const MARK_REPLAYED: &str = concat!(
+    "UPDATE dead_letters SET replayed_at = ",
+    now!(),
+    ", replay_outcome = ?2 WHERE id = ?1"
+);
+
+pub const COUNT_PENDING_DEAD_LETTERS: &str =
+    "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL";
+
+/// The agent that answers inbound calls on a line: `?1` Vapi phone number id,
+/// `?2` line E.164 → (agent id, org id, name, assistant id).
+pub const INBOUND_AGENT_FOR_LINE: &str = "
+SELECT a.id, a.org_id, a.name, a.vapi_assistant_id
+FROM phone_numbers p
+JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
+WHERE (p.vapi_phone_number_id = ?1 OR p.phone_e164 = ?2)
+  AND a.vapi_assistant_id IS NOT NULL
+ORDER BY (p.vapi_phone_number_id = ?1) DESC NULLS LAST
+LIMIT 1";
+
+/// The newest applied migration (`/healthz`).
+pub const SCHEMA_VERSION_APPLIED: &str = "SELECT coalesce(max(version), '') FROM schema_migrations";
+
+/// The metrics snapshot as one JSON text, the same shape as the Postgres
+/// query's (see [`crate::metrics::Snapshot`]). SQLite has no
+/// `percentile_cont`, so p95 is interpolated the same way by hand. A
+/// subquery's JSON comes back as text, hence `json(...)` around each.
+pub fn metrics_snapshot() -> String {
+    let buckets: Vec<String> = crate::metrics::BUCKETS_S
+        .iter()
+        .map(|s| format!("count(*) FILTER (WHERE duration_ms <= {})", s * 1000.0))
+        .collect();
+    format!(
+        "WITH hour AS (
+             SELECT * FROM webhook_events
+             WHERE received_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')),
+         ranked AS (
+             SELECT duration_ms AS d, row_number() OVER (ORDER BY duration_ms) - 1 AS i FROM hour),
+         position AS (
+             SELECT 0.95 * (count(*) - 1) AS p, CAST(0.95 * (count(*) - 1) AS INTEGER) AS k
+             FROM hour)
+         SELECT json_object(
+           'requests', json((SELECT json_group_array(json_object(
+                   'message_type', message_type, 'outcome', outcome,
+                   'status_class', status_class, 'count', n)) FROM (
+               SELECT coalesce(message_type, '') AS message_type, outcome,
+                      (status_code / 100) || 'xx' AS status_class, count(*) AS n
+               FROM webhook_events GROUP BY 1, 2, 3 ORDER BY 1, 2, 3))),
+           'inbound_calls_total', (SELECT count(*) FROM call_tracking),
+           'agent_lookup_failures_total',
+               (SELECT count(*) FROM webhook_events WHERE error_class = 'agent_lookup'),
+           'call_tracking_failures_total',
+               (SELECT count(*) FROM webhook_events WHERE error_class = 'call_tracking'),
+           'processing', json((SELECT json_object(
+               'buckets', json_array({buckets}),
+               'count', count(*),
+               'sum_seconds', coalesce(sum(duration_ms), 0) / 1000.0) FROM webhook_events)),
+           'last_hour', json((SELECT json_object(
+               'inbound_calls', (SELECT count(*) FROM call_tracking
+                                 WHERE created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')),
+               'requests', count(*),
+               'succeeded', count(*) FILTER (WHERE status_code < 300),
+               'failed', count(*) FILTER (WHERE status_code >= 500),
+               'avg_seconds', avg(duration_ms) / 1000.0,
+               'p95_seconds', (SELECT (lo.d + (position.p - position.k) * (coalesce(hi.d, lo.d) - lo.d)) / 1000.0
+                               FROM position JOIN ranked lo ON lo.i = position.k
+                               LEFT JOIN ranked hi ON hi.i = position.k + 1),
+               'agent_lookup_failures', count(*) FILTER (WHERE error_class = 'agent_lookup'),
+               'call_tracking_failures', count(*) FILTER (WHERE error_class = 'call_tracking'))
+             FROM hour))
+         )",
+        buckets = buckets.join(", ")
+    )
+}
+
+/// One migration of the embedded store.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// File name without `.sql`, as recorded in `schema_migrations`.
+    pub version: &'static str,
+    pub sql: &'static str,
+}
+
+/// `migrations/sqlite/*.sql`, in order. The component applies what is missing
+/// when it opens the store, so `spin up` needs no migrate step; a test keeps
+/// this list equal to the folder.
+pub const MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: "0001_init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: "0002_operations",
+        sql: include_str!("../../../migrations/sqlite/0002_operations.sql"),
+    },
+];
+
+pub const CREATE_SCHEMA_MIGRATIONS: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    TEXT PRIMARY KEY NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT (",
+    now!(),
+    "))"
+);
+
+/// The checksum `schema_migrations` keeps: lowercase hex SHA-256 of the file.
+pub fn checksum(sql: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(sql.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Splits a migration file into statements: each ends with `;` at the end of
+/// a line (outside comments). Lines that are only `--` comments are dropped.
+/// The migration files are written to this rule, so no SQL parser is needed.
+pub fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let code = line.split("--").next().unwrap_or("").trim_end();
+        if code.trim().is_empty() {
+            continue;
+        }
+        current.push_str(code);
+        current.push('\n');
+        if code.ends_with(';') {
+            let statement = current.trim().trim_end_matches(';').trim().to_string();
+            out.push(statement);
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_migrations_are_the_folder() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/sqlite");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+            .expect("migrations/sqlite exists")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("sql"))
+            .map(|p| {
+                let version = p.file_stem().unwrap().to_string_lossy().into_owned();
+                (version, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        let embedded: Vec<(String, String)> = MIGRATIONS
+            .iter()
+            .map(|m| (m.version.to_string(), m.sql.to_string()))
+            .collect();
+        assert_eq!(embedded, files);
+    }
+
+    #[test]
+    fn the_newest_migration_is_the_expected_schema_version() {
+        let newest = MIGRATIONS.last().map(|m| m.version).unwrap();
+        assert_eq!(
+            crate::schema::version_number(newest),
+            Some(crate::schema::SCHEMA_VERSION)
+        );
+    }
+
+    #[test]
+    fn statements_split_at_line_ends_and_drop_comments() {
+        let sql = "-- header; not a statement\nCREATE TABLE a (\n  x TEXT -- note;\n);\n\nCREATE INDEX i ON a (x);\nSELECT 1";
+        assert_eq!(
+            statements(sql),
+            vec![
+                "CREATE TABLE a (\n  x TEXT\n)".to_string(),
+                "CREATE INDEX i ON a (x)".to_string(),
+                "SELECT 1".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_migration_statement_is_one_statement() {
+        for migration in MIGRATIONS {
+            for statement in statements(migration.sql) {
+                assert!(
+                    !statement.contains(';'),
+                    "{}: {statement}",
+                    migration.version
+                );
+                let head = statement.split_whitespace().next().unwrap_or("");
+                assert_eq!(head, "CREATE", "{}: {statement}", migration.version);
+            }
+        }
+    }
+
+    #[test]
+    fn checksum_is_hex_sha256() {
+        assert_eq!(
+            checksum(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

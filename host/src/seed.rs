@@ -1,0 +1,77 @@
+//! `vapi-edge-host seed-agent`: puts an organisation's agent into the
+//! database (PostgreSQL or the SQLite store), with only the contract's
+//! columns, as outside tools do; one agent per organisation and role.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+pub struct Agent {
+    pub org_id: String,
+    pub assistant_id: String,
+    pub name: String,
+    pub role: String,
+    /// A phone line (E.164) whose inbound calls this agent answers.
+    pub line: Option<String>,
+}
+
+/// Both engines accept this statement (`$n` parameters, ON CONFLICT ... DO UPDATE).
+const UPSERT_AGENT: &str = "
+INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT (org_id, role) DO UPDATE SET name = excluded.name,
+    vapi_assistant_id = excluded.vapi_assistant_id
+RETURNING id";
+
+const UPSERT_LINE: &str = "
+INSERT INTO phone_numbers (org_id, phone_e164, inbound_role) VALUES ($1, $2, $3)
+ON CONFLICT (phone_e164) DO UPDATE SET org_id = excluded.org_id,
+    inbound_role = excluded.inbound_role";
+
+/// Returns the agent's id.
+pub async fn postgres(url: &str, agent: &Agent) -> Result<String> {
+    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to PostgreSQL at pg_url")?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let tx = client.transaction().await?;
+    let org = agent.org_id.as_str();
+    let row = tx
+        .query_one(
+            &UPSERT_AGENT
+                .replace("$1", "$1::text::uuid")
+                .replace("RETURNING id", "RETURNING id::text"),
+            &[&org, &agent.role, &agent.name, &agent.assistant_id],
+        )
+        .await
+        .context("cannot write the agent (is the schema migrated?)")?;
+    if let Some(line) = &agent.line {
+        tx.execute(
+            &UPSERT_LINE.replace("$1", "$1::text::uuid"),
+            &[&org, line, &agent.role],
+        )
+        .await
+        .context("cannot write the line")?;
+    }
+    tx.commit().await?;
+    Ok(row.get(0))
+}
+
+/// Returns the agent's id.
+pub fn sqlite(path: &Path, agent: &Agent) -> Result<String> {
+    let mut connection = crate::sqlite::open_file(path)?;
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let id: String = tx
+        .query_row(
+            UPSERT_AGENT,
+            [&agent.org_id, &agent.role, &agent.name, &agent.assistant_id],
+            |row| row.get(0),
+        )
+        .context("cannot write the agent (is the schema migrated? run vapi-edge-host migrate)")?;
+    if let Some(line) = &agent.line {
+        tx.execute(UPSERT_LINE, [&agent.org_id, line, &agent.role])
+            .context("cannot write the line")?;
+    }
+    tx.commit()?;
+    Ok(id)
+}

@@ -1,0 +1,311 @@
+//! The records in the host's SQLite database (`spin:sqlite`), with the
+//! statements of `vapi_edge_core::sqlite`. An event is one `BEGIN IMMEDIATE`
+//! transaction on this request's own connection: SQLite takes the write lock
+//! at BEGIN, so concurrent deliveries of one event run one after the other
+//! and the second finds the key already recorded.
+#![forbid(unsafe_code)]
+
+use super::{Agent, DbError, DeadLetter, EventRow, Recorded};
+use spin_sdk::sqlite3::{Connection, Error, QueryResult, Value};
+use vapi_edge_core::call::CallDirection;
+use vapi_edge_core::handling::CallRecord;
+use vapi_edge_core::rollout;
+use vapi_edge_core::sqlite::{self as sql, MIGRATIONS};
+
+impl From<Error> for DbError {
+    fn from(error: Error) -> Self {
+        let (detail, transient) = match error {
+            Error::NoSuchDatabase => ("no such database".to_string(), false),
+            Error::AccessDenied => ("access denied".to_string(), false),
+            Error::InvalidConnection => ("invalid connection".to_string(), false),
+            Error::DatabaseFull => ("database full".to_string(), false),
+            // SQLite's own message (never parameter values). A lock held past
+            // the busy timeout clears by itself; other I/O errors may too.
+            Error::Io(message) => {
+                let lower = message.to_ascii_lowercase();
+                let transient = ["locked", "busy", "disk i/o"]
+                    .iter()
+                    .any(|word| lower.contains(word));
+                (message, transient)
+            }
+        };
+        DbError { detail, transient }
+    }
+}
+
+fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn integer(value: Option<&Value>) -> Option<i64> {
+    match value? {
+        Value::Integer(n) => Some(*n),
+        _ => None,
+    }
+}
+
+fn first(result: &QueryResult) -> Option<&Vec<Value>> {
+    result.rows.first().map(|row| &row.values)
+}
+
+fn optional_text(value: &Option<String>) -> Value {
+    value.clone().map(Value::Text).unwrap_or(Value::Null)
+}
+
+fn optional<T>(value: Option<T>, wrap: impl Fn(T) -> Value) -> Value {
+    value.map(wrap).unwrap_or(Value::Null)
+}
+
+/// Runs `work` inside `BEGIN IMMEDIATE`; commits when it returns `Ok`,
+/// rolls back otherwise (and the host rolls back if this instance dies).
+fn transaction<T>(
+    db: &Connection,
+    work: impl FnOnce() -> Result<(T, bool), DbError>,
+) -> Result<T, DbError> {
+    db.execute("BEGIN IMMEDIATE", &[])?;
+    match work() {
+        Ok((value, true)) => {
+            db.execute("COMMIT", &[])?;
+            Ok(value)
+        }
+        Ok((value, false)) => {
+            db.execute("ROLLBACK", &[])?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = db.execute("ROLLBACK", &[]);
+            Err(error)
+        }
+    }
+}
+
+pub fn open(label: &str) -> Result<Connection, DbError> {
+    let db = Connection::open(label)?;
+    migrate(&db)?;
+    Ok(db)
+}
+
+fn applied_versions(db: &Connection) -> Result<Vec<String>, Error> {
+    let rows = db.execute("SELECT version FROM schema_migrations", &[])?;
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|row| text(row.values.first()))
+        .collect())
+}
+
+fn is_missing(applied: &[String]) -> bool {
+    MIGRATIONS
+        .iter()
+        .any(|m| !applied.iter().any(|v| v == m.version))
+}
+
+/// Applies the embedded migrations this database lacks, each with its
+/// `schema_migrations` row, in one transaction (the same record as
+/// `vapi-edge-host migrate` keeps, so either can run first).
+fn migrate(db: &Connection) -> Result<(), DbError> {
+    if let Ok(applied) = applied_versions(db) {
+        if !is_missing(&applied) {
+            return Ok(());
+        }
+    }
+    transaction(db, || {
+        db.execute(sql::CREATE_SCHEMA_MIGRATIONS, &[])?;
+        let applied = applied_versions(db)?;
+        for migration in MIGRATIONS {
+            if applied.iter().any(|v| v == migration.version) {
+                continue;
+            }
+            for statement in sql::statements(migration.sql) {
+                db.execute(&statement, &[])?;
+            }
+            db.execute(
+                "INSERT INTO schema_migrations (version, checksum) VALUES (?1, ?2)",
+                &[
+                    Value::Text(migration.version.to_string()),
+                    Value::Text(sql::checksum(migration.sql)),
+                ],
+            )?;
+        }
+        Ok(((), true))
+    })
+}
+
+pub fn schema_version(db: &Connection) -> Result<Option<String>, DbError> {
+    let rows = db.execute(sql::SCHEMA_VERSION_APPLIED, &[])?;
+    Ok(Some(
+        text(first(&rows).and_then(|row| row.first())).unwrap_or_default(),
+    ))
+}
+
+pub fn record_event(
+    db: &Connection,
+    record: &CallRecord,
+    rollout_percent: u32,
+) -> Result<Recorded, DbError> {
+    transaction(db, || {
+        let rows = db.execute(
+            sql::AGENT_BY_ASSISTANT,
+            &[Value::Text(record.assistant_id.clone())],
+        )?;
+        let Some(row) = first(&rows) else {
+            return Ok((Recorded::AgentNotFound, false));
+        };
+        let agent = Agent {
+            id: text(row.first()).unwrap_or_default(),
+            org_id: text(row.get(1)).unwrap_or_default(),
+            name: text(row.get(2)).unwrap_or_default(),
+        };
+        if record.direction == CallDirection::Inbound
+            && !rollout::includes(&agent.org_id, rollout_percent)
+        {
+            return Ok((Recorded::OutsideRollout { agent }, false));
+        }
+        let claimed = db.execute(
+            sql::CLAIM_EVENT,
+            &[
+                Value::Text(record.event_key.to_string()),
+                Value::Text(record.message_type.clone()),
+                Value::Text(record.call_id.clone()),
+                Value::Text(agent.org_id.clone()),
+            ],
+        )?;
+        if claimed.rows.is_empty() {
+            return Ok((Recorded::Duplicate { agent }, false));
+        }
+        let tracked = record.tracks_call();
+        if tracked {
+            db.execute(
+                sql::TRACK_CALL,
+                &[
+                    Value::Text(record.call_id.clone()),
+                    Value::Text(agent.org_id.clone()),
+                    Value::Text(agent.id.clone()),
+                    optional_text(&record.from_number),
+                    optional_text(&record.to_number),
+                    optional_text(&record.status),
+                    optional(record.status_rank, |r| Value::Integer(i64::from(r))),
+                    optional_text(&record.vapi_org_id),
+                ],
+            )?;
+        }
+        let logged = db.execute(
+            sql::LOG_CALL,
+            &[
+                Value::Text(record.call_id.clone()),
+                Value::Text(agent.org_id.clone()),
+                Value::Text(agent.id.clone()),
+                optional_text(&record.customer_e164),
+                optional_text(&record.status),
+                optional(record.status_rank, |r| Value::Integer(i64::from(r))),
+                Value::Text(record.metadata.to_string()),
+                Value::Text(record.direction.as_str().to_string()),
+                optional_text(&record.from_number),
+                optional_text(&record.to_number),
+                optional(record.started_at_ms, Value::Integer),
+                optional(record.ended_at_ms, Value::Integer),
+                optional_text(&record.ended_reason),
+                optional(record.duration_seconds, Value::Real),
+                optional(record.cost, Value::Real),
+                optional_text(&record.summary),
+                optional_text(&record.transcript),
+                optional_text(&record.recording_url),
+                Value::Integer(i64::from(record.is_final_report())),
+            ],
+        )?;
+        let lead_id = text(first(&logged).and_then(|row| row.first()));
+        Ok((
+            Recorded::New {
+                agent,
+                tracked,
+                lead_id,
+            },
+            true,
+        ))
+    })
+}
+
+pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> {
+    db.execute(
+        sql::INSERT_EVENT_ROW,
+        &[
+            optional_text(&row.message_type),
+            optional_text(&row.call_id),
+            optional_text(&row.org_id),
+            optional_text(&row.direction),
+            Value::Text(row.outcome.clone()),
+            Value::Integer(i64::from(row.status)),
+            Value::Real(row.duration_ms),
+            optional_text(&row.error_class),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), DbError> {
+    db.execute(
+        sql::UPSERT_DEAD_LETTER,
+        &[
+            Value::Text(letter.event_key.clone()),
+            optional_text(&letter.message_type),
+            optional_text(&letter.call_id),
+            Value::Text(letter.reason.clone()),
+            Value::Text(letter.headers.to_string()),
+            Value::Blob(letter.body.clone()),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, DbError> {
+    let rows = db.execute(sql::PENDING_DEAD_LETTERS, &[Value::Integer(limit)])?;
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(
+            |row| match (integer(row.values.first()), row.values.get(1)) {
+                (Some(id), Some(Value::Blob(body))) => Some((id, body.clone())),
+                _ => None,
+            },
+        )
+        .collect())
+}
+
+pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), DbError> {
+    db.execute(
+        sql::MARK_REPLAYED,
+        &[Value::Integer(id), Value::Text(outcome.to_string())],
+    )?;
+    Ok(())
+}
+
+pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
+    let rows = db.execute(sql::COUNT_PENDING_DEAD_LETTERS, &[])?;
+    Ok(integer(first(&rows).and_then(|row| row.first())).unwrap_or(0))
+}
+
+pub fn inbound_agent_for_line(
+    db: &Connection,
+    vapi_phone_number_id: Option<&str>,
+    phone_e164: Option<&str>,
+) -> Result<Option<(Agent, String)>, DbError> {
+    let text_or_null =
+        |v: Option<&str>| v.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
+    let rows = db.execute(
+        sql::INBOUND_AGENT_FOR_LINE,
+        &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
+    )?;
+    Ok(first(&rows).and_then(|row| {
+        let agent = Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2)))?;
+        Some((agent, text(row.get(3))?))
+    }))
+}
+
+pub fn metrics_snapshot(db: &Connection) -> Result<String, DbError> {
+    let rows = db.execute(&sql::metrics_snapshot(), &[])?;
+    text(first(&rows).and_then(|row| row.first()))
+        .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
+}
