@@ -11,6 +11,7 @@
 use crate::services::KV_STORE;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 use vapi_edge_core::event_key::EventKey;
+use vapi_edge_core::parked::{self, Drained};
 
 /// Default length of a claim's lease window (`claim_lease_ms`): longer than the
 /// slowest attempt (agent lookup retries take 3.85 s by default) and than the
@@ -84,42 +85,40 @@ impl Held {
     }
 }
 
-const DEAD_LETTER_PREFIX: &str = "vapi-edge/dead-letter/";
+/// The parked-letter queue's view of the host store (`vapi_edge_core::parked`).
+struct Parking(store::Bucket);
+
+impl parked::KeyValue for Parking {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.get(key).map_err(|e| format!("{e:?}"))
+    }
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.0.set(key, value).map_err(|e| format!("{e:?}"))
+    }
+    fn delete(&mut self, key: &str) -> Result<(), String> {
+        self.0.delete(key).map_err(|e| format!("{e:?}"))
+    }
+    fn increment(&mut self, key: &str, delta: i64) -> Result<i64, String> {
+        atomics::increment(&self.0, key, delta).map_err(|e| format!("{e:?}"))
+    }
+}
+
+fn parking() -> Result<Parking, String> {
+    store::open(KV_STORE)
+        .map(Parking)
+        .map_err(|e| format!("open: {e:?}"))
+}
 
 /// Parks a dead letter in the store when Postgres, its usual home, is down.
 pub fn keep_dead_letter(event_key: &str, body: &[u8]) -> Result<(), String> {
-    let bucket = store::open(KV_STORE).map_err(|e| format!("{e:?}"))?;
-    bucket
-        .set(&format!("{DEAD_LETTER_PREFIX}{event_key}"), body)
-        .map_err(|e| format!("{e:?}"))
+    parked::park(&mut parking()?, event_key, body)
 }
 
-/// Dead letters parked in the store: (event key, body).
-pub fn parked_dead_letters() -> Vec<(String, Vec<u8>)> {
-    let Ok(bucket) = store::open(KV_STORE) else {
-        return Vec::new();
-    };
-    let mut parked = Vec::new();
-    let mut cursor = None;
-    while let Ok(page) = bucket.list_keys(cursor.as_deref()) {
-        for key in page.keys {
-            if let Some(event_key) = key.strip_prefix(DEAD_LETTER_PREFIX) {
-                if let Ok(Some(body)) = bucket.get(&key) {
-                    parked.push((event_key.to_string(), body));
-                }
-            }
-        }
-        match page.cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    parked
-}
-
-pub fn forget_dead_letter(event_key: &str) -> Result<(), String> {
-    let bucket = store::open(KV_STORE).map_err(|e| format!("{e:?}"))?;
-    bucket
-        .delete(&format!("{DEAD_LETTER_PREFIX}{event_key}"))
-        .map_err(|e| format!("{e:?}"))
+/// Moves dead letters parked in the store, oldest first, with `keep` (which
+/// stores one durably and says whether it did).
+pub fn move_parked_dead_letters(
+    now_ms: i64,
+    keep: impl FnMut(&str, &[u8]) -> bool,
+) -> Result<Drained, String> {
+    parked::drain(&mut parking()?, now_ms, keep)
 }

@@ -588,20 +588,28 @@ pub fn replay(limit: i64) -> Response {
     };
     // Dead letters parked in the key-value store while the database was down
     // move into the table first, so there is one queue to drain.
-    let moved = claim::parked_dead_letters()
-        .into_iter()
-        .filter(|(key, body)| {
-            let letter = DeadLetter {
-                event_key: key.clone(),
-                message_type: None,
-                call_id: None,
-                reason: "database_unavailable".into(),
-                headers: json!({ "content-type": "application/json" }),
-                body: body.clone(),
-            };
-            db.upsert_dead_letter(&letter).is_ok() && claim::forget_dead_letter(key).is_ok()
-        })
-        .count();
+    let parked = claim::move_parked_dead_letters(now_ms(), |event_key, body| {
+        let letter = DeadLetter {
+            event_key: event_key.to_string(),
+            message_type: None,
+            call_id: None,
+            reason: "database_unavailable".into(),
+            headers: json!({ "content-type": "application/json" }),
+            body: body.to_vec(),
+        };
+        db.upsert_dead_letter(&letter).is_ok()
+    });
+    let (moved, still_parked) = match parked {
+        Ok(drained) => (drained.moved, drained.still_parked),
+        Err(error) => {
+            emit(
+                &LogLine::new(Level::Warn, "Parked dead letters not read")
+                    .field("store", "key_value")
+                    .field("error", error),
+            );
+            (0, -1)
+        }
+    };
     let pending = match db.pending_dead_letters(limit) {
         Ok(pending) => pending,
         Err(_) => return Response::error(503, "database unavailable"),
@@ -630,6 +638,7 @@ pub fn replay(limit: i64) -> Response {
         200,
         &json!({
             "moved_from_key_value": moved,
+            "parked_in_key_value": still_parked,
             "replayed": succeeded,
             "failed": failed,
             "remaining": remaining,

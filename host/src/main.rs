@@ -413,9 +413,10 @@ async fn replay(args: &[String]) -> Result<()> {
         }
         let report: serde_json::Value = serde_json::from_slice(&body)?;
         println!("round {round}: {report}");
-        let replayed = report["replayed"].as_i64().unwrap_or(0);
-        let remaining = report["remaining"].as_i64().unwrap_or(0);
-        if remaining == 0 || replayed == 0 {
+        let count = |name: &str| report[name].as_i64().unwrap_or(0);
+        let left = count("remaining") > 0 || count("parked_in_key_value") > 0;
+        let progress = count("replayed") > 0 || count("moved_from_key_value") > 0;
+        if !left || !progress {
             return Ok(());
         }
     }

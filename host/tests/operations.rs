@@ -320,6 +320,107 @@ async fn dead_letters_from_an_outage_are_replayed_exactly_once() {
     );
 }
 
+/// Keys written straight into Redis, deleted when dropped.
+struct RedisKeys {
+    url: String,
+    keys: Vec<String>,
+}
+
+impl RedisKeys {
+    /// Writes `count` keys shaped like the claims a busy store holds.
+    async fn fill(url: &str, count: usize) -> RedisKeys {
+        let prefix = unique_id("filler");
+        let keys: Vec<String> = (0..count)
+            .map(|n| format!("vapi-edge/done/v1|status-update|{prefix}-{n:07}|in-progress"))
+            .collect();
+        let mut conn = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis on 127.0.0.1:6379 answers");
+        for chunk in keys.chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("SET").arg(key).arg("1").ignore();
+            }
+            let () = pipe.query_async(&mut conn).await.unwrap();
+        }
+        RedisKeys {
+            url: url.to_string(),
+            keys,
+        }
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let (url, keys) = (self.url.clone(), std::mem::take(&mut self.keys));
+        let _ = std::thread::spawn(move || {
+            let mut conn = redis::Client::open(url).ok()?.get_connection().ok()?;
+            for chunk in keys.chunks(10_000) {
+                let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
+            }
+            Some(())
+        })
+        .join();
+    }
+}
+
+/// A replay finds the letters parked during an outage through their own
+/// index, not by listing the store: Redis holds 300,000 other keys, more than
+/// a 16 MiB instance could list, and the letters are still moved and replayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn parked_dead_letters_are_found_among_many_other_keys() {
+    // A database of its own in Redis, so no other test's replay takes these letters.
+    let redis_url = format!("{REDIS_URL}/11");
+    let _filler = RedisKeys::fill(&redis_url, 300_000).await;
+    let proxy = PgProxy::start().await;
+    let db = TestDb::migrated().await;
+    let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let mut extra = tokens();
+    extra.push(("pg_url".into(), proxy.url(&db)));
+    extra.push(("pg_allowed_host".into(), proxy.allowed_host()));
+    let app = WebhookApp::start_with_db_and(
+        db,
+        AppOptions {
+            redis: false,
+            extra,
+            ..Default::default()
+        },
+        |mut host| {
+            let config = host.manifest.with_file_name("runtime-config.redis-11.toml");
+            std::fs::write(
+                &config,
+                format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{redis_url}\"\n"),
+            )
+            .unwrap();
+            host.runtime_config = Some(config);
+            host.arg("--max-memory-mb").arg("16")
+        },
+    );
+    proxy.down();
+    let lost: Vec<Value> = (0..2)
+        .map(|_| inbound_start(&unique_id("call"), &agent.assistant_id, CALLER))
+        .collect();
+    let _cleanup = ParkedDeadLetterCleanup {
+        call_ids: lost
+            .iter()
+            .map(|body| body["message"]["call"]["id"].as_str().unwrap().to_string())
+            .collect(),
+    };
+    for body in &lost {
+        assert_eq!(app.deliver(body).await.status, 503);
+    }
+    proxy.up();
+
+    let report = replay(&app.host).await;
+    assert_eq!(report["moved_from_key_value"], 2, "{report}");
+    assert_eq!(report["replayed"], 2, "{report}");
+    assert_eq!(report["remaining"], 0, "{report}");
+    assert_eq!(report["parked_in_key_value"], 0, "{report}");
+    assert_eq!(app.db.count("SELECT count(*) FROM call_tracking").await, 2);
+}
+
 /// A dead letter whose agent never appears stays pending, its attempts counted;
 /// once the agent exists, the replay records it.
 async fn dead_letters_wait_for_their_agent(store: StoreKind) {

@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod parked;
 pub mod payload;
 pub mod phone;
 pub mod rollout;
