@@ -6,6 +6,9 @@
 #   HOST_ARGS="--instance-pool 0" TOOL=perf bash bench/profile.sh duplicate 1500
 #   OPT_LEVEL=s HOST_ARGS="--instance-pool 0" bash bench/profile.sh duplicate 500
 #                                  # issue 6's starting point: opt-level "s", no pool
+#   CONCURRENCY=8 TOOL=perf bash bench/profile.sh duplicate 8000   # under load
+#   WASM=/saved/vapi_edge.wasm bash bench/profile.sh duplicate 500 # another component
+#   TOP=30 bash bench/profile.sh unique 300   # also the component's 30 costliest functions
 #
 # It builds the host and the component with symbols (cargo profile `profiling`:
 # release plus strip=false and line tables, in the shared target dir; the first
@@ -14,7 +17,7 @@
 # exit), starts `vapi-edge-host up` with VAPI_EDGE_PERF_MAP=1 (wasmtime writes
 # /tmp/perf-PID.map, naming the component's compiled functions) and a Redis
 # key-value store, sends 200 warm-up requests with vapi-edge-bench, then MODE
-# (unique or duplicate) requests, N of them at concurrency 1:
+# (unique or duplicate) requests, N of them at concurrency CONCURRENCY (default 1):
 #
 # - callgrind: the host runs under valgrind; counters are zeroed after the
 #   warm-up and dumped after the N requests (start-up excluded);
@@ -30,6 +33,8 @@ root=$PWD
 mode=${1:-duplicate}
 requests=${2:-500}
 tool=${TOOL:-callgrind}
+concurrency=${CONCURRENCY:-1}
+[[ $concurrency =~ ^[1-9][0-9]*$ ]] || { echo "CONCURRENCY must be a positive integer" >&2; exit 2; }
 [[ $mode == unique || $mode == duplicate ]] || { echo "MODE must be unique or duplicate" >&2; exit 2; }
 [[ $requests =~ ^[1-9][0-9]*$ ]] || { echo "N must be a positive integer" >&2; exit 2; }
 [[ $tool == callgrind || $tool == perf ]] || { echo "TOOL must be callgrind or perf" >&2; exit 2; }
@@ -49,7 +54,7 @@ cargo build "${profile[@]}" --config "profile.${name}.debug=\"line-tables-only\"
 cargo build "${profile[@]}" --target wasm32-wasip2 -p vapi-edge
 host_bin="${CARGO_TARGET_DIR}/${name}/vapi-edge-host"
 bench_bin="${CARGO_TARGET_DIR}/${name}/vapi-edge-bench"
-wasm="${CARGO_TARGET_DIR}/wasm32-wasip2/${name}/vapi_edge.wasm"
+wasm="${WASM:-${CARGO_TARGET_DIR}/wasm32-wasip2/${name}/vapi_edge.wasm}"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vapi-edge-profile.XXXXXX")
 db="vapi_edge_profile_$$"
@@ -89,7 +94,7 @@ addr=$(sed -n 's/^Serving http:\/\///p' "${tmp}/out")
 [[ -n $addr ]] || { cat "${tmp}/err" >&2; exit 1; }
 drive() {
     "$bench_bin" --url "http://${addr}" --pg-url "$pg_url" --hmac-secret "$secret" \
-        --mode "$mode" --concurrency 1 --requests "$1" --warmup 0 --timeout-ms 60000
+        --mode "$mode" --concurrency "$concurrency" --requests "$1" --warmup 0 --timeout-ms 60000
 }
 drive 200 >/dev/null
 
@@ -99,6 +104,10 @@ if [[ $tool == callgrind ]]; then
     callgrind_control -d "$host_pid" >/dev/null 2>&1
     sleep 1
     python3 bench/profile_report.py callgrind "${tmp}/callgrind.out.1" "$requests" "/tmp/perf-${host_pid}.map"
+    # KEEP=FILE keeps the profile (callgrind_annotate --inclusive=yes FILE).
+    # The component's function names are in KEEP.map (wasmtime's perf map).
+    [[ -z ${KEEP:-} ]] || cp "${tmp}/callgrind.out.1" "$KEEP"
+    [[ -z ${KEEP:-} ]] || cp "/tmp/perf-${host_pid}.map" "${KEEP}.map"
 else
     perf record -q -e cpu-clock -F 4000 --call-graph dwarf,16384 -p "$host_pid" -o "${tmp}/perf.data" &
     perf_pid=$!
@@ -108,5 +117,7 @@ else
     wait "$perf_pid" || true
     perf script -i "${tmp}/perf.data" -F tid,ip,sym,dso 2>/dev/null >"${tmp}/perf.txt"
     python3 bench/profile_report.py perf "${tmp}/perf.txt" "$requests" 4000
+    # KEEP=FILE keeps the samples (`perf script` text).
+    [[ -z ${KEEP:-} ]] || cp "${tmp}/perf.txt" "$KEEP"
 fi
 rm -f "/tmp/perf-${host_pid}.map"

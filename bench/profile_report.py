@@ -16,6 +16,7 @@ component makes land in "wasmtime: host calls".
 """
 
 import bisect
+import os
 import collections
 import re
 import sys
@@ -102,6 +103,15 @@ def callgrind(path, requests, perf_map):
     print(f"the component, {guest_total / requests:,.0f} per request, by category:")
     for category, cost in guest.most_common():
         print(f"{cost / requests:12,.0f} {100 * cost / guest_total:5.1f}%  {category}")
+    top = int(os.environ.get("TOP", "0"))
+    if top:
+        functions = collections.Counter()
+        for (o, f), cost in per_function.items():
+            if o in (None, "???"):
+                functions[jit_name(f) or "unnamed"] += cost
+        print(f"the component's {top} costliest functions (self cost per request):")
+        for name, cost in functions.most_common(top):
+            print(f"{cost / requests:12,.0f}  {name[:140]}")
 
 
 def head(symbol):

@@ -222,7 +222,7 @@ run_all() {
             status=ok
             if ! "$bench_bin" --url "http://${addr}" --pg-url "$pg_url" \
                 --hmac-secret "$hmac_secret" --mode "$mode" --concurrency "$c" \
-                --requests "$requests" --warmup "$warmup" 2>&1 | tee "$out"; then
+                --requests "$requests" --warmup "$warmup" --server-pid "$pid" 2>&1 | tee "$out"; then
                 status=FAIL
                 failures=$((failures + 1))
                 say "last ${name} log lines:"
@@ -289,6 +289,25 @@ printf "${row_format}\n" server mode conc requests errors 'req/s' \
     'p50 ms' 'p90 ms' 'p99 ms' 'max ms' status
 for row in "${rows[@]}"; do
     printf '%s\n' "$row"
+done
+
+echo
+say "CPU per request, µs, over the measured requests (user + system, from /proc; 10 ms ticks):"
+cpu_format='%-7s %-9s %5s %9s %9s %9s %9s %9s\n'
+# shellcheck disable=SC2059 # the format is a variable on purpose
+printf "$cpu_format" server mode conc server postgres redis driver total
+for key in "${!results[@]}"; do
+    printf '%s\n' "$key"
+done | sort -k1,1r -k3,3n -k2,2r | while read -r server mode c; do
+    json=${results["${server} ${mode} ${c}"]}
+    cells=()
+    for part in server postgres redis driver; do
+        cells+=("$(json_field "$json" "cpu_us_${part}")")
+    done
+    total=$(awk -v a="${cells[0]}" -v b="${cells[1]}" -v c="${cells[2]}" -v d="${cells[3]}" \
+        'BEGIN { if (a b c d ~ /\?/) print "?"; else printf "%.1f", a + b + c + d }')
+    # shellcheck disable=SC2059 # the format is a variable on purpose
+    printf "$cpu_format" "$server" "$mode" "$c" "${cells[@]}" "$total"
 done
 
 # ratio A B: A / B to three decimals, or ? when either is missing or B is 0.

@@ -104,7 +104,7 @@ impl RequestState {
 // ---- fermyon:spin/variables ----
 
 impl variables::Host for RequestState {
-    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+    fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
         if name.is_empty()
             || !name
                 .chars()
@@ -128,7 +128,7 @@ fn spin_kv_error(message: String) -> key_value::Error {
 }
 
 impl key_value::HostStore for RequestState {
-    async fn open(
+    fn open(
         &mut self,
         label: String,
     ) -> wasmtime::Result<Result<Resource<KvHandle>, key_value::Error>> {
@@ -182,7 +182,7 @@ impl key_value::HostStore for RequestState {
         Ok(self.kv(&this)?.keys().await.map_err(spin_kv_error))
     }
 
-    async fn drop(&mut self, this: Resource<KvHandle>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<KvHandle>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
@@ -197,7 +197,7 @@ fn wasi_kv_error(message: String) -> store::Error {
 }
 
 impl store::Host for RequestState {
-    async fn open(
+    fn open(
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<KvHandle>, store::Error>> {
@@ -266,7 +266,7 @@ impl store::HostBucket for RequestState {
             .map_err(wasi_kv_error))
     }
 
-    async fn drop(&mut self, this: Resource<KvHandle>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<KvHandle>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
@@ -337,7 +337,7 @@ impl atomics::HostCas for RequestState {
         Ok(Ok(self.table.get(&this)?.seen.clone()))
     }
 
-    async fn drop(&mut self, this: Resource<CasHandle>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<CasHandle>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
@@ -382,7 +382,7 @@ impl pg::HostConnection for RequestState {
         Ok(connection.execute(&statement, params).await)
     }
 
-    async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
@@ -428,18 +428,15 @@ impl sqlite::HostConnection for RequestState {
         Ok(connection.execute(statement, parameters).await)
     }
 
-    async fn last_insert_rowid(
-        &mut self,
-        this: Resource<SqliteConnection>,
-    ) -> wasmtime::Result<i64> {
+    fn last_insert_rowid(&mut self, this: Resource<SqliteConnection>) -> wasmtime::Result<i64> {
         Ok(self.table.get(&this)?.last_insert_rowid())
     }
 
-    async fn changes(&mut self, this: Resource<SqliteConnection>) -> wasmtime::Result<u64> {
+    fn changes(&mut self, this: Resource<SqliteConnection>) -> wasmtime::Result<u64> {
         Ok(self.table.get(&this)?.changes())
     }
 
-    async fn drop(&mut self, this: Resource<SqliteConnection>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<SqliteConnection>) -> wasmtime::Result<()> {
         // Closing the connection rolls back a transaction the guest left open.
         self.table.delete(this)?;
         self.sqlite_open = self.sqlite_open.saturating_sub(1);

@@ -11,6 +11,7 @@ pub mod handling;
 pub mod headers;
 pub mod health;
 pub mod http;
+pub mod json;
 pub mod log;
 pub mod metrics;
 pub mod parked;

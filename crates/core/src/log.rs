@@ -5,7 +5,7 @@
 //! here and nowhere else.
 
 use crate::payload::days_from_civil;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub const DUPLICATE_EVENT: &str = "Duplicate event detected";
 pub const AGENT_LOOKUP_FAILED: &str = "Agent lookup failed";
@@ -39,36 +39,60 @@ impl Level {
 #[derive(Debug, Clone)]
 pub struct LogLine {
     pub level: Level,
-    fields: Map<String, Value>,
+    msg: String,
+    /// In the order they were added; a key added again keeps its place and
+    /// takes the new value.
+    fields: Vec<(String, Value)>,
 }
 
 impl LogLine {
     pub fn new(level: Level, msg: &str) -> Self {
-        let mut fields = Map::new();
-        fields.insert("level".into(), level.as_str().into());
-        fields.insert("msg".into(), msg.into());
-        LogLine { level, fields }
+        LogLine {
+            level,
+            msg: msg.to_string(),
+            fields: Vec::new(),
+        }
     }
 
     /// Adds a field; `None` values are left out so lines stay short.
     pub fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
         let value = value.into();
-        if !value.is_null() {
-            self.fields.insert(key.into(), value);
+        if value.is_null() || matches!(key, "ts" | "level" | "msg") {
+            return self;
+        }
+        match self.fields.iter_mut().find(|(k, _)| k == key) {
+            Some(field) => field.1 = value,
+            None => self.fields.push((key.to_string(), value)),
         }
         self
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.fields.get(key)
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    /// The line as JSON, `ts` first.
+    /// The line as one JSON object: `ts`, `level` and `msg` first, then the
+    /// fields in the order they were added. Written straight into one string
+    /// (a log line is built on every request's path).
     pub fn render(&self, now_ms: i64) -> String {
-        let mut line = Map::new();
-        line.insert("ts".into(), rfc3339(now_ms).into());
-        line.extend(self.fields.clone());
-        Value::Object(line).to_string()
+        let mut out = Vec::with_capacity(160 + 48 * self.fields.len());
+        out.extend_from_slice(b"{\"ts\":\"");
+        out.extend_from_slice(rfc3339(now_ms).as_bytes());
+        out.extend_from_slice(b"\",\"level\":\"");
+        out.extend_from_slice(self.level.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"msg\":");
+        // Writing JSON into a Vec cannot fail: the writer never errors and
+        // every key is a string.
+        let _ = serde_json::to_writer(&mut out, &self.msg);
+        for (key, value) in &self.fields {
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, value);
+        }
+        out.push(b'}');
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -133,5 +157,19 @@ mod tests {
         assert_eq!(value["call_id"], "call-1");
         assert_eq!(value["ts"], "1970-01-01T00:00:00.000Z");
         assert!(value.get("org_id").is_none());
+    }
+
+    #[test]
+    fn fields_keep_their_order_and_a_repeated_key_its_place() {
+        let line = LogLine::new(Level::Info, "a \"quoted\" msg")
+            .field("outcome", "recorded")
+            .field("status", 200)
+            .field("outcome", "duplicate")
+            .field("msg", "not this")
+            .render(0);
+        assert_eq!(
+            line,
+            r#"{"ts":"1970-01-01T00:00:00.000Z","level":"INFO","msg":"a \"quoted\" msg","outcome":"duplicate","status":200}"#
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! unknown keys are ignored and open enums stay strings; what the product relies
 //! on is required, and every rejection names the field path that failed.
 
-use serde_json::{Map, Value};
+use crate::json::{self, Json, Shape, LEAF};
 use std::fmt;
 
 /// Why a body is not a usable server message; `field` is a JSON path such as
@@ -124,12 +124,79 @@ impl ServerMessage {
     }
 }
 
+/// Every member of a server message that a rule below reads; the rest of the
+/// body is checked (it must be valid JSON) and dropped. A rule that reads a
+/// member missing here fails the unit tests (`Node::optional`).
+static ROOT: Shape = Shape {
+    members: &[("message", &MESSAGE)],
+};
+static MESSAGE: Shape = Shape {
+    members: &[
+        ("type", &LEAF),
+        ("call", &CALL),
+        ("status", &LEAF),
+        ("customer", &NUMBER),
+        ("phoneNumber", &PHONE_NUMBER),
+        ("assistant", &ID),
+        ("destination", &DESTINATION),
+        ("timestamp", &LEAF),
+        ("endedReason", &LEAF),
+        ("startedAt", &LEAF),
+        ("endedAt", &LEAF),
+        ("durationSeconds", &LEAF),
+        ("cost", &LEAF),
+        ("summary", &LEAF),
+        ("transcript", &LEAF),
+        ("recordingUrl", &LEAF),
+        ("artifact", &ARTIFACT),
+        ("analysis", &ANALYSIS),
+    ],
+};
+static CALL: Shape = Shape {
+    members: &[
+        ("id", &LEAF),
+        ("orgId", &LEAF),
+        ("type", &LEAF),
+        ("assistantId", &LEAF),
+        ("phoneNumberId", &LEAF),
+        ("phoneCallProvider", &LEAF),
+        ("webCallUrl", &LEAF),
+        ("customer", &NUMBER),
+        ("transport", &TRANSPORT),
+        ("metadata", &METADATA),
+    ],
+};
+static NUMBER: Shape = Shape {
+    members: &[("number", &LEAF)],
+};
+static PHONE_NUMBER: Shape = Shape {
+    members: &[("number", &LEAF), ("assistantId", &LEAF)],
+};
+static ID: Shape = Shape {
+    members: &[("id", &LEAF)],
+};
+static DESTINATION: Shape = Shape {
+    members: &[("number", &LEAF), ("sipUri", &LEAF)],
+};
+static TRANSPORT: Shape = Shape {
+    members: &[("provider", &LEAF)],
+};
+static METADATA: Shape = Shape {
+    members: &[("isTestCall", &LEAF)],
+};
+static ARTIFACT: Shape = Shape {
+    members: &[("transcript", &LEAF), ("recordingUrl", &LEAF)],
+};
+static ANALYSIS: Shape = Shape {
+    members: &[("summary", &LEAF)],
+};
+
 /// Parses and validates a request body.
 pub fn parse(body: &[u8]) -> Result<ServerMessage, PayloadError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(error("body", "is empty; expected a JSON object"));
     }
-    let document: Value = serde_json::from_slice(body).map_err(|e| {
+    let document = json::read(body, &ROOT).map_err(|e| {
         let problem = match e.classify() {
             serde_json::error::Category::Io | serde_json::error::Category::Eof => {
                 format!(
@@ -146,7 +213,11 @@ pub fn parse(body: &[u8]) -> Result<ServerMessage, PayloadError> {
         };
         error("body", &problem)
     })?;
-    let root = Node::root(&document);
+    parse_document(&document)
+}
+
+fn parse_document(document: &Json<'_>) -> Result<ServerMessage, PayloadError> {
+    let root = Node::root(document, &ROOT);
     root.object()?;
     let message = root.required("message")?;
     message.object()?;
@@ -210,7 +281,7 @@ pub fn parse(body: &[u8]) -> Result<ServerMessage, PayloadError> {
     })
 }
 
-fn parse_call(call: &Node<'_>) -> Result<Call, PayloadError> {
+fn parse_call(call: &Node<'_, '_>) -> Result<Call, PayloadError> {
     call.object()?;
     let customer_number = match call.optional("customer") {
         Some(customer) => {
@@ -228,9 +299,8 @@ fn parse_call(call: &Node<'_>) -> Result<Call, PayloadError> {
     };
     let marked_test = match call.optional("metadata") {
         Some(metadata) => metadata
-            .value
-            .get("isTestCall")
-            .and_then(Value::as_bool)
+            .optional("isTestCall")
+            .and_then(|flag| flag.value.as_bool())
             .unwrap_or(false),
         None => false,
     };
@@ -250,18 +320,19 @@ fn parse_call(call: &Node<'_>) -> Result<Call, PayloadError> {
 
 /// Report fields live under `artifact` and `analysis` in the current schema and
 /// at the top level in 2024 payloads (FACTS §3.2); the current place wins.
-fn parse_report(message: &Node<'_>) -> Result<Report, PayloadError> {
+fn parse_report(message: &Node<'_, '_>) -> Result<Report, PayloadError> {
     let artifact = message.optional("artifact");
     let analysis = message.optional("analysis");
     for part in [&artifact, &analysis].into_iter().flatten() {
         part.object()?;
     }
-    let nested = |node: &Option<Node<'_>>, key: &str| -> Result<Option<String>, PayloadError> {
-        match node {
-            Some(node) => node.opt_str(key),
-            None => Ok(None),
-        }
-    };
+    let nested =
+        |node: &Option<Node<'_, '_>>, key: &'static str| -> Result<Option<String>, PayloadError> {
+            match node {
+                Some(node) => node.opt_str(key),
+                None => Ok(None),
+            }
+        };
     let started_at = message.opt_str("startedAt")?;
     let ended_at = message.opt_str("endedAt")?;
     let duration_seconds = match message.opt_f64("durationSeconds")? {
@@ -292,58 +363,87 @@ fn error(field: &str, problem: &str) -> PayloadError {
     }
 }
 
-/// A value and the path that reached it, so every error can name its field.
-struct Node<'a> {
-    value: &'a Value,
-    path: String,
+/// A value, its shape and how it was reached, so every error can name its
+/// field. The path is spelled out only for an error.
+struct Node<'a, 'p> {
+    value: &'a Json<'a>,
+    shape: &'static Shape,
+    /// The member name that reached this node; empty for the document.
+    key: &'static str,
+    parent: Option<&'p Node<'a, 'p>>,
 }
 
-impl<'a> Node<'a> {
-    fn root(value: &'a Value) -> Self {
+impl<'a, 'p> Node<'a, 'p> {
+    fn root(value: &'a Json<'a>, shape: &'static Shape) -> Self {
         Node {
             value,
-            path: String::new(),
+            shape,
+            key: "",
+            parent: None,
         }
     }
 
-    fn path(&self) -> &str {
-        if self.path.is_empty() {
-            "body"
-        } else {
-            &self.path
+    /// `message.call.id`, or `body` for the document itself.
+    fn path(&self) -> String {
+        let mut keys = Vec::new();
+        let mut node = Some(self);
+        while let Some(current) = node {
+            if !current.key.is_empty() {
+                keys.push(current.key);
+            }
+            node = current.parent;
         }
+        if keys.is_empty() {
+            return "body".to_string();
+        }
+        keys.reverse();
+        keys.join(".")
     }
 
     fn child_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
+        match self.parent {
+            None => key.to_string(),
+            Some(_) => format!("{}.{key}", self.path()),
         }
     }
 
     fn fail(&self, problem: &str) -> PayloadError {
-        error(self.path(), problem)
+        error(&self.path(), problem)
     }
 
-    fn object(&self) -> Result<&'a Map<String, Value>, PayloadError> {
-        self.value
-            .as_object()
-            .ok_or_else(|| self.fail(&format!("expected an object, got {}", kind(self.value))))
+    fn object(&self) -> Result<(), PayloadError> {
+        if self.value.is_object() {
+            Ok(())
+        } else {
+            Err(self.fail(&format!("expected an object, got {}", self.value.kind())))
+        }
     }
 
     /// A present, non-null member.
-    fn optional(&self, key: &str) -> Option<Node<'a>> {
+    fn optional(&'p self, key: &'static str) -> Option<Node<'a, 'p>> {
+        let shape = self.shape.members.iter().find(|(name, _)| *name == key);
+        // A member the shape does not keep always reads as absent: a rule that
+        // reads one is a bug, caught by every unit test that reaches it.
+        if cfg!(test) {
+            assert!(
+                shape.is_some(),
+                "{}: not in the shape",
+                self.child_path(key)
+            );
+        }
+        let (_, shape) = shape?;
         match self.value.get(key) {
-            None | Some(Value::Null) => None,
+            None | Some(Json::Null) => None,
             Some(value) => Some(Node {
                 value,
-                path: self.child_path(key),
+                shape,
+                key,
+                parent: Some(self),
             }),
         }
     }
 
-    fn required(&self, key: &str) -> Result<Node<'a>, PayloadError> {
+    fn required(&'p self, key: &'static str) -> Result<Node<'a, 'p>, PayloadError> {
         self.optional(key)
             .ok_or_else(|| error(&self.child_path(key), "is required"))
     }
@@ -352,57 +452,46 @@ impl<'a> Node<'a> {
         match self.value.as_str() {
             Some(s) if !s.trim().is_empty() => Ok(s),
             Some(_) => Err(self.fail("must not be empty")),
-            None => Err(self.fail(&format!("expected a string, got {}", kind(self.value)))),
+            None => Err(self.fail(&format!("expected a string, got {}", self.value.kind()))),
         }
     }
 
-    fn opt_str(&self, key: &str) -> Result<Option<String>, PayloadError> {
+    fn opt_str(&'p self, key: &'static str) -> Result<Option<String>, PayloadError> {
         match self.optional(key) {
             None => Ok(None),
             Some(node) => match node.value.as_str() {
                 Some(s) if s.trim().is_empty() => Ok(None),
                 Some(s) => Ok(Some(s.to_string())),
-                None => Err(node.fail(&format!("expected a string, got {}", kind(node.value)))),
+                None => Err(node.fail(&format!("expected a string, got {}", node.value.kind()))),
             },
         }
     }
 
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>, PayloadError> {
+    fn opt_f64(&'p self, key: &'static str) -> Result<Option<f64>, PayloadError> {
         match self.optional(key) {
             None => Ok(None),
-            Some(node) => match node.value.as_f64() {
+            Some(node) => match node.value.as_number().and_then(|n| n.as_f64()) {
                 Some(n) if n.is_finite() => Ok(Some(n)),
-                _ => Err(node.fail(&format!("expected a number, got {}", kind(node.value)))),
+                _ => Err(node.fail(&format!("expected a number, got {}", node.value.kind()))),
             },
         }
     }
 
-    fn opt_timestamp_ms(&self, key: &str) -> Result<Option<i64>, PayloadError> {
+    fn opt_timestamp_ms(&'p self, key: &'static str) -> Result<Option<i64>, PayloadError> {
         let Some(node) = self.optional(key) else {
             return Ok(None);
         };
         let parsed = match node.value {
-            Value::Number(n) => n
+            Json::Number(n) => n
                 .as_i64()
                 .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
                 .filter(|ms| *ms >= 0),
-            Value::String(s) => iso_to_ms(s),
+            Json::String(s) => iso_to_ms(s),
             _ => None,
         };
         parsed
             .map(Some)
             .ok_or_else(|| node.fail("expected Unix milliseconds or an ISO-8601 time"))
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -496,7 +585,7 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!(
@@ -643,6 +732,85 @@ mod tests {
         assert_eq!(parse(deep.as_bytes()).unwrap_err().field, "body");
         // Numbers beyond f64 are rejected by the parser, huge integers become floats.
         assert_eq!(parse(b"{\"message\": 1e999}").unwrap_err().field, "body");
+    }
+
+    /// `parse` gives what the same rules give on the whole `serde_json::Value`
+    /// of the body, for every shared example and thousands of mutations of them.
+    #[test]
+    fn parses_as_the_whole_document_would() {
+        let reference = |body: &[u8]| -> Result<ServerMessage, PayloadError> {
+            match serde_json::from_slice::<Value>(body) {
+                Ok(value) => parse_document(&json::from_value(&value, &ROOT)),
+                // The text differs (line and column); that both refuse is the point.
+                Err(_) => Err(error("body", "")),
+            }
+        };
+        let same = |body: &[u8]| {
+            let (ours, theirs) = (parse(body), reference(body));
+            match (&ours, &theirs) {
+                (Err(a), Err(b)) if a.field == "body" && b.field == "body" => {}
+                _ => assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(body)),
+            }
+        };
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let swaps: &[&[u8]] = &[
+            b"\"\"",
+            b"null",
+            b"7",
+            b"[]",
+            b"{}",
+            b"\" \"",
+            b"true",
+            b"\"2024-07-15T05:45:29Z\"",
+        ];
+        let dir = format!(
+            "{}/../../../shared/vapi/examples",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            same(&body);
+            // Replace the value after a random `":` with another JSON value,
+            // so the rules meet wrong types, empties and nulls everywhere.
+            let colons: Vec<usize> = body
+                .windows(2)
+                .enumerate()
+                .filter(|(_, w)| w == b"\":")
+                .map(|(i, _)| i + 2)
+                .collect();
+            for _ in 0..400 {
+                let at = colons[(next() as usize) % colons.len()];
+                let rest = &body[at..];
+                let skip = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                let end = match rest.get(skip) {
+                    Some(b'"') => rest[skip + 1..]
+                        .iter()
+                        .position(|b| *b == b'"')
+                        .map(|p| skip + p + 2),
+                    Some(b'{' | b'[') => None,
+                    _ => rest.iter().position(|b| matches!(b, b',' | b'}' | b']')),
+                };
+                let Some(end) = end else { continue };
+                let swap = swaps[(next() as usize) % swaps.len()];
+                let mut mutated = body[..at].to_vec();
+                mutated.extend_from_slice(swap);
+                mutated.extend_from_slice(&rest[end..]);
+                same(&mutated);
+                checked += 1;
+            }
+        }
+        assert!(checked > 3000, "{checked}");
     }
 
     #[test]

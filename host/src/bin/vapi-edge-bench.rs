@@ -32,11 +32,14 @@ const USAGE: &str = "usage:
                   [--concurrency 8] [--requests 2000 | --duration-s 10] [--warmup 200]
                   [--mode unique|duplicate] [--assistant-id ID] [--fixture PATH]
                   [--path /webhooks/vapi] [--timeout-ms 30000] [--threads 1]
+                  [--server-pid PID]
 
 Seeds one agent (unless --assistant-id is given), then sends signed inbound
 call-start webhooks at a fixed concurrency over keep-alive HTTP/1.1. Only
 loopback targets are accepted. Exits non-zero when any request failed or the
-database check does not match.";
+database check does not match. With --server-pid (Linux), it also reports
+the CPU time per request of the server, PostgreSQL, Redis and itself over the
+measured requests, from /proc.";
 
 const ORG_ID: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
 const FIXTURE: &str = "shared/vapi/examples/03-inbound-status-update-in-progress.json";
@@ -111,6 +114,7 @@ struct Options {
     fixture: PathBuf,
     timeout: Duration,
     threads: usize,
+    server_pid: Option<u32>,
 }
 
 impl Options {
@@ -130,6 +134,7 @@ impl Options {
             "--path",
             "--timeout-ms",
             "--threads",
+            "--server-pid",
         ];
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
@@ -235,6 +240,13 @@ impl Options {
             fixture,
             timeout: Duration::from_millis(timeout_ms),
             threads,
+            server_pid: match values.get("--server-pid") {
+                None => None,
+                Some(v) => Some(
+                    v.parse()
+                        .map_err(|_| format!("--server-pid must be a process id, not `{v}`"))?,
+                ),
+            },
         })
     }
 }
@@ -837,7 +849,12 @@ async fn run(options: Options) -> Result<bool> {
     }
 
     let rows_before = count_rows(&db, None).await?;
+    let cpu_before = options.server_pid.map(CpuSplit::read);
     let result = phase(target.clone(), bodies, options.concurrency, options.bound).await;
+    let cpu_used = options
+        .server_pid
+        .zip(cpu_before)
+        .map(|(pid, before)| CpuSplit::read(pid).since(&before));
     let rows_after = count_rows(&db, None).await?;
 
     let tally = &result.tally;
@@ -912,7 +929,33 @@ async fn run(options: Options) -> Result<bool> {
         ok &= matches;
     }
 
-    let summary = serde_json::json!({
+    let mut cpu_fields = serde_json::Map::new();
+    if let Some(used) = &cpu_used {
+        let per_request = |ticks: u64| {
+            let us = ticks as f64 * 1e6 / clock_ticks_per_second() / tally.requests.max(1) as f64;
+            (us * 10.0).round() / 10.0
+        };
+        let split = [
+            ("server", used.server),
+            ("postgres", used.postgres),
+            ("redis", used.redis),
+            ("driver", used.driver),
+        ];
+        let shown: Vec<String> = split
+            .iter()
+            .map(|(name, ticks)| format!("{name} {:.1}", per_request(*ticks)))
+            .collect();
+        println!(
+            "cpu µs per request: {} (total {:.1}; from /proc, {} ms resolution)",
+            shown.join(", "),
+            per_request(split.iter().map(|(_, t)| t).sum()),
+            1000.0 / clock_ticks_per_second()
+        );
+        for (name, ticks) in split {
+            cpu_fields.insert(format!("cpu_us_{name}"), per_request(ticks).into());
+        }
+    }
+    let mut summary = serde_json::json!({
         "mode": options.mode.name(),
         "concurrency": options.concurrency,
         "requests": tally.requests,
@@ -923,13 +966,98 @@ async fn run(options: Options) -> Result<bool> {
         "p99_ms": round3(ms(h.quantile(0.99))),
         "max_ms": round3(ms(h.max)),
     });
+    if let Some(object) = summary.as_object_mut() {
+        object.extend(cpu_fields);
+    }
     println!("{summary}");
     Ok(ok)
+}
+
+/// CPU time (user + system, in clock ticks) used so far by the server, every
+/// PostgreSQL and Redis process, and this driver: where the cores went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct CpuSplit {
+    server: u64,
+    postgres: u64,
+    redis: u64,
+    driver: u64,
+}
+
+impl CpuSplit {
+    fn read(server_pid: u32) -> CpuSplit {
+        let mut split = CpuSplit {
+            server: process_ticks(&format!("/proc/{server_pid}/stat"))
+                .map_or(0, |(_, ticks)| ticks),
+            driver: process_ticks("/proc/self/stat").map_or(0, |(_, ticks)| ticks),
+            ..CpuSplit::default()
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return split;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            match process_ticks(&format!("/proc/{pid}/stat")) {
+                Some((command, ticks)) if command == "postgres" => split.postgres += ticks,
+                Some((command, ticks)) if command == "redis-server" => split.redis += ticks,
+                _ => {}
+            }
+        }
+        split
+    }
+
+    /// What was used between `earlier` and this reading. A PostgreSQL backend
+    /// that exited in between takes its time with it, so that share may read low.
+    fn since(&self, earlier: &CpuSplit) -> CpuSplit {
+        CpuSplit {
+            server: self.server.saturating_sub(earlier.server),
+            postgres: self.postgres.saturating_sub(earlier.postgres),
+            redis: self.redis.saturating_sub(earlier.redis),
+            driver: self.driver.saturating_sub(earlier.driver),
+        }
+    }
+}
+
+/// (command, utime + stime) from a `/proc/PID/stat` line.
+fn process_ticks(path: &str) -> Option<(String, u64)> {
+    parse_stat(&std::fs::read_to_string(path).ok()?)
+}
+
+fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    // The command is in parentheses and may itself hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let command = stat.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // After the command: state is field 3 of proc(5); utime and stime are 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((command, utime + stime))
+}
+
+/// `sysconf(_SC_CLK_TCK)`: 100 on every Linux this runs on (the kernel's USER_HZ).
+fn clock_ticks_per_second() -> f64 {
+    100.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::Histogram;
+
+    #[test]
+    fn stat_lines_give_the_command_and_its_cpu_ticks() {
+        let line = "4242 (postgres: post) S 1 4242 4242 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0";
+        assert_eq!(
+            super::parse_stat(line),
+            Some(("postgres: post".to_string(), 22))
+        );
+        assert_eq!(super::parse_stat("garbage"), None);
+    }
 
     #[test]
     fn histogram_buckets_are_tight() {
