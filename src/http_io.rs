@@ -67,6 +67,11 @@ pub fn write_response(out: ResponseOutparam, response: Response) {
     for (name, value) in &response.headers {
         entries.push((name.to_string(), value.as_bytes().to_vec()));
     }
+    // A known length: the host sends the body as it is, not in chunks.
+    entries.push((
+        "content-length".to_string(),
+        response.body.len().to_string().into_bytes(),
+    ));
     let fields = Fields::from_list(&entries).unwrap_or_else(|_| Fields::new());
     let outgoing = OutgoingResponse::new(fields);
     let _ = outgoing.set_status_code(response.status);

@@ -9,7 +9,7 @@ use crate::claim::{self, Claim};
 use crate::logging::emit;
 use crate::relay::Notification;
 use crate::services::{self, now_ms, variable};
-use crate::store::{Agent, DbError, DeadLetter, EventRow, Recorded, Target};
+use crate::store::{Agent, DbError, DeadLetter, EventRow, Recorded, Store, Target};
 use serde_json::{json, Value};
 use std::time::Instant;
 use vapi_edge_core::handling::{self, CallRecord, Plan, PlanError, DEFAULT_RETRY_MS};
@@ -30,6 +30,10 @@ struct Context {
     verified: bool,
     error_class: Option<&'static str>,
     dead_letter: Option<DeadLetter>,
+    /// The store as configured, once the settings are read.
+    target: Option<Target>,
+    /// The connection the event was recorded on, reused for what follows.
+    store: Option<Store>,
 }
 
 impl Context {
@@ -91,14 +95,25 @@ impl Answer {
 /// Work that follows the response: the event record and the notification.
 #[derive(Default)]
 pub struct After {
-    pub event: Option<(Target, EventRow)>,
+    pub event: Option<EventRecord>,
     pub notification: Option<Notification>,
+}
+
+/// The row for `webhook_events`, and where to write it: on the request's own
+/// connection when it has one (one pool checkout per request, not two).
+pub struct EventRecord {
+    target: Target,
+    store: Option<Store>,
+    row: EventRow,
 }
 
 impl After {
     pub fn run(self) {
-        if let Some((target, row)) = self.event {
-            let written = target.open().and_then(|db| db.insert_event_row(&row));
+        if let Some(EventRecord { target, store, row }) = self.event {
+            let written = match store {
+                Some(db) => db.insert_event_row(&row),
+                None => target.open().and_then(|db| db.insert_event_row(&row)),
+            };
             if let Err(error) = written {
                 emit(
                     &LogLine::new(Level::Warn, "Event record not written")
@@ -140,20 +155,21 @@ fn finish(answer: Answer, mut context: Context, started: Instant) -> (Response, 
             ("duration_ms", duration_ms(started).into()),
         ],
     );
-    let event = context.verified.then(|| {
-        (
-            Target::configured(),
-            EventRow {
-                message_type: context.text("event_type"),
-                call_id: context.text("call_id"),
-                org_id: context.text("org_id"),
-                direction: context.text("direction"),
-                outcome: answer.outcome.to_string(),
-                status,
-                duration_ms: duration_ms(started),
-                error_class: context.error_class.map(str::to_string),
-            },
-        )
+    let target = context.target.take().unwrap_or_else(Target::configured);
+    let store = context.store.take();
+    let event = context.verified.then(|| EventRecord {
+        target,
+        store,
+        row: EventRow {
+            message_type: context.text("event_type"),
+            call_id: context.text("call_id"),
+            org_id: context.text("org_id"),
+            direction: context.text("direction"),
+            outcome: answer.outcome.to_string(),
+            status,
+            duration_ms: duration_ms(started),
+            error_class: context.error_class.map(str::to_string),
+        },
     });
     let after = After {
         event,
@@ -165,8 +181,11 @@ fn finish(answer: Answer, mut context: Context, started: Instant) -> (Response, 
 /// Stores a failed request for replay: in the database, or when the database
 /// is what failed, in the key-value store until `POST /admin/replay` moves it.
 fn keep_dead_letter(context: &Context, letter: DeadLetter) {
-    let target = Target::configured();
-    let in_database = target.open().and_then(|db| db.upsert_dead_letter(&letter));
+    let target = context.target.clone().unwrap_or_else(Target::configured);
+    let in_database = match &context.store {
+        Some(db) => db.upsert_dead_letter(&letter),
+        None => target.open().and_then(|db| db.upsert_dead_letter(&letter)),
+    };
     let Err(db_error) = in_database else {
         context.log(
             Level::Warn,
@@ -267,6 +286,7 @@ fn process_verified(body: &[u8], context: &mut Context, mode: Mode) -> Answer {
         Ok(settings) => settings,
         Err(problem) => return misconfigured(context, &problem),
     };
+    context.target = Some(settings.target.clone());
     if message.kind == MessageKind::AssistantRequest {
         return answer_assistant_request(&message, &settings, context);
     }
@@ -507,6 +527,19 @@ fn record_with_retry(
         Ok(db) => db,
         Err(error) => return database_unavailable(context, &error),
     };
+    let answer = record_on(&db, settings, record, delays, context, message);
+    context.store = Some(db);
+    answer
+}
+
+fn record_on(
+    db: &Store,
+    settings: &Settings,
+    record: &CallRecord,
+    delays: &[u64],
+    context: &mut Context,
+    message: &ServerMessage,
+) -> Answer {
     let mut retries = delays.iter();
     loop {
         match db.record_event(record, settings.rollout_percent) {

@@ -731,6 +731,88 @@ async fn unhandled_message_types_are_acknowledged_without_side_effects(store: St
     assert_eq!(app.db.count("SELECT count(*) FROM call_logs").await, 0);
 }
 
+/// The statements the host sent through `proxy` since `from`, once `count` of
+/// them have arrived and nothing more follows for a moment.
+async fn statements_since(proxy: &PgProxy, from: usize, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.executed().len() < from + count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.executed()[from..].to_vec()
+}
+
+/// A call-start event costs one database round trip: the recording statement
+/// (agent, lead, idempotency record, call_tracking and call_logs in one).
+/// The only other statement is the event record for /metrics, sent after the
+/// response; a duplicate caught by the key-value store sends only that one.
+/// Counted on the wire, by a proxy that reads every statement the host sends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_start_event_is_one_database_round_trip() {
+    use vapi_edge_core::sql::{INSERT_EVENT_ROW, RECORD_EVENT};
+    let proxy = PgProxy::start().await;
+    let db = TestDb::migrated().await;
+    let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let extra = vec![
+        ("pg_url".to_string(), proxy.url(&db)),
+        ("pg_allowed_host".to_string(), proxy.allowed_host()),
+    ];
+    let app = WebhookApp::start_with_db(
+        db,
+        AppOptions {
+            extra,
+            ..Default::default()
+        },
+    );
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        let body = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
+        let from = proxy.executed().len();
+        assert_eq!(app.deliver(&body).await.json()["outcome"], "recorded");
+        let sent = statements_since(&proxy, from, 2).await;
+        assert_eq!(
+            sent,
+            [RECORD_EVENT, INSERT_EVENT_ROW],
+            "statements of one call-start"
+        );
+        bodies.push(body);
+    }
+    let from = proxy.executed().len();
+    assert_eq!(app.deliver(&bodies[0]).await.json()["outcome"], "duplicate");
+    assert_eq!(statements_since(&proxy, from, 1).await, [INSERT_EVENT_ROW]);
+}
+
+/// Answers say how long they are (no chunked encoding), and `HEAD /healthz`
+/// answers the status and headers of `GET` without a body.
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_carry_their_length_and_head_has_no_body() {
+    let app = WebhookApp::start(AppOptions::default()).await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let answers = [
+        app.deliver(&inbound_start(&call_id, &agent.assistant_id, CALLER))
+            .await,
+        app.deliver_bytes(b"{\"message\": {}}").await,
+        app.host.get("/healthz").await,
+    ];
+    for answer in &answers {
+        let length = answer
+            .headers
+            .get("content-length")
+            .map(|v| v.to_str().unwrap());
+        assert_eq!(
+            length,
+            Some(answer.body.len().to_string().as_str()),
+            "{}",
+            answer.text()
+        );
+        assert!(answer.headers.get("transfer-encoding").is_none());
+    }
+    let head = send(app.host.addr, "HEAD", "/healthz", &[], Vec::new()).await;
+    assert_eq!(head.status, answers[2].status);
+    assert!(head.body.is_empty());
+}
+
 /// Sends only the head of a POST announcing `length` bytes and reads the status
 /// line: the server must answer without waiting for the body.
 async fn status_of_oversized_post(addr: std::net::SocketAddr, length: usize) -> u16 {

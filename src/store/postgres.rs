@@ -7,7 +7,7 @@
 use super::{Agent, DbError, DeadLetter, EventRow, Recorded};
 use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError};
 use vapi_edge_core::handling::CallRecord;
-use vapi_edge_core::sql::RECORD_EVENT;
+use vapi_edge_core::sql::{self, RECORD_EVENT};
 
 impl From<PgError> for DbError {
     fn from(error: PgError) -> Self {
@@ -147,9 +147,7 @@ pub fn record_event(
 
 pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> {
     db.execute(
-        "INSERT INTO webhook_events
-             (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class)
-         VALUES ($1::text, $2::text, $3::text::uuid, $4::text, $5::text, $6::int2, $7::float8, $8::text)",
+        sql::INSERT_EVENT_ROW,
         &[
             optional_text(&row.message_type),
             optional_text(&row.call_id),

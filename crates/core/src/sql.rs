@@ -81,6 +81,12 @@ SELECT agent.id::text, agent.org_id::text, agent.name,
        agent.in_rollout
 FROM agent";
 
+/// Adds one row to `webhook_events`, the durable record `/metrics` is
+/// computed from (written after the response).
+pub const INSERT_EVENT_ROW: &str = "INSERT INTO webhook_events
+    (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class)
+VALUES ($1::text, $2::text, $3::text::uuid, $4::text, $5::text, $6::int2, $7::float8, $8::text)";
+
 /// The parameters of [`RECORD_EVENT`], in order (`$1`..`$22`).
 pub const RECORD_EVENT_PARAMS: [&str; 22] = [
     "assistant_id",

@@ -52,7 +52,7 @@ use vapi_edge_core::log::{self as terms, Level, LogLine};
 use vapi_edge_core::payload::{self, MessageKind};
 use vapi_edge_core::phone::Country;
 use vapi_edge_core::rollout;
-use vapi_edge_core::sql::{RECORD_EVENT, RECORD_EVENT_PARAMS};
+use vapi_edge_core::sql::{INSERT_EVENT_ROW, RECORD_EVENT, RECORD_EVENT_PARAMS};
 use vapi_edge_core::verify::VerifyConfig;
 
 const USAGE: &str = "usage:
@@ -65,11 +65,6 @@ prints `Serving http://ADDR` once listening. Loopback addresses only.";
 
 /// `claim::DEFAULT_LEASE_MS` in the component.
 const DEFAULT_LEASE_MS: i64 = 30_000;
-
-/// `store::insert_event_row` in the component, verbatim.
-const INSERT_EVENT_ROW: &str = "INSERT INTO webhook_events
-             (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class)
-         VALUES ($1::text, $2::text, $3::text::uuid, $4::text, $5::text, $6::int2, $7::float8, $8::text)";
 
 /// The variables the component reads, with the defaults spin.toml gives them
 /// (`vapi_hmac_secret` comes from `--hmac-secret`; `pg_url` from `--pg-url`).

@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -966,6 +967,63 @@ pub struct PgProxy {
     pub addr: SocketAddr,
     up: Arc<std::sync::atomic::AtomicBool>,
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    executed: Arc<Mutex<Vec<String>>>,
+}
+
+/// Reads the client's side of the PostgreSQL wire protocol as it passes and
+/// notes the SQL of every statement the server is asked to run: one entry per
+/// simple `Query`, and per `Bind` of a prepared statement (whose text came in
+/// its `Parse`). A statement bound and executed in one `Bind`/`Execute`/`Sync`
+/// exchange is one round trip.
+struct FrontendReader {
+    buffer: Vec<u8>,
+    /// Before the startup message, messages have no type byte.
+    started: bool,
+    /// Prepared statement name -> its SQL, on this connection.
+    prepared: HashMap<String, String>,
+    executed: Arc<Mutex<Vec<String>>>,
+}
+
+impl FrontendReader {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+        loop {
+            let header = if self.started { 5 } else { 4 };
+            if self.buffer.len() < header {
+                return;
+            }
+            let at = header - 4;
+            let length = u32::from_be_bytes(self.buffer[at..at + 4].try_into().unwrap()) as usize;
+            let total = at + length;
+            if self.buffer.len() < total {
+                return;
+            }
+            let message: Vec<u8> = self.buffer.drain(..total).collect();
+            if !self.started {
+                // SSLRequest and GSSENCRequest come before the startup message.
+                let code = u32::from_be_bytes(message[4..8].try_into().unwrap());
+                self.started = !matches!(code, 80_877_103 | 80_877_104);
+                continue;
+            }
+            let body = &message[5..];
+            let cstrings: Vec<String> = body
+                .split(|b| *b == 0)
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect();
+            match message[0] {
+                b'P' => {
+                    self.prepared
+                        .insert(cstrings[0].clone(), cstrings[1].clone());
+                }
+                b'B' => {
+                    let sql = self.prepared.get(&cstrings[1]).cloned().unwrap_or_default();
+                    self.executed.lock().unwrap().push(sql);
+                }
+                b'Q' => self.executed.lock().unwrap().push(cstrings[0].clone()),
+                _ => {}
+            }
+        }
+    }
 }
 
 impl PgProxy {
@@ -974,7 +1032,8 @@ impl PgProxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (flag, tasks) = (up.clone(), connections.clone());
+        let executed: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (flag, tasks, log) = (up.clone(), connections.clone(), executed.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -984,10 +1043,38 @@ impl PgProxy {
                     drop(client);
                     continue;
                 }
+                let mut reader = FrontendReader {
+                    buffer: Vec::new(),
+                    started: false,
+                    prepared: HashMap::new(),
+                    executed: log.clone(),
+                };
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                        return;
+                    };
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let (mut from_client, mut to_client) = client.split();
+                    let upstream = async {
+                        let mut chunk = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            reader.feed(&chunk[..n]);
+                            if to_server.write_all(&chunk[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_server.shutdown().await;
+                    };
+                    let downstream = async {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                        let _ = to_client.shutdown().await;
+                    };
+                    tokio::join!(upstream, downstream);
                 });
                 tasks.lock().unwrap().push(task.abort_handle());
             }
@@ -996,7 +1083,13 @@ impl PgProxy {
             addr,
             up,
             connections,
+            executed,
         }
+    }
+
+    /// The SQL of every statement run through the proxy so far, in order.
+    pub fn executed(&self) -> Vec<String> {
+        self.executed.lock().unwrap().clone()
     }
 
     /// A connection string for `db` through the proxy.
