@@ -253,6 +253,26 @@ async fn assistant_requests_are_answered_with_the_lines_receptionist(store: Stor
     app.logs("Agent lookup failed").await;
 }
 
+/// A host whose database is reached through `proxy`, so the test can take it
+/// down, with the in-memory key-value store unless `customize` sets another.
+fn app_behind(
+    proxy: &PgProxy,
+    db: TestDb,
+    customize: impl FnOnce(HostOptions) -> HostOptions,
+) -> WebhookApp {
+    let mut extra = tokens();
+    extra.extend(proxy.variables(&db));
+    WebhookApp::start_with_db_and(
+        db,
+        AppOptions {
+            redis: false,
+            extra,
+            ..Default::default()
+        },
+        customize,
+    )
+}
+
 /// A PostgreSQL outage: every affected webhook is 503 and kept as a dead
 /// letter; no partial rows; when Postgres is back, a replay processes each
 /// dead letter exactly once, and Vapi's own retries are then duplicates.
@@ -261,18 +281,8 @@ async fn dead_letters_from_an_outage_are_replayed_exactly_once() {
     let proxy = PgProxy::start().await;
     let db = TestDb::migrated().await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
-    let mut extra = tokens();
-    extra.push(("pg_url".into(), proxy.url(&db)));
-    extra.push(("pg_allowed_host".into(), proxy.allowed_host()));
     // The in-memory store: this host's own, so no other test sees its dead letters.
-    let app = WebhookApp::start_with_db(
-        db,
-        AppOptions {
-            redis: false,
-            extra,
-            ..Default::default()
-        },
-    );
+    let app = app_behind(&proxy, db, |host| host);
     let first = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
     assert_eq!(app.deliver(&first).await.status, 200);
 
@@ -377,27 +387,16 @@ async fn parked_dead_letters_are_found_among_many_other_keys() {
     let proxy = PgProxy::start().await;
     let db = TestDb::migrated().await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
-    let mut extra = tokens();
-    extra.push(("pg_url".into(), proxy.url(&db)));
-    extra.push(("pg_allowed_host".into(), proxy.allowed_host()));
-    let app = WebhookApp::start_with_db_and(
-        db,
-        AppOptions {
-            redis: false,
-            extra,
-            ..Default::default()
-        },
-        |mut host| {
-            let config = host.manifest.with_file_name("runtime-config.redis-11.toml");
-            std::fs::write(
-                &config,
-                format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{redis_url}\"\n"),
-            )
-            .unwrap();
-            host.runtime_config = Some(config);
-            host.arg("--max-memory-mb").arg("16")
-        },
-    );
+    let app = app_behind(&proxy, db, |mut host| {
+        let config = host.manifest.with_file_name("runtime-config.redis-11.toml");
+        std::fs::write(
+            &config,
+            format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{redis_url}\"\n"),
+        )
+        .unwrap();
+        host.runtime_config = Some(config);
+        host.arg("--max-memory-mb").arg("16")
+    });
     proxy.down();
     let lost: Vec<Value> = (0..2)
         .map(|_| inbound_start(&unique_id("call"), &agent.assistant_id, CALLER))

@@ -753,10 +753,7 @@ async fn a_call_start_event_is_one_database_round_trip() {
     let proxy = PgProxy::start().await;
     let db = TestDb::migrated().await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
-    let extra = vec![
-        ("pg_url".to_string(), proxy.url(&db)),
-        ("pg_allowed_host".to_string(), proxy.allowed_host()),
-    ];
+    let extra = proxy.variables(&db);
     let app = WebhookApp::start_with_db(
         db,
         AppOptions {

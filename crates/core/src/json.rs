@@ -431,28 +431,12 @@ mod tests {
 
     #[test]
     fn agrees_with_value_on_every_shared_example_and_its_mutations() {
-        let dir = format!(
-            "{}/../../../shared/vapi/examples",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        // A fixed xorshift, so a failure is reproducible.
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_support::xorshift(0x9e37_79b9_7f4a_7c15);
         let replacements: &[&[u8]] = &[
             b"\"", b"{", b"}", b"[", b"]", b",", b":", b"1e999", b"\\", b"\xc3", b"null", b"-",
         ];
         let mut checked = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let body = std::fs::read(&path).unwrap();
+        for (_, body) in crate::test_support::shared_examples() {
             agrees_with_value(&body);
             for _ in 0..300 {
                 let mut mutated = body.clone();

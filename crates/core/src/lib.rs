@@ -23,3 +23,39 @@ pub mod sql;
 pub mod sqlite;
 pub mod standard_webhooks;
 pub mod verify;
+
+/// Helpers for this crate's unit tests.
+#[cfg(test)]
+mod test_support {
+    /// A fixed xorshift sequence from `seed`: deterministic, so a failure found
+    /// with it is reproduced by running the test again.
+    /// The shared example payloads (`../shared/vapi/examples/*.json`), as
+    /// (file name, bytes), in name order.
+    pub(crate) fn shared_examples() -> Vec<(String, Vec<u8>)> {
+        let dir = format!(
+            "{}/../../../shared/vapi/examples",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut examples: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&path).unwrap())
+            })
+            .collect();
+        examples.sort();
+        examples
+    }
+
+    pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+}

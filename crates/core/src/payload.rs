@@ -752,13 +752,7 @@ mod tests {
                 _ => assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(body)),
             }
         };
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
         let swaps: &[&[u8]] = &[
             b"\"\"",
             b"null",
@@ -769,17 +763,8 @@ mod tests {
             b"true",
             b"\"2024-07-15T05:45:29Z\"",
         ];
-        let dir = format!(
-            "{}/../../../shared/vapi/examples",
-            env!("CARGO_MANIFEST_DIR")
-        );
         let mut checked = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let body = std::fs::read(&path).unwrap();
+        for (_, body) in crate::test_support::shared_examples() {
             same(&body);
             // Replace the value after a random `":` with another JSON value,
             // so the rules meet wrong types, empties and nulls everywhere.

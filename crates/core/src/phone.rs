@@ -842,13 +842,7 @@ mod tests {
             .chars()
             .collect();
         // A fixed xorshift sequence: deterministic, yet far from the shapes tested above.
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_support::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..3000 {
             let len = (next() % 300) as usize;
             let digit_heavy = next() % 2 == 0;

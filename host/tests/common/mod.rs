@@ -1101,6 +1101,15 @@ impl PgProxy {
         format!("postgres://{}", self.addr)
     }
 
+    /// The variables that send a component's database traffic for `db`
+    /// through the proxy (`AppOptions::extra`).
+    pub fn variables(&self, db: &TestDb) -> Vec<(String, String)> {
+        vec![
+            ("pg_url".into(), self.url(db)),
+            ("pg_allowed_host".into(), self.allowed_host()),
+        ]
+    }
+
     pub fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         for task in self.connections.lock().unwrap().drain(..) {
