@@ -155,22 +155,27 @@ fn finish(answer: Answer, mut context: Context, started: Instant) -> (Response, 
             ("duration_ms", duration_ms(started).into()),
         ],
     );
-    let target = context.target.take().unwrap_or_else(Target::configured);
-    let store = context.store.take();
-    let event = context.verified.then(|| EventRecord {
-        target,
-        store,
-        row: EventRow {
-            message_type: context.text("event_type"),
-            call_id: context.text("call_id"),
-            org_id: context.text("org_id"),
-            direction: context.text("direction"),
-            outcome: answer.outcome.to_string(),
-            status,
-            duration_ms: duration_ms(started),
-            error_class: context.error_class.map(str::to_string),
-        },
-    });
+    // Only verified requests are recorded (anyone can send the others).
+    let event = if context.verified {
+        let target = context.target.take().unwrap_or_else(Target::configured);
+        let store = context.store.take();
+        Some(EventRecord {
+            target,
+            store,
+            row: EventRow {
+                message_type: context.text("event_type"),
+                call_id: context.text("call_id"),
+                org_id: context.text("org_id"),
+                direction: context.text("direction"),
+                outcome: answer.outcome.to_string(),
+                status,
+                duration_ms: duration_ms(started),
+                error_class: context.error_class.map(str::to_string),
+            },
+        })
+    } else {
+        None
+    };
     let after = After {
         event,
         notification: answer.notification,

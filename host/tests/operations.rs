@@ -406,6 +406,7 @@ async fn parked_dead_letters_are_found_among_many_other_keys() {
             .iter()
             .map(|body| body["message"]["call"]["id"].as_str().unwrap().to_string())
             .collect(),
+        redis_url: redis_url.clone(),
     };
     for body in &lost {
         assert_eq!(app.deliver(body).await.status, 503);

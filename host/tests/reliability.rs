@@ -85,9 +85,11 @@ async fn postgres_outage_mid_stream_leaves_no_partial_rows_and_vapi_retries_reco
     let first_call = unique_id("call");
     let second_call = unique_id("call");
     let third_call = unique_id("call");
-    let _cleanup = ParkedDeadLetterCleanup {
-        call_ids: vec![first_call.clone(), second_call.clone(), third_call.clone()],
-    };
+    let _cleanup = ParkedDeadLetterCleanup::new(vec![
+        first_call.clone(),
+        second_call.clone(),
+        third_call.clone(),
+    ]);
     let first = app
         .deliver(&inbound_start(&first_call, &agent.assistant_id, CALLER))
         .await;

@@ -1236,21 +1236,34 @@ pub async fn wait_for_lease_window_start(lease_ms: i64, within_ms: i64) {
 
 /// Deletes, when dropped, the dead letters the component parked in the shared
 /// Redis store for these calls (while Postgres was down), so that no other
-/// test's `POST /admin/replay` picks them up.
+/// test's `POST /admin/replay` picks them up (nor a later run of the same
+/// test, after a failure).
 pub struct ParkedDeadLetterCleanup {
     pub call_ids: Vec<String>,
+    /// The Redis the host parks in: `REDIS_URL`, or one of its numbered databases.
+    pub redis_url: String,
+}
+
+impl ParkedDeadLetterCleanup {
+    pub fn new(call_ids: Vec<String>) -> Self {
+        ParkedDeadLetterCleanup {
+            call_ids,
+            redis_url: REDIS_URL.to_string(),
+        }
+    }
 }
 
 impl Drop for ParkedDeadLetterCleanup {
     fn drop(&mut self) {
         let call_ids = std::mem::take(&mut self.call_ids);
+        let redis_url = std::mem::take(&mut self.redis_url);
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let Ok(client) = redis::Client::open(REDIS_URL) else {
+                let Ok(client) = redis::Client::open(redis_url) else {
                     return;
                 };
                 let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
