@@ -373,7 +373,15 @@ fn process_verified(body: &[u8], context: &mut Context, mode: Mode) -> Answer {
         Mode::Live => &settings.retry_delays,
         Mode::Replay => &[],
     };
-    let answer = record_with_retry(&settings, &record, delays, context, &message);
+    // The connection stays open for what follows the response.
+    let answer = match settings.target.open() {
+        Ok(db) => {
+            let answer = record_with_retry(&db, &settings, &record, delays, context, &message);
+            context.store = Some(db);
+            answer
+        }
+        Err(error) => database_unavailable(context, &error),
+    };
     if let Some(held) = held {
         // Only an event the database holds is done; anything else (a failure, an
         // organisation outside the rollout) gives the claim back.
@@ -522,22 +530,6 @@ fn database_unavailable(context: &mut Context, error: &DbError) -> Answer {
 }
 
 fn record_with_retry(
-    settings: &Settings,
-    record: &CallRecord,
-    delays: &[u64],
-    context: &mut Context,
-    message: &ServerMessage,
-) -> Answer {
-    let db = match settings.target.open() {
-        Ok(db) => db,
-        Err(error) => return database_unavailable(context, &error),
-    };
-    let answer = record_on(&db, settings, record, delays, context, message);
-    context.store = Some(db);
-    answer
-}
-
-fn record_on(
     db: &Store,
     settings: &Settings,
     record: &CallRecord,

@@ -387,15 +387,11 @@ async fn parked_dead_letters_are_found_among_many_other_keys() {
     let proxy = PgProxy::start().await;
     let db = TestDb::migrated().await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
-    let app = app_behind(&proxy, db, |mut host| {
-        let config = host.manifest.with_file_name("runtime-config.redis-11.toml");
-        std::fs::write(
-            &config,
-            format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{redis_url}\"\n"),
-        )
-        .unwrap();
-        host.runtime_config = Some(config);
-        host.arg("--max-memory-mb").arg("16")
+    let app = app_behind(&proxy, db, |host| {
+        let dir = host.manifest.parent().unwrap().to_path_buf();
+        host.redis_kv_at(&dir, &redis_url)
+            .arg("--max-memory-mb")
+            .arg("16")
     });
     proxy.down();
     let lost: Vec<Value> = (0..2)

@@ -426,11 +426,16 @@ impl HostOptions {
         self
     }
 
-    pub fn redis_kv(mut self, dir: &Path) -> Self {
+    pub fn redis_kv(self, dir: &Path) -> Self {
+        self.redis_kv_at(dir, REDIS_URL)
+    }
+
+    /// The key-value store in Redis at `url` (e.g. one of its numbered databases).
+    pub fn redis_kv_at(mut self, dir: &Path, url: &str) -> Self {
         let path = dir.join("runtime-config.toml");
         std::fs::write(
             &path,
-            format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{REDIS_URL}\"\n"),
+            format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n"),
         )
         .unwrap();
         self.runtime_config = Some(path);
