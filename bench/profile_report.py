@@ -6,7 +6,9 @@
 
 callgrind: self instructions per object (the host binary, libc, and code with no
 object: the component compiled by wasmtime), then the component's share by
-category, named through wasmtime's perf map (/tmp/perf-PID.map).
+category, named through wasmtime's perf map (/tmp/perf-PID.map); then how many
+calls the component makes into the host (one per call through a wasmtime import
+trampoline, `lower-import[N]` or `resource-drop[N]`) and into its allocator.
 
 perf: each sample (`perf script -F tid,ip,sym,dso` with dwarf call chains) goes to
 the first bucket its chain matches: instantiation, store drop, Redis, Postgres
@@ -59,8 +61,11 @@ def callgrind(path, requests, perf_map):
             return symbols[i][2]
         return "?"
 
-    names, obj, fn, in_call = {}, None, None, False
+    names, obj, fn, callee, in_call = {}, None, None, None, False
     per_object, per_function = collections.Counter(), collections.Counter()
+    # Calls the component makes into the host: each import the guest calls
+    # goes through one wasmtime trampoline, named in the perf map.
+    host_calls, allocations = collections.Counter(), 0
 
     def resolve(kind, value):
         m = re.match(r"\((\d+)\)(?:\s+(.*))?", value)
@@ -79,9 +84,15 @@ def callgrind(path, requests, perf_map):
         elif line.startswith("cob="):
             resolve("ob", line[4:])
         elif line.startswith("cfn="):
-            resolve("fn", line[4:])
+            callee = resolve("fn", line[4:])
         elif line.startswith("calls="):
             in_call = True
+            count = int(line[6:].split()[0])
+            name = jit_name(callee) or ""
+            if "-wasm-call-component-" in name:
+                host_calls[name.split("-wasm-call-component-")[1]] += count
+            elif name.endswith("::dlmalloc"):
+                allocations += count
         elif line[:1].isdigit() or line[:1] in "+-*":
             parts = line.split()
             if in_call:
@@ -103,6 +114,11 @@ def callgrind(path, requests, perf_map):
     print(f"the component, {guest_total / requests:,.0f} per request, by category:")
     for category, cost in guest.most_common():
         print(f"{cost / requests:12,.0f} {100 * cost / guest_total:5.1f}%  {category}")
+    calls = sum(host_calls.values())
+    print(f"calls from the component into the host per request: {calls / requests:.1f}"
+          f" (the busiest imports: "
+          + ", ".join(f"{name} {n / requests:.1f}" for name, n in host_calls.most_common(3))
+          + f"); guest allocations (dlmalloc) per request: {allocations / requests:.1f}")
     top = int(os.environ.get("TOP", "0"))
     if top:
         functions = collections.Counter()
