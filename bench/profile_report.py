@@ -115,10 +115,10 @@ def callgrind(path, requests, perf_map):
     for category, cost in guest.most_common():
         print(f"{cost / requests:12,.0f} {100 * cost / guest_total:5.1f}%  {category}")
     calls = sum(host_calls.values())
+    busiest = ", ".join(f"{name} {n / requests:.1f}" for name, n in host_calls.most_common(3))
     print(f"calls from the component into the host per request: {calls / requests:.1f}"
-          f" (the busiest imports: "
-          + ", ".join(f"{name} {n / requests:.1f}" for name, n in host_calls.most_common(3))
-          + f"); guest allocations (dlmalloc) per request: {allocations / requests:.1f}")
+          f" (the busiest imports: {busiest});"
+          f" guest allocations (dlmalloc) per request: {allocations / requests:.1f}")
     top = int(os.environ.get("TOP", "0"))
     if top:
         functions = collections.Counter()
