@@ -43,18 +43,22 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/vapi-edge-target}"
 name=profiling${OPT_LEVEL:+-${OPT_LEVEL}}
 profile=(--profile "$name" --config "profile.${name}.inherits=\"release\""
     --config "profile.${name}.strip=false")
+# The component's own profile, unstripped: `component` (LTO) as shipped.
+wasm_profile=(--profile "${name}-wasm" --config "profile.${name}-wasm.inherits=\"component\""
+    --config "profile.${name}-wasm.strip=false")
 if [[ -n ${OPT_LEVEL:-} ]]; then
     [[ $OPT_LEVEL =~ ^[0-3sz]$ ]] || { echo "OPT_LEVEL must be 0-3, s or z" >&2; exit 2; }
     level=$OPT_LEVEL
     [[ $level =~ ^[0-3]$ ]] || level="\"${level}\""
     profile+=(--config "profile.${name}.opt-level=${level}")
+    wasm_profile+=(--config "profile.${name}-wasm.opt-level=${level}")
 fi
 cargo build "${profile[@]}" --config "profile.${name}.debug=\"line-tables-only\"" \
     -p vapi-edge-host --bin vapi-edge-host --bin vapi-edge-bench
-cargo build "${profile[@]}" --target wasm32-wasip2 -p vapi-edge
+cargo build "${wasm_profile[@]}" --target wasm32-wasip2 -p vapi-edge
 host_bin="${CARGO_TARGET_DIR}/${name}/vapi-edge-host"
 bench_bin="${CARGO_TARGET_DIR}/${name}/vapi-edge-bench"
-wasm="${WASM:-${CARGO_TARGET_DIR}/wasm32-wasip2/${name}/vapi_edge.wasm}"
+wasm="${WASM:-${CARGO_TARGET_DIR}/wasm32-wasip2/${name}-wasm/vapi_edge.wasm}"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vapi-edge-profile.XXXXXX")
 db="vapi_edge_profile_$$"
@@ -69,10 +73,10 @@ cleanup() {
 }
 trap cleanup EXIT
 "${pg_admin[@]}" -c "CREATE DATABASE ${db}" </dev/null
-pg_url="postgres://postgres@127.0.0.1:5432/${db}"
+pg_url="postgres://postgres@127.0.0.1:5432/${db}?sslmode=disable"
 "$host_bin" migrate --pg-url "$pg_url" --migrations "${root}/migrations" >/dev/null
 printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:6379"\n' >"${tmp}/runtime-config.toml"
-awk -v to="source = \"${wasm}\"" '/^source = "target\/wasm32-wasip2\/release\/vapi_edge.wasm"$/ { print to; next } { print }' \
+awk -v to="source = \"${wasm}\"" '/^source = "target\/wasm32-wasip2\/component\/vapi_edge.wasm"$/ { print to; next } { print }' \
     spin.toml >"${tmp}/spin.toml"
 secret="profile-$$"
 

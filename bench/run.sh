@@ -11,7 +11,7 @@
 # vapi-edge-native and vapi_edge.wasm (WASM=path overrides the last), so two
 # builds can be measured alternately on the same .wasm.
 #
-# It builds the component (wasm32-wasip2, release) and vapi-edge-host plus
+# It builds the component (wasm32-wasip2, profile component) and vapi-edge-host plus
 # vapi-edge-bench (release), prints the size of the .wasm, creates a fresh
 # database vapi_edge_bench_<pid> (dropped on exit), migrates it, and starts
 # `vapi-edge-host up` on 127.0.0.1:<free port> with the key-value store in
@@ -78,11 +78,11 @@ else
     if command -v rustup >/dev/null 2>&1; then
         rustup -q target add wasm32-wasip2
     fi
-    say "building the component: cargo build --target wasm32-wasip2 --release -p vapi-edge"
-    cargo build --target wasm32-wasip2 --release -p vapi-edge
+    say "building the component: cargo build --target wasm32-wasip2 --profile component -p vapi-edge"
+    cargo build --target wasm32-wasip2 --profile component -p vapi-edge
     say "building the host, the bench and the native baseline: cargo build --release -p vapi-edge-host --bins"
     cargo build --release -p vapi-edge-host --bins
-    wasm="${WASM:-${CARGO_TARGET_DIR}/wasm32-wasip2/release/vapi_edge.wasm}"
+    wasm="${WASM:-${CARGO_TARGET_DIR}/wasm32-wasip2/component/vapi_edge.wasm}"
     host_bin="${CARGO_TARGET_DIR}/release/vapi-edge-host"
     bench_bin="${CARGO_TARGET_DIR}/release/vapi-edge-bench"
     native_bin="${CARGO_TARGET_DIR}/release/vapi-edge-native"
@@ -129,14 +129,14 @@ trap 'exit 143' TERM
 "${pg_admin[@]}" -c "CREATE DATABASE ${db}" </dev/null ||
     die "cannot create database ${db} (is PostgreSQL on 127.0.0.1:5432 with trust auth?)"
 db_created=1
-pg_url="postgres://postgres@127.0.0.1:5432/${db}"
+pg_url="postgres://postgres@127.0.0.1:5432/${db}?sslmode=disable"
 say "database ${db} created"
 "$host_bin" migrate --pg-url "$pg_url" --migrations "${root}/migrations"
 
 printf '[key_value_store.default]\ntype = "redis"\nurl = "%s"\n' "$redis_url" \
     >"${tmp}/runtime-config.toml"
 # The repository's manifest, with `source` pointed at the fresh build.
-manifest_source='source = "target/wasm32-wasip2/release/vapi_edge.wasm"'
+manifest_source='source = "target/wasm32-wasip2/component/vapi_edge.wasm"'
 grep -qxF "$manifest_source" spin.toml || die "spin.toml has no line: ${manifest_source}"
 awk -v from="$manifest_source" -v to="source = \"${wasm}\"" \
     '$0 == from { print to; next } { print }' spin.toml >"${tmp}/spin.toml"

@@ -2,8 +2,9 @@
 # Builds vapi-edge and serves it with vapi-edge-host, the way `spin build --up` would.
 #
 #   bash scripts/up.sh            # zero config: records in .spin/sqlite_db.db, in-memory claims
-#   SPIN_VARIABLE_PG_URL=postgres://postgres@127.0.0.1:5432/vapi_edge bash scripts/up.sh
-#                                 # production's store: PostgreSQL (created and migrated if local)
+#   SPIN_VARIABLE_PG_URL='postgres://postgres@127.0.0.1:5432/vapi_edge?sslmode=disable' bash scripts/up.sh
+#                                 # production's store: PostgreSQL (created and migrated if local;
+#                                 # TLS is verified unless sslmode=disable, as in Spin)
 #   bash scripts/up.sh --runtime-config-file runtime-config.redis.toml   # claims in Redis
 #
 # Settings come from ./.env when it exists (copy .env.example). Without a
@@ -60,6 +61,13 @@ if [[ -n $SPIN_VARIABLE_PG_URL && -z ${SPIN_VARIABLE_PG_ALLOWED_HOST:-} ]]; then
     fi
 fi
 
+# Both hosts verify TLS for every sslmode but disable (as Spin does); a local
+# server rarely has a certificate anyone trusts.
+if [[ -n $pg_host && ($pg_host == 127.0.0.1 || $pg_host == localhost) && $pg_query != *sslmode=disable* ]]; then
+    say "note: TLS to PostgreSQL is verified unless pg_url has ?sslmode=disable (as in Spin);"
+    say "      add it if this local server has no certificate that the system trusts"
+fi
+
 # 3. The database, when it is a local one that does not exist yet.
 if [[ -n $pg_host && ($pg_host == 127.0.0.1 || $pg_host == localhost) ]]; then
     if [[ ! $pg_db =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
@@ -80,19 +88,19 @@ if [[ -n $pg_host && ($pg_host == 127.0.0.1 || $pg_host == localhost) ]]; then
 fi
 
 # 4. Build the component and the host.
-say "building the component (wasm32-wasip2, release)"
-cargo build --target wasm32-wasip2 --release -p vapi-edge
+say "building the component (wasm32-wasip2, profile component)"
+cargo build --target wasm32-wasip2 --profile component -p vapi-edge
 say "building vapi-edge-host (release)"
 cargo build --release -p vapi-edge-host
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 host_bin="${target_dir}/release/vapi-edge-host"
-wasm="${target_dir}/wasm32-wasip2/release/vapi_edge.wasm"
+wasm="${target_dir}/wasm32-wasip2/component/vapi_edge.wasm"
 [[ -x $host_bin ]] || die "${host_bin} was not built"
 [[ -f $wasm ]] || die "${wasm} was not built"
-# spin.toml's `source` is target/wasm32-wasip2/release/vapi_edge.wasm; with
+# spin.toml's `source` is target/wasm32-wasip2/component/vapi_edge.wasm; with
 # another CARGO_TARGET_DIR, put the fresh build where the manifest looks.
-manifest_wasm='target/wasm32-wasip2/release/vapi_edge.wasm'
+manifest_wasm='target/wasm32-wasip2/component/vapi_edge.wasm'
 if [[ ! $wasm -ef $manifest_wasm ]]; then
     mkdir -p "$(dirname "$manifest_wasm")"
     cp -f "$wasm" "$manifest_wasm"

@@ -1,12 +1,18 @@
 //! Key-value store backends behind both `fermyon:spin/key-value` and
-//! `wasi:keyvalue`: in memory (the default) or Redis (from the runtime config).
+//! `wasi:keyvalue`: Spin's own store (SQLite, in a file or in memory; the
+//! `default` label lives in `.spin/sqlite_key_value.db`, as under `spin up`),
+//! Redis, or a plain in-memory map (`type = "memory"`, this host's addition).
 //!
-//! `increment` and compare-and-swap are atomic in both: the component's
-//! idempotency claims depend on it.
+//! `increment` and compare-and-swap are atomic in all of them: the component's
+//! idempotency claims depend on it. Each backend keeps counters the way its
+//! Spin counterpart does (SQLite: 8 little-endian bytes; Redis: decimal text),
+//! so a component sees the same bytes here as under Spin.
 
 use anyhow::Result;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use rusqlite::OptionalExtension;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +20,15 @@ use std::time::Duration;
 #[derive(Clone)]
 pub enum KvStore {
     Memory(Arc<Mutex<HashMap<String, Vec<u8>>>>),
+    Sqlite(Arc<SqliteStore>),
     Redis(Arc<RedisStore>),
+}
+
+/// Spin's SQLite key-value store: its table, its encodings, one connection.
+pub struct SqliteStore {
+    connection: Mutex<rusqlite::Connection>,
+    /// The label: Spin keeps every store of a file in one table, by name.
+    name: String,
 }
 
 pub struct RedisStore {
@@ -60,6 +74,35 @@ impl KvStore {
         KvStore::Memory(Arc::default())
     }
 
+    /// Spin's store for `label`, in the file at `path` (created with its
+    /// folder when missing), or in memory.
+    pub fn sqlite(label: &str, path: Option<&Path>) -> Result<Self> {
+        let connection = match path {
+            Some(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
+                }
+                rusqlite::Connection::open(path)?
+            }
+            None => rusqlite::Connection::open_in_memory()?,
+        };
+        // Another process (a second host on the same app) may hold the lock.
+        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS spin_key_value (
+                 store TEXT NOT NULL,
+                 key   TEXT NOT NULL,
+                 value BLOB NOT NULL,
+                 PRIMARY KEY (store, key)
+             )",
+            [],
+        )?;
+        Ok(KvStore::Sqlite(Arc::new(SqliteStore {
+            connection: Mutex::new(connection),
+            name: label.to_string(),
+        })))
+    }
+
     pub fn redis(url: &str) -> Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("invalid Redis url for key-value store: {e}"))?;
@@ -72,6 +115,7 @@ impl KvStore {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         match self {
             KvStore::Memory(map) => Ok(lock(map).get(key).cloned()),
+            KvStore::Sqlite(store) => store.get(key),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
                 redis::cmd("GET")
@@ -89,6 +133,10 @@ impl KvStore {
                 lock(map).insert(key.to_string(), value.to_vec());
                 Ok(())
             }
+            KvStore::Sqlite(store) => store.run(|db, name| {
+                db.execute(SQLITE_SET, rusqlite::params![name, key, value])
+                    .map(drop)
+            }),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
                 redis::cmd("SET")
@@ -107,6 +155,13 @@ impl KvStore {
                 lock(map).remove(key);
                 Ok(())
             }
+            KvStore::Sqlite(store) => store.run(|db, name| {
+                db.execute(
+                    "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                    rusqlite::params![name, key],
+                )
+                .map(drop)
+            }),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
                 redis::cmd("DEL")
@@ -121,6 +176,7 @@ impl KvStore {
     pub async fn exists(&self, key: &str) -> Result<bool, KvError> {
         match self {
             KvStore::Memory(map) => Ok(lock(map).contains_key(key)),
+            KvStore::Sqlite(store) => store.get(key).map(|value| value.is_some()),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
                 redis::cmd("EXISTS")
@@ -135,6 +191,12 @@ impl KvStore {
     pub async fn keys(&self) -> Result<Vec<String>, KvError> {
         match self {
             KvStore::Memory(map) => Ok(lock(map).keys().cloned().collect()),
+            KvStore::Sqlite(store) => store.run(|db, name| {
+                let mut statement =
+                    db.prepare("SELECT key FROM spin_key_value WHERE store = ?1")?;
+                let keys = statement.query_map([name], |row| row.get(0))?;
+                keys.collect()
+            }),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
                 redis::cmd("KEYS")
@@ -147,7 +209,8 @@ impl KvStore {
     }
 
     /// Adds `delta` to the integer at `key` (absent counts as 0) and returns the sum.
-    /// Values are stored as decimal text, as Redis' INCRBY does.
+    /// Stored as decimal text in memory and in Redis (INCRBY), as 8
+    /// little-endian bytes in SQLite (Spin's encoding there).
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
         match self {
             KvStore::Memory(map) => {
@@ -163,6 +226,7 @@ impl KvStore {
                 map.insert(key.to_string(), next.to_string().into_bytes());
                 Ok(next)
             }
+            KvStore::Sqlite(store) => store.increment(key, delta),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
                 redis::cmd("INCRBY")
@@ -192,6 +256,7 @@ impl KvStore {
                 map.insert(key.to_string(), new.to_vec());
                 Ok(true)
             }
+            KvStore::Sqlite(store) => store.compare_and_swap(key, expected, new),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
                 let swapped: i64 = redis::Script::new(CAS_SCRIPT)
@@ -206,6 +271,87 @@ impl KvStore {
             }
         }
     }
+}
+
+const SQLITE_SET: &str = "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value";
+
+impl SqliteStore {
+    /// Runs `work` on the connection. SQLite calls are short and local, so
+    /// they run on the calling task, as Spin's store does.
+    fn run<T>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection, &str) -> rusqlite::Result<T>,
+    ) -> Result<T, KvError> {
+        let mut connection = lock(&self.connection);
+        work(&mut connection, &self.name).map_err(sqlite_error)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.run(|db, name| {
+            db.prepare("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+                .query_row([name, key], |row| row.get(0))
+                .optional()
+        })
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        let mut outcome = Ok(0);
+        self.run(|db, name| {
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                    [name, key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let current = match current {
+                None => Some(0),
+                Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+                    .ok()
+                    .map(i64::from_le_bytes),
+            };
+            let Some(next) = current.and_then(|n| n.checked_add(delta)) else {
+                outcome = Err("value is not an integer".to_string());
+                return Ok(());
+            };
+            tx.execute(SQLITE_SET, rusqlite::params![name, key, next.to_le_bytes()])?;
+            tx.commit()?;
+            outcome = Ok(next);
+            Ok(())
+        })?;
+        outcome
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        self.run(|db, name| {
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                    [name, key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+            tx.execute(SQLITE_SET, rusqlite::params![name, key, new])?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+}
+
+fn sqlite_error(error: rusqlite::Error) -> KvError {
+    crate::log::warn("key-value store error", &[("error", &error.to_string())]);
+    "store error".to_string()
 }
 
 impl RedisStore {
@@ -263,6 +409,40 @@ fn redis_error(error: redis::RedisError) -> KvError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sqlite_keeps_spins_encoding_and_state_across_opens() {
+        let dir = std::env::temp_dir().join(format!("vapi-edge-kv-{}", std::process::id()));
+        let path = dir.join(".spin/sqlite_key_value.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = KvStore::sqlite("default", Some(&path)).unwrap();
+        assert_eq!(store.increment("n", 1).await, Ok(1));
+        assert_eq!(store.increment("n", 41).await, Ok(42));
+        // What Spin's store keeps for a counter: 8 little-endian bytes.
+        assert_eq!(store.get("n").await, Ok(Some(42i64.to_le_bytes().to_vec())));
+        assert_eq!(store.compare_and_swap("c", None, b"a").await, Ok(true));
+        assert_eq!(store.compare_and_swap("c", None, b"b").await, Ok(false));
+        assert_eq!(
+            store.compare_and_swap("c", Some(b"a"), b"b").await,
+            Ok(true)
+        );
+        store.set("t", b"text").await.unwrap();
+        assert!(store.increment("t", 1).await.is_err());
+        assert_eq!(store.exists("t").await, Ok(true));
+        store.delete("t").await.unwrap();
+        assert_eq!(store.exists("t").await, Ok(false));
+        drop(store);
+
+        // Another label shares the file, not the keys; the same label sees them.
+        let other = KvStore::sqlite("other", Some(&path)).unwrap();
+        assert_eq!(other.get("n").await, Ok(None));
+        let again = KvStore::sqlite("default", Some(&path)).unwrap();
+        assert_eq!(again.increment("n", 0).await, Ok(42));
+        let mut keys = again.keys().await.unwrap();
+        keys.sort();
+        assert_eq!(keys, ["c", "n"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test]
     async fn memory_increment_starts_at_delta_and_is_decimal_text() {

@@ -10,6 +10,7 @@ mod manifest;
 mod migrate;
 mod outbound;
 mod pg;
+mod pg_tls;
 mod runtime_config;
 mod seed;
 mod server;

@@ -10,7 +10,6 @@
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use tokio_postgres::NoTls;
 
 /// One migration file.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,9 +62,9 @@ pub async fn run(pg_url: &str, dir: &Path) -> Result<Vec<String>> {
         .context("pg_url is not a valid PostgreSQL connection string")?;
     config.connect_timeout(std::time::Duration::from_secs(5));
     let (mut client, connection) = config
-        .connect(NoTls)
+        .connect(crate::pg_tls::connector())
         .await
-        .context("cannot connect to PostgreSQL at pg_url")?;
+        .context("cannot connect to PostgreSQL at pg_url (TLS is verified unless it has sslmode=disable, as in Spin)")?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

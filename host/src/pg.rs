@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
-use tokio_postgres::NoTls;
 
 /// Connections the guest holds open; returned to the pool when the guest drops them.
 pub struct PgConnection {
@@ -57,7 +56,7 @@ impl InFlight {
         };
         let token = client.cancel_token();
         let ended = tokio::time::timeout(Duration::from_secs(5), async {
-            token.cancel_query(NoTls).await?;
+            token.cancel_query(crate::pg_tls::connector()).await?;
             client.simple_query("SELECT 1").await
         })
         .await;
@@ -102,7 +101,7 @@ impl PgPools {
         config.connect_timeout(Duration::from_secs(5));
         let manager = Manager::from_config(
             config,
-            NoTls,
+            crate::pg_tls::connector(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -153,11 +152,34 @@ fn check_allowed(config: &tokio_postgres::Config, allowed: &AllowedHosts) -> Res
     Ok(())
 }
 
-fn public_pool_error(error: &deadpool_postgres::PoolError) -> String {
+/// The search term of [`warn_empty_result`]'s line.
+pub const EMPTY_RESULT: &str = "postgres query returned no rows";
+
+/// This host answers a `query` with no rows at once, but Spin 4.0.0 to 4.0.2
+/// never answers it (spinframework/spin#3671): a component that relies on an
+/// empty result hangs there. Said here, so it shows before anyone deploys.
+fn warn_empty_result() {
     crate::log::warn(
-        "postgres connection failed",
-        &[("error", &error.to_string())],
+        EMPTY_RESULT,
+        &[(
+            "portability",
+            "Spin 4.0.0-4.0.2 never answers a spin:postgres query whose result is empty \
+             (spinframework/spin#3671); write the statement to return at least one row",
+        )],
     );
+}
+
+fn public_pool_error(error: &deadpool_postgres::PoolError) -> String {
+    let detail = error.to_string();
+    let mut fields = vec![("error", detail.as_str())];
+    if detail.contains("TLS") || detail.contains("certificate") {
+        fields.push((
+            "hint",
+            "TLS is verified unless pg_url has sslmode=disable, as in Spin; \
+             for a local server without a trusted certificate add ?sslmode=disable",
+        ));
+    }
+    crate::log::warn("postgres connection failed", &fields);
     match error {
         deadpool_postgres::PoolError::Timeout(_) => "timed out connecting to postgres".into(),
         _ => "could not connect to postgres".into(),
@@ -195,6 +217,9 @@ impl PgConnection {
         self.in_flight.store(false, Ordering::SeqCst);
         let rows = rows.map_err(query_error)?;
         self.track_transaction(statement);
+        if rows.is_empty() {
+            warn_empty_result();
+        }
         let columns = prepared
             .columns()
             .iter()

@@ -1,11 +1,16 @@
 //! The runtime config file (`--runtime-config-file`), in Spin's format, for the
-//! parts this host supports: key-value stores in memory or in Redis, and SQLite
-//! databases in a file or in memory.
+//! parts this host supports: key-value stores in Spin's SQLite store (a file or
+//! memory), in Redis or in a plain in-memory map (`type = "memory"`, this
+//! host's addition), and SQLite databases in a file or in memory.
 //!
 //! ```toml
 //! [key_value_store.default]
 //! type = "redis"
 //! url = "redis://127.0.0.1:6379"
+//!
+//! [key_value_store.cache]
+//! type = "spin"
+//! path = "data/cache.db"       # relative to this file; no path: in memory
 //!
 //! [sqlite_database.default]
 //! type = "spin"
@@ -39,12 +44,12 @@ struct RawStore {
     #[serde(rename = "type")]
     kind: String,
     url: Option<String>,
+    path: Option<PathBuf>,
 }
 
-/// Where each key-value label and SQLite database lives. Key-value labels
-/// without an entry get an in-memory store when `spin.toml` grants them, as
-/// Spin gives `default` a local store; see [`RuntimeConfig::sqlite_location`]
-/// for SQLite.
+/// Where each key-value label and SQLite database lives. Without an entry,
+/// `default` lives where Spin keeps it (see [`RuntimeConfig::store_for`]); see
+/// [`RuntimeConfig::sqlite_location`] for SQLite.
 #[derive(Clone, Default)]
 pub struct RuntimeConfig {
     pub key_value_stores: HashMap<String, KvStore>,
@@ -76,9 +81,14 @@ impl RuntimeConfig {
                     };
                     KvStore::redis(&url)?
                 }
-                "memory" | "spin" => KvStore::memory(),
+                "spin" => {
+                    let path = store.path.map(|path| base.join(path));
+                    KvStore::sqlite(&label, path.as_deref())
+                        .with_context(|| format!("key_value_store.{label}"))?
+                }
+                "memory" => KvStore::memory(),
                 other => bail!(
-                    "key_value_store.{label}: type \"{other}\" is not supported by this host (use \"redis\" or \"memory\")"
+                    "key_value_store.{label}: type \"{other}\" is not supported by this host (use \"spin\", \"redis\" or \"memory\")"
                 ),
             };
             key_value_stores.insert(label, backend);
@@ -115,12 +125,25 @@ impl RuntimeConfig {
         }
     }
 
-    /// The store for a label that `spin.toml` grants.
-    pub fn store_for(&mut self, label: &str) -> KvStore {
+    /// The store for a label that `spin.toml` grants, for an app whose
+    /// `spin.toml` is in `app_dir`: as configured, else (for `default`) Spin's
+    /// default file `.spin/sqlite_key_value.db` beside `spin.toml`, so state
+    /// outlives a restart as under `spin up`. Other labels without an entry
+    /// (which Spin refuses) get a store in memory.
+    pub fn store_for(&mut self, label: &str, app_dir: &Path) -> Result<KvStore> {
+        if let Some(store) = self.key_value_stores.get(label) {
+            return Ok(store.clone());
+        }
+        let store = if label == "default" {
+            let path = app_dir.join(".spin").join("sqlite_key_value.db");
+            KvStore::sqlite(label, Some(&path))
+                .with_context(|| format!("key-value store `default` in {}", path.display()))?
+        } else {
+            KvStore::memory()
+        };
         self.key_value_stores
-            .entry(label.to_string())
-            .or_insert_with(KvStore::memory)
-            .clone()
+            .insert(label.to_string(), store.clone());
+        Ok(store)
     }
 }
 

@@ -28,9 +28,9 @@ ON CONFLICT (phone_e164) DO UPDATE SET org_id = excluded.org_id,
 
 /// Returns the agent's id.
 pub async fn postgres(url: &str, agent: &Agent) -> Result<String> {
-    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (mut client, connection) = tokio_postgres::connect(url, crate::pg_tls::connector())
         .await
-        .context("cannot connect to PostgreSQL at pg_url")?;
+        .context("cannot connect to PostgreSQL at pg_url (TLS is verified unless it has sslmode=disable, as in Spin)")?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

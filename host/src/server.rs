@@ -210,8 +210,8 @@ impl Server {
             let key_value = spec
                 .key_value_stores
                 .iter()
-                .map(|label| (label.clone(), runtime.store_for(label)))
-                .collect();
+                .map(|label| Ok((label.clone(), runtime.store_for(label, &app.dir)?)))
+                .collect::<Result<_>>()?;
             let mut granted_sqlite = HashMap::new();
             for label in &spec.sqlite_databases {
                 if !sqlite.contains_key(label) {

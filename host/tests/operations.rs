@@ -66,8 +66,9 @@ async fn wait_for_count(db: &TestDb, sql: &str, expected: i64) {
 }
 
 /// After a scripted mix of successes and failures, /metrics reports that mix.
-async fn metrics_match_a_scripted_mix_of_outcomes(store: StoreKind) {
+async fn metrics_match_a_scripted_mix_of_outcomes(store: StoreKind, host: HostKind) {
     let app = WebhookApp::start(AppOptions {
+        host,
         store,
         retry_ms: Some(String::new()),
         extra: tokens(),
@@ -153,7 +154,7 @@ async fn metrics_match_a_scripted_mix_of_outcomes(store: StoreKind) {
 
 /// The rollout flag: 0% records nothing, 100% everything, and a split is
 /// decided per organisation exactly as `rollout::bucket` computes it.
-async fn rollout_is_deterministic_per_organisation(store: StoreKind) {
+async fn rollout_is_deterministic_per_organisation(store: StoreKind, host: HostKind) {
     use vapi_edge_core::rollout::bucket;
     // Two organisations on either side of 50.
     let orgs: Vec<String> = (0..200)
@@ -168,6 +169,7 @@ async fn rollout_is_deterministic_per_organisation(store: StoreKind) {
         ("50", true, false),
     ] {
         let app = WebhookApp::start(AppOptions {
+            host,
             store,
             extra: vec![("inbound_rollout_percent".into(), percent.into())],
             ..Default::default()
@@ -217,8 +219,12 @@ async fn rollout_is_deterministic_per_organisation(store: StoreKind) {
 
 /// assistant-request: the receptionist of the organisation that owns the
 /// called line, or Vapi's `error` shape when there is none.
-async fn assistant_requests_are_answered_with_the_lines_receptionist(store: StoreKind) {
+async fn assistant_requests_are_answered_with_the_lines_receptionist(
+    store: StoreKind,
+    host: HostKind,
+) {
     let app = WebhookApp::start(AppOptions {
+        host,
         store,
         ..Default::default()
     })
@@ -276,13 +282,14 @@ fn app_behind(
 /// A PostgreSQL outage: every affected webhook is 503 and kept as a dead
 /// letter; no partial rows; when Postgres is back, a replay processes each
 /// dead letter exactly once, and Vapi's own retries are then duplicates.
-#[tokio::test(flavor = "multi_thread")]
-async fn dead_letters_from_an_outage_are_replayed_exactly_once() {
+async fn dead_letters_from_an_outage_are_replayed_exactly_once(store: StoreKind, host: HostKind) {
+    assert_eq!(store, StoreKind::Postgres, "the outage is PostgreSQL's");
     let proxy = PgProxy::start().await;
     let db = TestDb::migrated().await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
-    // The in-memory store: this host's own, so no other test sees its dead letters.
-    let app = app_behind(&proxy, db, |host| host);
+    // The host's default store (in memory, or Spin's file in the app's own
+    // folder), so no other test sees its dead letters.
+    let app = app_behind(&proxy, db, |options| options.on(host));
     let first = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
     assert_eq!(app.deliver(&first).await.status, 200);
 
@@ -688,12 +695,21 @@ async fn an_event_outside_the_rollout_is_recorded_once_rolled_in(store: StoreKin
 // Each test body above but the outage, once per store: `postgres::<name>` and
 // `sqlite::<name>`.
 on_every_store!(
-    metrics_match_a_scripted_mix_of_outcomes,
-    rollout_is_deterministic_per_organisation,
-    assistant_requests_are_answered_with_the_lines_receptionist,
     dead_letters_wait_for_their_agent,
     operator_routes_are_closed_without_their_tokens,
     a_full_call_in_order_and_shuffled_gives_the_same_rows,
     large_reports_are_accepted_up_to_the_limit,
     an_event_outside_the_rollout_is_recorded_once_rolled_in,
 );
+
+// The scenarios that must behave the same under real Spin (see `conformance!`).
+conformance! {
+    every_store: [
+        metrics_match_a_scripted_mix_of_outcomes,
+        rollout_is_deterministic_per_organisation,
+        assistant_requests_are_answered_with_the_lines_receptionist,
+    ],
+    postgres: [dead_letters_from_an_outage_are_replayed_exactly_once],
+    sqlite: [],
+    host_only: [],
+}

@@ -7,6 +7,7 @@
 //! Figures are printed with the prefix `[reliability]`:
 //! `cargo test --release -p vapi-edge-host --test reliability -- --nocapture | grep '\[reliability\]'`
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -375,7 +376,6 @@ async fn an_attempt_killed_after_its_claim_blocks_retries_until_the_lease_ends_t
 /// left waiting: once the lock goes, that statement must not commit behind
 /// Vapi's back (the attempt was answered 5xx and never notified the relay).
 /// Vapi's retry must then record the event and the dashboard hear of it once.
-#[tokio::test(flavor = "multi_thread")]
 async fn a_statement_abandoned_by_the_deadline_does_not_commit_after_the_answer() {
     let _serial = SERIAL.lock().await;
     const LEASE_MS: i64 = 2000;
@@ -1095,7 +1095,7 @@ async fn logs_hold_no_secret_and_no_full_caller_number() {
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     // Trust authentication ignores the password, but the component holds it.
     let pg_url = format!(
-        "postgres://postgres:{PG_PASSWORD}@{}/{}",
+        "postgres://postgres:{PG_PASSWORD}@{}/{}?sslmode=disable",
         proxy.addr, db.name
     );
     let app = WebhookApp::start_with_db(
@@ -1389,4 +1389,15 @@ async fn on_sqlite_concurrent_deliveries_make_one_effect_and_lose_nothing() {
     figure(&format!(
         "SQLite store, key-value down: 30 concurrent duplicates + 60 distinct → {tally:?}, rows (61, 61, 61)"
     ));
+}
+
+// Under real Spin, see `conformance!`: this one needs vapi-edge-host's deadline.
+conformance! {
+    every_store: [],
+    postgres: [],
+    sqlite: [],
+    host_only: [
+        a_statement_abandoned_by_the_deadline_does_not_commit_after_the_answer =>
+            "a per-request deadline (vapi-edge-host up --request-timeout-ms); spin up has none",
+    ],
 }

@@ -34,9 +34,13 @@ async fn log_row(db: &TestDb, call_id: &str) -> Option<Row> {
 
 /// Checklist 3: an inbound call creates call_tracking and call_logs rows with the
 /// right organisation, agent, direction, numbers, metadata and lead.
-async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead(store: StoreKind) {
+async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead(
+    store: StoreKind,
+    host: HostKind,
+) {
     let relay = Relay::start(RelayMode::Ok).await;
     let app = WebhookApp::start(AppOptions {
+        host,
         store,
         relay_url: Some(relay.url()),
         ..Default::default()
@@ -88,9 +92,10 @@ async fn inbound_call_creates_tracking_and_log_rows_linked_to_the_lead(store: St
 }
 
 /// Checklist 1: the same webhook twice; the second is skipped and logged.
-async fn the_same_webhook_twice_records_once(store: StoreKind) {
+async fn the_same_webhook_twice_records_once(store: StoreKind, host: HostKind) {
     let relay = Relay::start(RelayMode::Ok).await;
     let app = WebhookApp::start(AppOptions {
+        host,
         store,
         relay_url: Some(relay.url()),
         ..Default::default()
@@ -118,8 +123,8 @@ async fn the_same_webhook_twice_records_once(store: StoreKind) {
     assert_eq!(relay.hits().len(), 1, "a duplicate must not notify again");
 }
 
-/// With the key-value store's memory wiped (a new host with its own in-memory
-/// store), the database alone still refuses the duplicate.
+/// With the key-value store's memory wiped (a new host, and the default
+/// store's file deleted), the database alone still refuses the duplicate.
 async fn the_database_refuses_a_duplicate_the_key_value_store_forgot(store: StoreKind) {
     let db = TestDb::migrated_on(store).await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
@@ -136,6 +141,9 @@ async fn the_database_refuses_a_duplicate_the_key_value_store_forgot(store: Stor
     assert_eq!(first.deliver(&body).await.json()["outcome"], "recorded");
     let WebhookApp { host, db } = first;
     drop(host);
+    if let Some(dir) = &db.app_dir {
+        std::fs::remove_file(dir.join(".spin/sqlite_key_value.db")).unwrap();
+    }
 
     let second = WebhookApp::start_with_db(
         db,
@@ -155,8 +163,12 @@ async fn the_database_refuses_a_duplicate_the_key_value_store_forgot(store: Stor
 
 /// Checklist 2: an unknown assistant id is retried on the configured schedule,
 /// then answered 500 so Vapi retries; once the agent exists the retry succeeds.
-async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds(store: StoreKind) {
+async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds(
+    store: StoreKind,
+    host: HostKind,
+) {
     let app = WebhookApp::start(AppOptions {
+        host,
         store,
         ..Default::default()
     })
@@ -178,6 +190,11 @@ async fn unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds(store:
     assert!(
         elapsed >= Duration::from_millis(3850),
         "gave up after {elapsed:?}"
+    );
+    // Bounded: the schedule, plus six statements' time; never a hang.
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "answered only after {elapsed:?}"
     );
     let failed = app.logs("Agent lookup failed").await;
     assert_eq!(failed.len(), 1);
@@ -248,9 +265,11 @@ async fn an_invalid_number_is_a_masked_warning_and_the_call_is_tracked(store: St
 /// relay that is down, slow or failing never fails the webhook.
 async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhook(
     store: StoreKind,
+    host: HostKind,
 ) {
     let relay = Relay::start(RelayMode::Ok).await;
     let app = WebhookApp::start(AppOptions {
+        host,
         store,
         relay_url: Some(relay.url()),
         ..Default::default()
@@ -295,6 +314,7 @@ async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhoo
             }
         };
         let app = WebhookApp::start(AppOptions {
+            host,
             store,
             relay_url: Some(url),
             ..Default::default()
@@ -350,9 +370,10 @@ async fn ten_inbound_calls_are_all_tracked(store: StoreKind) {
 }
 
 /// 20 concurrent deliveries of one event: exactly one set of rows and one notification.
-async fn twenty_concurrent_duplicates_make_one_effect(store: StoreKind) {
+async fn twenty_concurrent_duplicates_make_one_effect(store: StoreKind, host: HostKind) {
     let relay = Relay::start(RelayMode::Ok).await;
     let app = WebhookApp::start(AppOptions {
+        host,
         store,
         relay_url: Some(relay.url()),
         ..Default::default()
@@ -781,9 +802,13 @@ async fn a_call_start_event_is_one_database_round_trip() {
 
 /// Answers say how long they are (no chunked encoding), and `HEAD /healthz`
 /// answers the status and headers of `GET` without a body.
-#[tokio::test(flavor = "multi_thread")]
-async fn responses_carry_their_length_and_head_has_no_body() {
-    let app = WebhookApp::start(AppOptions::default()).await;
+async fn responses_carry_their_length_and_head_has_no_body(store: StoreKind, host: HostKind) {
+    let app = WebhookApp::start(AppOptions {
+        host,
+        store,
+        ..Default::default()
+    })
+    .await;
     let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let call_id = unique_id("call");
     let answers = [
@@ -907,8 +932,8 @@ async fn the_seed_and_sign_commands_make_a_webhook_the_component_accepts(store: 
 /// A fresh clone's run: no `pg_url`, no runtime config, no migrate step. The
 /// component migrates the built-in store on first use (as under `spin build
 /// --up`), in `.spin/sqlite_db.db` beside spin.toml, and records calls there.
-#[tokio::test(flavor = "multi_thread")]
-async fn zero_config_run_records_into_the_builtin_sqlite_store() {
+async fn zero_config_run_records_into_the_builtin_sqlite_store(store: StoreKind, kind: HostKind) {
+    assert_eq!(store, StoreKind::Sqlite, "the zero-config store is SQLite");
     let dir = temp_dir("zero-config");
     let manifest = app_manifest(&dir);
     let host = Host::start(
@@ -916,6 +941,7 @@ async fn zero_config_run_records_into_the_builtin_sqlite_store() {
             manifest: manifest.clone(),
             ..Default::default()
         }
+        .on(kind)
         .var("vapi_hmac_secret", HMAC_SECRET),
     );
     let health = host.get("/healthz").await;
@@ -969,14 +995,9 @@ async fn zero_config_run_records_into_the_builtin_sqlite_store() {
 
 // Each test body above, once per store: `postgres::<name>` and `sqlite::<name>`.
 on_every_store!(
-    inbound_call_creates_tracking_and_log_rows_linked_to_the_lead,
-    the_same_webhook_twice_records_once,
     the_database_refuses_a_duplicate_the_key_value_store_forgot,
-    unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds,
     an_invalid_number_is_a_masked_warning_and_the_call_is_tracked,
-    relay_notifications_are_signed_and_their_failure_never_fails_the_webhook,
     ten_inbound_calls_are_all_tracked,
-    twenty_concurrent_duplicates_make_one_effect,
     statuses_never_move_backwards,
     outbound_and_web_calls_are_logged_but_not_tracked,
     bad_requests_get_the_right_status_and_name_the_field,
@@ -985,3 +1006,18 @@ on_every_store!(
     unhandled_message_types_are_acknowledged_without_side_effects,
     the_seed_and_sign_commands_make_a_webhook_the_component_accepts,
 );
+
+// The scenarios that must behave the same under real Spin (see `conformance!`).
+conformance! {
+    every_store: [
+        inbound_call_creates_tracking_and_log_rows_linked_to_the_lead,
+        the_same_webhook_twice_records_once,
+        unknown_assistant_is_retried_then_500_and_a_later_retry_succeeds,
+        relay_notifications_are_signed_and_their_failure_never_fails_the_webhook,
+        twenty_concurrent_duplicates_make_one_effect,
+        responses_carry_their_length_and_head_has_no_body,
+    ],
+    postgres: [],
+    sqlite: [zero_config_run_records_into_the_builtin_sqlite_store],
+    host_only: [],
+}

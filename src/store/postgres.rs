@@ -2,12 +2,17 @@
 //! records the event in `processed_webhook_events`, and upserts `call_tracking`
 //! and `call_logs`, so the writes and the idempotency record commit together in
 //! one round trip.
+//!
+//! Statements that return rows go through [`query`], which only takes the
+//! statements of `vapi_edge_core::sql::ROW_QUERIES`: each returns at least one
+//! row, because Spin 4.0.0-4.0.2 never answers a query with an empty result
+//! (spinframework/spin#3671).
 #![forbid(unsafe_code)]
 
 use super::{Agent, DbError, DeadLetter, EventRow, Recorded};
-use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError};
+use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError, RowSet};
 use vapi_edge_core::handling::CallRecord;
-use vapi_edge_core::sql::{self, RECORD_EVENT};
+use vapi_edge_core::sql::{self, RowQuery};
 
 impl From<PgError> for DbError {
     fn from(error: PgError) -> Self {
@@ -70,11 +75,18 @@ pub fn open(url: &str) -> Result<Connection, DbError> {
     Ok(Connection::open(url)?)
 }
 
+/// The only place that sends a statement with `query`: `statement` is one of
+/// `sql::ROW_QUERIES`, so its result has a row even when nothing is found.
+fn query(
+    db: &Connection,
+    statement: &RowQuery,
+    params: &[ParameterValue],
+) -> Result<RowSet, PgError> {
+    db.query(statement.sql, params)
+}
+
 pub fn schema_version(db: &Connection) -> Result<Option<String>, DbError> {
-    match db.query(
-        "SELECT coalesce(max(version), '') AS version FROM schema_migrations",
-        &[],
-    ) {
+    match query(db, &sql::SCHEMA_VERSION_QUERY, &[]) {
         Ok(rows) => Ok(Some(
             text(rows.rows.first().and_then(|row| row.first())).unwrap_or_default(),
         )),
@@ -123,14 +135,15 @@ pub fn record_event(
         ParameterValue::Int64(i64::from(rollout_percent)),
         ParameterValue::Boolean(record.is_final_report()),
     ];
-    let rows = db.query(RECORD_EVENT, &params)?;
+    let rows = query(db, &sql::RECORD_EVENT_QUERY, &params)?;
+    // A NULL agent id (or, from a host that answers empty results, no row):
+    // no agent has the assistant id.
     let Some(row) = rows.rows.first() else {
         return Ok(Recorded::AgentNotFound);
     };
-    let agent = Agent {
-        id: text(row.first()).unwrap_or_default(),
-        org_id: text(row.get(1)).unwrap_or_default(),
-        name: text(row.get(2)).unwrap_or_default(),
+    let Some(agent) = Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2)))
+    else {
+        return Ok(Recorded::AgentNotFound);
     };
     if matches!(row.get(6), Some(DbValue::Boolean(false))) {
         return Ok(Recorded::OutsideRollout { agent });
@@ -164,12 +177,7 @@ pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> 
 
 pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), DbError> {
     db.execute(
-        "INSERT INTO dead_letters (event_key, message_type, vapi_call_id, reason, headers, body)
-         VALUES ($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::bytea)
-         ON CONFLICT (event_key) WHERE replayed_at IS NULL DO UPDATE SET
-             attempts = dead_letters.attempts + 1,
-             reason = EXCLUDED.reason,
-             body = EXCLUDED.body",
+        sql::UPSERT_DEAD_LETTER,
         &[
             ParameterValue::Str(letter.event_key.clone()),
             optional_text(&letter.message_type),
@@ -183,10 +191,12 @@ pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), Db
 }
 
 pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, DbError> {
-    let rows = db.query(
-        "SELECT id, body FROM dead_letters WHERE replayed_at IS NULL ORDER BY id LIMIT $1::int8",
+    let rows = query(
+        db,
+        &sql::PENDING_DEAD_LETTERS_QUERY,
         &[ParameterValue::Int64(limit)],
     )?;
+    // With none pending, the one row is NULLs and is skipped here.
     Ok(rows
         .rows
         .iter()
@@ -199,17 +209,17 @@ pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec
 
 pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), DbError> {
     db.execute(
-        "UPDATE dead_letters SET replayed_at = now(), replay_outcome = $2::text WHERE id = $1::int8",
-        &[ParameterValue::Int64(id), ParameterValue::Str(outcome.to_string())],
+        sql::MARK_REPLAYED,
+        &[
+            ParameterValue::Int64(id),
+            ParameterValue::Str(outcome.to_string()),
+        ],
     )?;
     Ok(())
 }
 
 pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
-    let rows = db.query(
-        "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL",
-        &[],
-    )?;
+    let rows = query(db, &sql::COUNT_PENDING_DEAD_LETTERS_QUERY, &[])?;
     Ok(integer(rows.rows.first().and_then(|r| r.first())).unwrap_or(0))
 }
 
@@ -222,16 +232,12 @@ pub fn inbound_agent_for_line(
         Some(v) => ParameterValue::Str(v.to_string()),
         None => ParameterValue::DbNull,
     };
-    let rows = db.query(
-        "SELECT a.id::text, a.org_id::text, a.name, a.vapi_assistant_id
-         FROM phone_numbers p
-         JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
-         WHERE (p.vapi_phone_number_id = $1::text OR p.phone_e164 = $2::text)
-           AND a.vapi_assistant_id IS NOT NULL
-         ORDER BY (p.vapi_phone_number_id = $1::text) DESC NULLS LAST
-         LIMIT 1",
+    let rows = query(
+        db,
+        &sql::INBOUND_AGENT_FOR_LINE_QUERY,
         &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
     )?;
+    // A line without an agent is one row of NULLs: `from_columns` is `None`.
     Ok(rows.rows.first().and_then(|row| {
         let agent = Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2)))?;
         Some((agent, text(row.get(3))?))
@@ -240,41 +246,7 @@ pub fn inbound_agent_for_line(
 
 /// In one query.
 pub fn metrics_snapshot(db: &Connection) -> Result<String, DbError> {
-    let buckets: Vec<String> = vapi_edge_core::metrics::BUCKETS_S
-        .iter()
-        .map(|s| format!("count(*) FILTER (WHERE duration_ms <= {})", s * 1000.0))
-        .collect();
-    let sql = format!(
-        "WITH hour AS (SELECT * FROM webhook_events WHERE received_at > now() - interval '1 hour')
-         SELECT json_build_object(
-           'requests', (SELECT coalesce(json_agg(r), '[]'::json) FROM (
-               SELECT coalesce(message_type, '') AS message_type, outcome,
-                      (status_code / 100)::text || 'xx' AS status_class, count(*) AS count
-               FROM webhook_events GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) r),
-           'inbound_calls_total', (SELECT count(*) FROM call_tracking),
-           'agent_lookup_failures_total',
-               (SELECT count(*) FROM webhook_events WHERE error_class = 'agent_lookup'),
-           'call_tracking_failures_total',
-               (SELECT count(*) FROM webhook_events WHERE error_class = 'call_tracking'),
-           'processing', (SELECT json_build_object(
-               'buckets', json_build_array({buckets}),
-               'count', count(*),
-               'sum_seconds', coalesce(sum(duration_ms), 0) / 1000.0) FROM webhook_events),
-           'last_hour', (SELECT json_build_object(
-               'inbound_calls', (SELECT count(*) FROM call_tracking
-                                 WHERE created_at > now() - interval '1 hour'),
-               'requests', count(*),
-               'succeeded', count(*) FILTER (WHERE status_code < 300),
-               'failed', count(*) FILTER (WHERE status_code >= 500),
-               'avg_seconds', avg(duration_ms) / 1000.0,
-               'p95_seconds', percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) / 1000.0,
-               'agent_lookup_failures', count(*) FILTER (WHERE error_class = 'agent_lookup'),
-               'call_tracking_failures', count(*) FILTER (WHERE error_class = 'call_tracking'))
-             FROM hour)
-         )::text",
-        buckets = buckets.join(", ")
-    );
-    let rows = db.query(&sql, &[])?;
+    let rows = query(db, &sql::METRICS_SNAPSHOT_QUERY, &[])?;
     text(rows.rows.first().and_then(|r| r.first()))
         .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
 }

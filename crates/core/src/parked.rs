@@ -79,7 +79,10 @@ pub fn drain(
     mut keep: impl FnMut(&str, &[u8]) -> bool,
 ) -> Result<Drained, String> {
     let head = counter(store, HEAD_KEY)?;
-    let tail = counter(store, TAIL_KEY)?;
+    // The tail is only ever incremented, and each store keeps an incremented
+    // value its own way (Redis: decimal text; Spin's SQLite store: 8
+    // little-endian bytes), so it is read by adding 0, never with `get`.
+    let tail = store.increment(TAIL_KEY, 0)?;
     let mut finished_to = head;
     let mut moved = 0;
     for slot in head + 1..=tail.min(head + SLOTS_PER_PASS) {
@@ -132,8 +135,9 @@ fn abandoned(store: &mut impl KeyValue, slot: i64, now_ms: i64) -> Result<bool, 
     }
 }
 
-/// A counter's value; absent is 0. A value that is not a number is reported,
-/// not read as 0: that would replay slots from the start, or skip them.
+/// A counter this module `set`s (as decimal text); absent is 0. A value that
+/// is not a number is reported, not read as 0: that would replay slots from
+/// the start, or skip them.
 fn counter(store: &mut impl KeyValue, key: &str) -> Result<i64, String> {
     match store.get(key)? {
         None => Ok(0),
@@ -173,9 +177,21 @@ mod tests {
             self.values.remove(key);
             Ok(())
         }
+        /// Keeps counters as Spin's default (SQLite) store does: 8
+        /// little-endian bytes, which `get` callers cannot read as text.
         fn increment(&mut self, key: &str, delta: i64) -> Result<i64, String> {
-            let next = counter(self, key)? + delta;
-            self.set(key, next.to_string().as_bytes())?;
+            self.reads += 1;
+            let current = match self.values.get(key) {
+                None => 0,
+                Some(bytes) => i64::from_le_bytes(
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "not a counter".to_string())?,
+                ),
+            };
+            let next = current + delta;
+            self.set(key, &next.to_le_bytes())?;
             Ok(next)
         }
     }

@@ -1,10 +1,18 @@
-//! SQL statements shared by the component and the native benchmark baseline,
-//! so both run exactly the same database work.
+//! The PostgreSQL statements of the component, shared with the native benchmark
+//! baseline so both run exactly the same database work.
+//!
+//! Every statement that returns rows is written to return **at least one row**,
+//! whatever it finds: "not found" is a row of NULLs, never an empty result. Spin
+//! 4.0.0 to 4.0.2 never answers a `spin:postgres` `query` whose result is empty
+//! (spinframework/spin#3671, fixed upstream after 4.0.2), and a component cannot
+//! abandon a host call, so an empty result would hang the request. Each such
+//! statement is listed in [`ROW_QUERIES`] with parameters that find nothing;
+//! `host/tests/statements.rs` runs them on an empty database and checks for a row.
 
 /// Records one call event. Runs as one statement, hence one transaction. When no agent has the
 /// assistant id every CTE selects from an empty `agent` and nothing is
-/// written; when the event key is already recorded `claimed` is empty and the
-/// upserts select nothing either. Statuses move forward only (`status_rank`).
+/// written, and the one row it returns has a NULL agent id; when the event key
+/// is already recorded `claimed` is empty and the upserts select nothing either. Statuses move forward only (`status_rank`).
 /// Inbound calls of organisations outside `inbound_rollout_percent` (`$21`)
 /// write nothing; the bucket is `vapi_edge_core::rollout::bucket` in SQL.
 pub const RECORD_EVENT: &str = "
@@ -79,13 +87,190 @@ SELECT agent.id::text, agent.org_id::text, agent.name,
        (SELECT count(*) FROM tracking) AS tracked,
        (SELECT lead_id::text FROM logged) AS lead_id,
        agent.in_rollout
-FROM agent";
+FROM (SELECT 1) AS one LEFT JOIN agent ON true";
 
 /// Adds one row to `webhook_events`, the durable record `/metrics` is
 /// computed from (written after the response).
 pub const INSERT_EVENT_ROW: &str = "INSERT INTO webhook_events
     (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class)
 VALUES ($1::text, $2::text, $3::text::uuid, $4::text, $5::text, $6::int2, $7::float8, $8::text)";
+
+/// The newest applied migration (`''` when none is); fails with SQLSTATE 42P01
+/// when the schema was never migrated.
+pub const SCHEMA_VERSION: &str =
+    "SELECT coalesce(max(version), '') AS version FROM schema_migrations";
+
+/// Keeps one pending dead letter per event; a repeated failure bumps `attempts`.
+pub const UPSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters
+    (event_key, message_type, vapi_call_id, reason, headers, body)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::bytea)
+ON CONFLICT (event_key) WHERE replayed_at IS NULL DO UPDATE SET
+    attempts = dead_letters.attempts + 1,
+    reason = EXCLUDED.reason,
+    body = EXCLUDED.body";
+
+/// Up to `$1` pending dead letters, oldest first, as (id, body); with none
+/// pending, one row of NULLs.
+pub const PENDING_DEAD_LETTERS: &str = "SELECT d.id, d.body
+FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+    SELECT id, body FROM dead_letters WHERE replayed_at IS NULL ORDER BY id LIMIT $1::int8
+) AS d ON true
+ORDER BY d.id";
+
+pub const MARK_REPLAYED: &str =
+    "UPDATE dead_letters SET replayed_at = now(), replay_outcome = $2::text WHERE id = $1::int8";
+
+pub const COUNT_PENDING_DEAD_LETTERS: &str =
+    "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL";
+
+/// The agent that answers inbound calls on a line (by Vapi phone-number id
+/// `$1`, else by E.164 number `$2`), as (id, org_id, name, vapi_assistant_id);
+/// a row of NULLs when the line has none.
+pub const INBOUND_AGENT_FOR_LINE: &str = "SELECT f.id, f.org_id, f.name, f.vapi_assistant_id
+FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+    SELECT a.id::text AS id, a.org_id::text AS org_id, a.name, a.vapi_assistant_id
+    FROM phone_numbers p
+    JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
+    WHERE (p.vapi_phone_number_id = $1::text OR p.phone_e164 = $2::text)
+      AND a.vapi_assistant_id IS NOT NULL
+    ORDER BY (p.vapi_phone_number_id = $1::text) DESC NULLS LAST
+    LIMIT 1
+) AS f ON true";
+
+/// Everything `/metrics` shows, as one JSON text (`vapi_edge_core::metrics::Snapshot`).
+/// The histogram's `le` bounds are [`crate::metrics::BUCKETS_S`] in milliseconds.
+pub const METRICS_SNAPSHOT: &str = "WITH hour AS (
+    SELECT * FROM webhook_events WHERE received_at > now() - interval '1 hour'
+)
+SELECT json_build_object(
+  'requests', (SELECT coalesce(json_agg(r), '[]'::json) FROM (
+      SELECT coalesce(message_type, '') AS message_type, outcome,
+             (status_code / 100)::text || 'xx' AS status_class, count(*) AS count
+      FROM webhook_events GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) r),
+  'inbound_calls_total', (SELECT count(*) FROM call_tracking),
+  'agent_lookup_failures_total',
+      (SELECT count(*) FROM webhook_events WHERE error_class = 'agent_lookup'),
+  'call_tracking_failures_total',
+      (SELECT count(*) FROM webhook_events WHERE error_class = 'call_tracking'),
+  'processing', (SELECT json_build_object(
+      'buckets', json_build_array(
+          count(*) FILTER (WHERE duration_ms <= 5),
+          count(*) FILTER (WHERE duration_ms <= 10),
+          count(*) FILTER (WHERE duration_ms <= 25),
+          count(*) FILTER (WHERE duration_ms <= 50),
+          count(*) FILTER (WHERE duration_ms <= 100),
+          count(*) FILTER (WHERE duration_ms <= 250),
+          count(*) FILTER (WHERE duration_ms <= 500),
+          count(*) FILTER (WHERE duration_ms <= 1000),
+          count(*) FILTER (WHERE duration_ms <= 2500),
+          count(*) FILTER (WHERE duration_ms <= 5000),
+          count(*) FILTER (WHERE duration_ms <= 10000)),
+      'count', count(*),
+      'sum_seconds', coalesce(sum(duration_ms), 0) / 1000.0) FROM webhook_events),
+  'last_hour', (SELECT json_build_object(
+      'inbound_calls', (SELECT count(*) FROM call_tracking
+                        WHERE created_at > now() - interval '1 hour'),
+      'requests', count(*),
+      'succeeded', count(*) FILTER (WHERE status_code < 300),
+      'failed', count(*) FILTER (WHERE status_code >= 500),
+      'avg_seconds', avg(duration_ms) / 1000.0,
+      'p95_seconds', percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) / 1000.0,
+      'agent_lookup_failures', count(*) FILTER (WHERE error_class = 'agent_lookup'),
+      'call_tracking_failures', count(*) FILTER (WHERE error_class = 'call_tracking'))
+    FROM hour)
+)::text";
+
+/// A statement the component sends with `query`, and parameters (as SQL
+/// literals, in `$n` order) with which it finds nothing in an empty schema.
+#[derive(Debug, Clone, Copy)]
+pub struct RowQuery {
+    pub name: &'static str,
+    pub sql: &'static str,
+    pub not_found: &'static [&'static str],
+}
+
+pub const RECORD_EVENT_QUERY: RowQuery = RowQuery {
+    name: "record_event",
+    sql: RECORD_EVENT,
+    not_found: &[
+        "'no-such-assistant'",
+        "'status-update:no-such-call:in-progress'",
+        "'status-update'",
+        "'no-such-call'",
+        "'inbound'",
+        "'+14155550100'",
+        "'+14155550101'",
+        "'+14155550100'",
+        "'in-progress'",
+        "3",
+        "NULL",
+        "'{}'",
+        "NULL",
+        "NULL",
+        "NULL",
+        "NULL",
+        "NULL",
+        "NULL",
+        "NULL",
+        "NULL",
+        "100",
+        "false",
+    ],
+};
+
+pub const SCHEMA_VERSION_QUERY: RowQuery = RowQuery {
+    name: "schema_version",
+    sql: SCHEMA_VERSION,
+    not_found: &[],
+};
+
+pub const PENDING_DEAD_LETTERS_QUERY: RowQuery = RowQuery {
+    name: "pending_dead_letters",
+    sql: PENDING_DEAD_LETTERS,
+    not_found: &["50"],
+};
+
+pub const COUNT_PENDING_DEAD_LETTERS_QUERY: RowQuery = RowQuery {
+    name: "count_pending_dead_letters",
+    sql: COUNT_PENDING_DEAD_LETTERS,
+    not_found: &[],
+};
+
+pub const INBOUND_AGENT_FOR_LINE_QUERY: RowQuery = RowQuery {
+    name: "inbound_agent_for_line",
+    sql: INBOUND_AGENT_FOR_LINE,
+    not_found: &["'PN-no-such-line'", "'+14155550199'"],
+};
+
+pub const METRICS_SNAPSHOT_QUERY: RowQuery = RowQuery {
+    name: "metrics_snapshot",
+    sql: METRICS_SNAPSHOT,
+    not_found: &[],
+};
+
+/// Every statement the component sends with `query`. Each must return at least
+/// one row with the `not_found` parameters (see the module comment).
+pub const ROW_QUERIES: &[RowQuery] = &[
+    RECORD_EVENT_QUERY,
+    SCHEMA_VERSION_QUERY,
+    PENDING_DEAD_LETTERS_QUERY,
+    COUNT_PENDING_DEAD_LETTERS_QUERY,
+    INBOUND_AGENT_FOR_LINE_QUERY,
+    METRICS_SNAPSHOT_QUERY,
+];
+
+impl RowQuery {
+    /// The statement with its `not_found` literals in place of `$1`, `$2`, ...
+    /// (highest first, so `$1` never eats the start of `$12`), for the
+    /// simple query protocol in tests.
+    pub fn with_not_found_literals(&self) -> String {
+        let mut sql = self.sql.to_string();
+        for (i, literal) in self.not_found.iter().enumerate().rev() {
+            sql = sql.replace(&format!("${}::", i + 1), &format!("{literal}::"));
+        }
+        sql
+    }
+}
 
 /// The parameters of [`RECORD_EVENT`], in order (`$1`..`$22`).
 pub const RECORD_EVENT_PARAMS: [&str; 22] = [
@@ -123,5 +308,45 @@ mod tests {
             assert!(RECORD_EVENT.contains(&format!("${n}::")), "${n} unused");
         }
         assert!(!RECORD_EVENT.contains(&format!("${}::", RECORD_EVENT_PARAMS.len() + 1)));
+    }
+
+    #[test]
+    fn every_row_query_has_a_literal_for_each_parameter() {
+        for query in ROW_QUERIES {
+            let n = query.not_found.len();
+            for i in 1..=n {
+                assert!(
+                    query.sql.contains(&format!("${i}::")),
+                    "{}: ${i}",
+                    query.name
+                );
+            }
+            assert!(
+                !query.sql.contains(&format!("${}::", n + 1)),
+                "{}: a parameter has no not-found literal",
+                query.name
+            );
+            assert!(
+                !query.with_not_found_literals().contains('$'),
+                "{}",
+                query.name
+            );
+        }
+        let names: std::collections::HashSet<_> = ROW_QUERIES.iter().map(|q| q.name).collect();
+        assert_eq!(names.len(), ROW_QUERIES.len(), "names are unique");
+    }
+
+    #[test]
+    fn metrics_buckets_are_the_histogram_bounds_in_milliseconds() {
+        let bounds: Vec<f64> = METRICS_SNAPSHOT
+            .split("duration_ms <= ")
+            .skip(1)
+            .map(|rest| rest.split(')').next().unwrap().parse().unwrap())
+            .collect();
+        let expected: Vec<f64> = crate::metrics::BUCKETS_S
+            .iter()
+            .map(|s| (s * 1000.0_f64).round())
+            .collect();
+        assert_eq!(bounds, expected);
     }
 }

@@ -736,9 +736,13 @@ async fn record_event(
     };
     let text = |i: usize| row.try_get::<_, Option<String>>(i).ok().flatten();
     let integer = |i: usize| row.try_get::<_, Option<i64>>(i).ok().flatten();
+    // Not found is one row with a NULL agent id (see `sql::ROW_QUERIES`).
+    let (Some(id), Some(org_id)) = (text(0), text(1)) else {
+        return Ok(Recorded::AgentNotFound);
+    };
     let agent = Agent {
-        id: text(0).unwrap_or_default(),
-        org_id: text(1).unwrap_or_default(),
+        id,
+        org_id,
         name: text(2).unwrap_or_default(),
     };
     if row.try_get::<_, Option<bool>>(6).ok().flatten() == Some(false) {
