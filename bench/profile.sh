@@ -54,7 +54,7 @@ if [[ -n ${OPT_LEVEL:-} ]]; then
     wasm_profile+=(--config "profile.${name}-wasm.opt-level=${level}")
 fi
 cargo build "${profile[@]}" --config "profile.${name}.debug=\"line-tables-only\"" \
-    -p vapi-edge-host --bin vapi-edge-host --bin vapi-edge-bench
+    -p vapi-edge-host -p vapi-edge-bench --bin vapi-edge-host --bin vapi-edge-bench
 cargo build "${wasm_profile[@]}" --target wasm32-wasip2 -p vapi-edge
 host_bin="${CARGO_TARGET_DIR}/${name}/vapi-edge-host"
 bench_bin="${CARGO_TARGET_DIR}/${name}/vapi-edge-bench"

@@ -23,7 +23,7 @@
 # warm-up requests (default 200).
 #
 # Then (unless NATIVE=0) it stops the host and starts vapi-edge-native, the
-# benchmark's native baseline (host/src/bin/vapi-edge-native.rs: the same
+# benchmark's native baseline (bench/src/bin/vapi-edge-native.rs: the same
 # handling logic and SQL compiled natively into a plain HTTP server), against
 # the same database and Redis, and runs the same modes at the same
 # concurrencies. Ends with a summary table of every run and, with the
@@ -80,8 +80,8 @@ else
     fi
     say "building the component: cargo build --target wasm32-wasip2 --profile component -p vapi-edge"
     cargo build --target wasm32-wasip2 --profile component -p vapi-edge
-    say "building the host, the bench and the native baseline: cargo build --release -p vapi-edge-host --bins"
-    cargo build --release -p vapi-edge-host --bins
+    say "building the host, the bench and the native baseline: cargo build --release -p vapi-edge-host -p vapi-edge-bench"
+    cargo build --release -p vapi-edge-host -p vapi-edge-bench
     wasm="${WASM:-${CARGO_TARGET_DIR}/wasm32-wasip2/component/vapi_edge.wasm}"
     host_bin="${CARGO_TARGET_DIR}/release/vapi-edge-host"
     bench_bin="${CARGO_TARGET_DIR}/release/vapi-edge-bench"

@@ -1,4 +1,5 @@
 //! Host-side bindings generated from `wit/world.wit` (world `host-services`).
+//! The resources are the backends' own types; `interfaces` converts the rest.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -20,10 +21,10 @@ wasmtime::component::bindgen!({
         default: async | trappable,
     },
     with: {
-        "fermyon:spin/key-value.store": crate::state::KvHandle,
-        "wasi:keyvalue/store.bucket": crate::state::KvHandle,
-        "wasi:keyvalue/atomics.cas": crate::state::CasHandle,
-        "spin:postgres/postgres.connection": crate::pg::PgConnection,
-        "spin:sqlite/sqlite.connection": crate::sqlite::SqliteConnection,
+        "fermyon:spin/key-value.store": vapi_edge_backends::kv::Bucket,
+        "wasi:keyvalue/store.bucket": vapi_edge_backends::kv::Bucket,
+        "wasi:keyvalue/atomics.cas": vapi_edge_backends::kv::Cas,
+        "spin:postgres/postgres.connection": vapi_edge_backends::pg::PgConnection,
+        "spin:sqlite/sqlite.connection": vapi_edge_backends::sqlite::SqliteConnection,
     },
 });

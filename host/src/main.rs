@@ -1,20 +1,22 @@
 //! `vapi-edge-host`: runs the vapi-edge component the way `spin up` does, on
-//! wasmtime, with real PostgreSQL or Spin's built-in SQLite, and an in-memory
-//! or Redis key-value store.
+//! wasmtime, with real PostgreSQL or Spin's built-in SQLite, and Spin's
+//! SQLite, Redis or an in-memory key-value store.
+//!
+//! Layers, each using only those before it: the services themselves
+//! (`vapi_edge_backends`, plain Rust types) ← `bindings` (generated from WIT)
+//! ← `outbound`, `state` ← `interfaces` (one module per WIT interface, which
+//! converts) ← `server` ← the commands (`main`, `migrate`, `seed`, ...).
+//! `host/tests/layering.rs` checks that no module imports a later one.
 
 mod bindings;
 mod instantiate_bench;
-mod kv;
-mod log;
+mod interfaces;
 mod manifest;
 mod migrate;
 mod outbound;
-mod pg;
-mod pg_tls;
 mod runtime_config;
 mod seed;
 mod server;
-mod sqlite;
 mod state;
 
 use anyhow::{bail, Context, Result};
@@ -324,7 +326,7 @@ async fn seed_agent(args: &[String]) -> Result<()> {
 fn default_sqlite_file(app_dir: &Path, runtime_config: Option<&str>) -> Result<PathBuf> {
     let runtime = runtime_config::RuntimeConfig::load(runtime_config.map(Path::new))?;
     match runtime.sqlite_location("default", app_dir) {
-        Some(sqlite::SqliteLocation::File(path)) => Ok(path),
+        Some(vapi_edge_backends::sqlite::SqliteLocation::File(path)) => Ok(path),
         _ => bail!(
             "the SQLite database `default` is in memory (no `path` in [sqlite_database.default]): nothing to migrate"
         ),

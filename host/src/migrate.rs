@@ -62,7 +62,7 @@ pub async fn run(pg_url: &str, dir: &Path) -> Result<Vec<String>> {
         .context("pg_url is not a valid PostgreSQL connection string")?;
     config.connect_timeout(std::time::Duration::from_secs(5));
     let (mut client, connection) = config
-        .connect(crate::pg_tls::connector())
+        .connect(vapi_edge_backends::pg_tls::connector())
         .await
         .context("cannot connect to PostgreSQL at pg_url (TLS is verified unless it has sslmode=disable, as in Spin)")?;
     tokio::spawn(async move {
@@ -128,9 +128,9 @@ async fn apply(
 /// under it, so two runs at once apply each migration once.
 pub fn run_sqlite(path: &Path, dir: &Path) -> Result<Vec<String>> {
     let migrations = read_dir(dir)?;
-    let mut connection = crate::sqlite::open_file(path)?;
+    let mut connection = vapi_edge_backends::sqlite::open_file(path)?;
     connection
-        .execute_batch(vapi_edge_core::sqlite::CREATE_SCHEMA_MIGRATIONS)
+        .execute_batch(vapi_edge_core::sqlite_sql::CREATE_SCHEMA_MIGRATIONS)
         .context("cannot prepare schema_migrations")?;
     let mut done = Vec::new();
     for migration in &migrations {

@@ -17,12 +17,12 @@
 //! path = "data/vapi-edge.db"   # relative to this file; no path: in memory
 //! ```
 
-use crate::kv::KvStore;
-use crate::sqlite::SqliteLocation;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use vapi_edge_backends::kv::KvStore;
+use vapi_edge_backends::sqlite::SqliteLocation;
 
 #[derive(Debug, Default, Deserialize)]
 struct RawRuntimeConfig {

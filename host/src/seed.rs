@@ -28,7 +28,7 @@ ON CONFLICT (phone_e164) DO UPDATE SET org_id = excluded.org_id,
 
 /// Returns the agent's id.
 pub async fn postgres(url: &str, agent: &Agent) -> Result<String> {
-    let (mut client, connection) = tokio_postgres::connect(url, crate::pg_tls::connector())
+    let (mut client, connection) = tokio_postgres::connect(url, vapi_edge_backends::pg_tls::connector())
         .await
         .context("cannot connect to PostgreSQL at pg_url (TLS is verified unless it has sslmode=disable, as in Spin)")?;
     tokio::spawn(async move {
@@ -59,7 +59,7 @@ pub async fn postgres(url: &str, agent: &Agent) -> Result<String> {
 
 /// Returns the agent's id.
 pub fn sqlite(path: &Path, agent: &Agent) -> Result<String> {
-    let mut connection = crate::sqlite::open_file(path)?;
+    let mut connection = vapi_edge_backends::sqlite::open_file(path)?;
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let id: String = tx
         .query_row(

@@ -4,9 +4,8 @@
 //! Instances come from wasmtime's pooling allocator unless it is turned off.
 
 use crate::manifest::{App, Route};
-use crate::outbound::AllowedHosts;
+use crate::outbound::OutboundHooks;
 use crate::runtime_config::RuntimeConfig;
-use crate::sqlite::SqliteDatabase;
 use crate::state::{ComponentServices, RequestState};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -18,6 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use vapi_edge_backends::allowed_hosts::AllowedHosts;
+use vapi_edge_backends::log;
+use vapi_edge_backends::sqlite::SqliteDatabase;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -29,7 +31,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -123,7 +125,7 @@ pub fn engine(limits: &Limits) -> Result<(Engine, Option<u32>)> {
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&pooled) {
             Ok(engine) => return Ok((engine, Some(slots))),
-            Err(error) => crate::log::warn(
+            Err(error) => log::warn(
                 "instance pool unavailable, allocating on demand",
                 &[
                     ("slots", &slots.to_string()),
@@ -159,7 +161,7 @@ impl Server {
             &mut linker,
             |state| state,
         )?;
-        let pg = crate::pg::PgPools::default();
+        let pg = vapi_edge_backends::pg::PgPools::default();
         // One database per label, whichever components are granted it.
         let mut sqlite: HashMap<String, Option<SqliteDatabase>> = HashMap::new();
         let mut components = HashMap::new();
@@ -193,7 +195,7 @@ impl Server {
             let pre = ProxyPre::new(pre).map_err(wasm_error).with_context(|| {
                 format!("component `{id}` does not export wasi:http/incoming-handler")
             })?;
-            crate::log::info(
+            log::info(
                 "component ready",
                 &[
                     ("app", &app.name),
@@ -408,7 +410,7 @@ impl Server {
         match self.run(component, route, request, client).await {
             Ok(response) => response,
             Err(error) => {
-                crate::log::error(
+                log::error(
                     "request failed in the component",
                     &[
                         ("component", &route.component),
@@ -490,7 +492,7 @@ fn prepare_sqlite(
     label: &str,
 ) -> Result<Option<SqliteDatabase>> {
     let Some(location) = runtime.sqlite_location(label, app_dir) else {
-        crate::log::warn(
+        log::warn(
             "sqlite database not configured",
             &[
                 ("component", component),
@@ -505,7 +507,7 @@ fn prepare_sqlite(
     };
     let database =
         SqliteDatabase::prepare(&location).with_context(|| format!("sqlite database `{label}`"))?;
-    crate::log::info(
+    log::info(
         "sqlite database ready",
         &[("database", label), ("location", &database.describe())],
     );
@@ -571,55 +573,5 @@ fn add_spin_headers<B>(request: &mut hyper::Request<B>, route: &Route, client: S
         if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
-    }
-}
-
-/// Outbound HTTP policy: only destinations in `allowed_outbound_hosts`.
-pub struct OutboundHooks {
-    pub allowed: Arc<AllowedHosts>,
-}
-
-impl WasiHttpHooks for OutboundHooks {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn std::future::Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<
-                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-                )>,
-            > + Send,
-    > {
-        let uri = request.uri();
-        let scheme = uri.scheme_str().unwrap_or("https").to_string();
-        let host = uri.host().unwrap_or("").to_string();
-        let port = uri
-            .port_u16()
-            .or_else(|| crate::outbound::default_port(&scheme))
-            .unwrap_or(443);
-        if !self.allowed.allows(&scheme, &host, port) {
-            crate::log::warn(
-                "outbound request denied",
-                &[
-                    ("target", &format!("{scheme}://{host}:{port}")),
-                    ("reason", "not in allowed_outbound_hosts"),
-                ],
-            );
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        let _ = fut;
-        Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
-            ))
-        })
     }
 }

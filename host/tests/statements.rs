@@ -3,7 +3,7 @@
 //! `spin:postgres` query whose result is empty (spinframework/spin#3671), so
 //! one such statement hangs its request there.
 //!
-//! The statements are `vapi_edge_core::sql::ROW_QUERIES`; the component's
+//! The statements are `vapi_edge_core::pg_sql::ROW_QUERIES`; the component's
 //! Postgres adapter (`src/store/postgres.rs`) sends nothing else with `query`,
 //! and this file checks that too. (`vapi-edge-host` also logs a WARN for any
 //! empty result, and the harness fails every end-to-end test that sees one.)
@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use vapi_edge_core::sql::{self, ROW_QUERIES};
+use vapi_edge_core::pg_sql::{self, ROW_QUERIES};
 
 /// On a freshly migrated, empty database, with parameters that match nothing.
 #[tokio::test(flavor = "multi_thread")]
@@ -56,9 +56,9 @@ async fn every_row_query_returns_a_row_when_nothing_is_found() {
         }
     };
     for query in [
-        sql::RECORD_EVENT_QUERY,
-        sql::PENDING_DEAD_LETTERS_QUERY,
-        sql::INBOUND_AGENT_FOR_LINE_QUERY,
+        pg_sql::RECORD_EVENT_QUERY,
+        pg_sql::PENDING_DEAD_LETTERS_QUERY,
+        pg_sql::INBOUND_AGENT_FOR_LINE_QUERY,
     ] {
         assert_eq!(
             first_column(&query.with_not_found_literals()).await,

@@ -770,7 +770,7 @@ async fn statements_since(proxy: &PgProxy, from: usize, count: usize) -> Vec<Str
 /// Counted on the wire, by a proxy that reads every statement the host sends.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_start_event_is_one_database_round_trip() {
-    use vapi_edge_core::sql::{INSERT_EVENT_ROW, RECORD_EVENT};
+    use vapi_edge_core::pg_sql::{INSERT_EVENT_ROW, RECORD_EVENT};
     let proxy = PgProxy::start().await;
     let db = TestDb::migrated().await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;

@@ -21,6 +21,12 @@ impl EventKey {
         &self.0
     }
 
+    /// A key as written, for tests of what keys feed.
+    #[cfg(test)]
+    pub(crate) fn for_tests(key: &str) -> EventKey {
+        EventKey(key.to_string())
+    }
+
     fn from_parts(parts: &[&str]) -> EventKey {
         // `|` cannot be confused with the separator because parts are escaped.
         let joined = parts

@@ -178,29 +178,6 @@ fn is_test_call(direction: CallDirection, marked: bool) -> bool {
 }
 
 /// The default agent lookup schedule: 5 retries, 3.85 s in all.
-pub const DEFAULT_RETRY_MS: &str = "100,250,500,1000,2000";
-
-/// Reads `agent_lookup_retry_ms`: the delays before each retry of the agent
-/// lookup. Bounded so an attempt ends well inside Vapi's 20 s default timeout.
-pub fn parse_retry_delays(text: &str) -> Result<Vec<u64>, String> {
-    let delays = text
-        .split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            part.parse::<u64>()
-                .map_err(|_| format!("`{part}` is not a number of milliseconds"))
-        })
-        .collect::<Result<Vec<u64>, String>>()?;
-    if delays.len() > 10 {
-        return Err("at most 10 retries".into());
-    }
-    if delays.iter().sum::<u64>() > 10_000 {
-        return Err("the delays add up to more than 10000 ms".into());
-    }
-    Ok(delays)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,16 +269,6 @@ mod tests {
                 "{name}"
             );
         }
-    }
-
-    #[test]
-    fn retry_schedule() {
-        let default = parse_retry_delays(DEFAULT_RETRY_MS).unwrap();
-        assert_eq!(default.len(), 5, "5 retries");
-        assert_eq!(default.iter().sum::<u64>(), 3850, "3.85 s in all");
-        assert_eq!(parse_retry_delays("").unwrap(), Vec::<u64>::new());
-        assert!(parse_retry_delays("100,abc").is_err());
-        assert!(parse_retry_delays("9000,2000").is_err());
     }
 
     #[test]

@@ -5,24 +5,32 @@
 //! tested natively with `cargo test -p vapi-edge-core`.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod call;
+pub mod claim;
+pub mod db;
+pub mod effects;
 pub mod event_key;
 pub mod handling;
 pub mod headers;
 pub mod health;
 pub mod http;
 pub mod json;
+pub mod kv;
 pub mod log;
 pub mod metrics;
 pub mod parked;
 pub mod payload;
+pub mod pg_sql;
 pub mod phone;
+pub mod relay;
 pub mod rollout;
 pub mod schema;
-pub mod sql;
-pub mod sqlite;
+pub mod settings;
+pub mod sqlite_sql;
 pub mod standard_webhooks;
 pub mod verify;
+pub mod webhook;
 
 /// Helpers for this crate's unit tests.
 #[cfg(test)]
@@ -47,6 +55,16 @@ mod test_support {
             .collect();
         examples.sort();
         examples
+    }
+
+    /// Runs a future whose every await is ready at once (the fakes' effects).
+    pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("a fake effect waited"),
+        }
     }
 
     pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {

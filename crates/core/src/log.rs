@@ -67,6 +67,14 @@ impl LogLine {
         self
     }
 
+    pub fn msg(&self) -> &str {
+        &self.msg
+    }
+
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }

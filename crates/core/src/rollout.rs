@@ -4,7 +4,7 @@
 //!
 //! The bucket is computed inside the recording statement (the organisation is
 //! only known once the agent is found, and one round trip is the budget), so
-//! `sql::RECORD_EVENT` holds the same function in SQL; an end-to-end test at a split
+//! `pg_sql::RECORD_EVENT` holds the same function in SQL; an end-to-end test at a split
 //! rollout keeps the two in step.
 
 use sha2::{Digest, Sha256};

@@ -1,36 +1,44 @@
 //! The records in the host's SQLite database (`spin:sqlite`), with the
-//! statements of `vapi_edge_core::sqlite`. An event is one `BEGIN IMMEDIATE`
+//! statements of `vapi_edge_core::sqlite_sql`. An event is one `BEGIN IMMEDIATE`
 //! transaction on this request's own connection: SQLite takes the write lock
 //! at BEGIN, so concurrent deliveries of one event run one after the other
 //! and the second finds the key already recorded.
 #![forbid(unsafe_code)]
 
-use super::{Agent, DbError, DeadLetter, EventRow, Recorded};
 use spin_sdk::sqlite3::{Connection, Error, QueryResult, Value};
 use vapi_edge_core::call::CallDirection;
+use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::rollout;
-use vapi_edge_core::sqlite::{self as sql, MIGRATIONS};
+use vapi_edge_core::sqlite_sql::{self as sql, MIGRATIONS};
 
-impl From<Error> for DbError {
-    fn from(error: Error) -> Self {
-        let (detail, transient) = match error {
-            Error::NoSuchDatabase => ("no such database".to_string(), false),
-            Error::AccessDenied => ("access denied".to_string(), false),
-            Error::InvalidConnection => ("invalid connection".to_string(), false),
-            Error::DatabaseFull => ("database full".to_string(), false),
-            // SQLite's own message (never parameter values). A lock held past
-            // the busy timeout clears by itself; other I/O errors may too.
-            Error::Io(message) => {
-                let lower = message.to_ascii_lowercase();
-                let transient = ["locked", "busy", "disk i/o"]
-                    .iter()
-                    .any(|word| lower.contains(word));
-                (message, transient)
-            }
-        };
-        DbError { detail, transient }
+/// The error as it may be logged, and whether a retry could succeed.
+fn db_error(error: Error) -> DbError {
+    let (detail, transient) = match error {
+        Error::NoSuchDatabase => ("no such database".to_string(), false),
+        Error::AccessDenied => ("access denied".to_string(), false),
+        Error::InvalidConnection => ("invalid connection".to_string(), false),
+        Error::DatabaseFull => ("database full".to_string(), false),
+        // SQLite's own message (never parameter values). A lock held past
+        // the busy timeout clears by itself; other I/O errors may too.
+        Error::Io(message) => {
+            let lower = message.to_ascii_lowercase();
+            let transient = ["locked", "busy", "disk i/o"]
+                .iter()
+                .any(|word| lower.contains(word));
+            (message, transient)
+        }
+    };
+    if transient {
+        DbError::transient(detail)
+    } else {
+        DbError::lasting(detail)
     }
+}
+
+/// Runs one statement on this request's connection.
+fn run(db: &Connection, sql: &str, params: &[Value]) -> Result<QueryResult, DbError> {
+    db.execute(sql, params).map_err(db_error)
 }
 
 fn text(value: Option<&Value>) -> Option<String> {
@@ -65,31 +73,31 @@ fn transaction<T>(
     db: &Connection,
     work: impl FnOnce() -> Result<(T, bool), DbError>,
 ) -> Result<T, DbError> {
-    db.execute("BEGIN IMMEDIATE", &[])?;
+    run(db, "BEGIN IMMEDIATE", &[])?;
     match work() {
         Ok((value, true)) => {
-            db.execute("COMMIT", &[])?;
+            run(db, "COMMIT", &[])?;
             Ok(value)
         }
         Ok((value, false)) => {
-            db.execute("ROLLBACK", &[])?;
+            run(db, "ROLLBACK", &[])?;
             Ok(value)
         }
         Err(error) => {
-            let _ = db.execute("ROLLBACK", &[]);
+            let _ = run(db, "ROLLBACK", &[]);
             Err(error)
         }
     }
 }
 
 pub fn open(label: &str) -> Result<Connection, DbError> {
-    let db = Connection::open(label)?;
+    let db = Connection::open(label).map_err(db_error)?;
     migrate(&db)?;
     Ok(db)
 }
 
-fn applied_versions(db: &Connection) -> Result<Vec<String>, Error> {
-    let rows = db.execute("SELECT version FROM schema_migrations", &[])?;
+fn applied_versions(db: &Connection) -> Result<Vec<String>, DbError> {
+    let rows = run(db, "SELECT version FROM schema_migrations", &[])?;
     Ok(rows
         .rows
         .iter()
@@ -113,16 +121,17 @@ fn migrate(db: &Connection) -> Result<(), DbError> {
         }
     }
     transaction(db, || {
-        db.execute(sql::CREATE_SCHEMA_MIGRATIONS, &[])?;
+        run(db, sql::CREATE_SCHEMA_MIGRATIONS, &[])?;
         let applied = applied_versions(db)?;
         for migration in MIGRATIONS {
             if applied.iter().any(|v| v == migration.version) {
                 continue;
             }
             for statement in sql::statements(migration.sql) {
-                db.execute(&statement, &[])?;
+                run(db, &statement, &[])?;
             }
-            db.execute(
+            run(
+                db,
                 "INSERT INTO schema_migrations (version, checksum) VALUES (?1, ?2)",
                 &[
                     Value::Text(migration.version.to_string()),
@@ -135,7 +144,7 @@ fn migrate(db: &Connection) -> Result<(), DbError> {
 }
 
 pub fn schema_version(db: &Connection) -> Result<Option<String>, DbError> {
-    let rows = db.execute(sql::SCHEMA_VERSION_APPLIED, &[])?;
+    let rows = run(db, sql::SCHEMA_VERSION_APPLIED, &[])?;
     Ok(Some(
         text(first(&rows).and_then(|row| row.first())).unwrap_or_default(),
     ))
@@ -147,7 +156,8 @@ pub fn record_event(
     rollout_percent: u32,
 ) -> Result<Recorded, DbError> {
     transaction(db, || {
-        let rows = db.execute(
+        let rows = run(
+            db,
             sql::AGENT_BY_ASSISTANT,
             &[Value::Text(record.assistant_id.clone())],
         )?;
@@ -164,7 +174,8 @@ pub fn record_event(
         {
             return Ok((Recorded::OutsideRollout { agent }, false));
         }
-        let claimed = db.execute(
+        let claimed = run(
+            db,
             sql::CLAIM_EVENT,
             &[
                 Value::Text(record.event_key.to_string()),
@@ -178,7 +189,8 @@ pub fn record_event(
         }
         let tracked = record.tracks_call();
         if tracked {
-            db.execute(
+            run(
+                db,
                 sql::TRACK_CALL,
                 &[
                     Value::Text(record.call_id.clone()),
@@ -192,7 +204,8 @@ pub fn record_event(
                 ],
             )?;
         }
-        let logged = db.execute(
+        let logged = run(
+            db,
             sql::LOG_CALL,
             &[
                 Value::Text(record.call_id.clone()),
@@ -229,7 +242,8 @@ pub fn record_event(
 }
 
 pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> {
-    db.execute(
+    run(
+        db,
         sql::INSERT_EVENT_ROW,
         &[
             optional_text(&row.message_type),
@@ -246,7 +260,8 @@ pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> 
 }
 
 pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), DbError> {
-    db.execute(
+    run(
+        db,
         sql::UPSERT_DEAD_LETTER,
         &[
             Value::Text(letter.event_key.clone()),
@@ -260,14 +275,17 @@ pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), Db
     Ok(())
 }
 
-pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, DbError> {
-    let rows = db.execute(sql::PENDING_DEAD_LETTERS, &[Value::Integer(limit)])?;
+pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<PendingLetter>, DbError> {
+    let rows = run(db, sql::PENDING_DEAD_LETTERS, &[Value::Integer(limit)])?;
     Ok(rows
         .rows
         .iter()
         .filter_map(
             |row| match (integer(row.values.first()), row.values.get(1)) {
-                (Some(id), Some(Value::Blob(body))) => Some((id, body.clone())),
+                (Some(id), Some(Value::Blob(body))) => Some(PendingLetter {
+                    id,
+                    body: body.clone(),
+                }),
                 _ => None,
             },
         )
@@ -275,7 +293,8 @@ pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec
 }
 
 pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), DbError> {
-    db.execute(
+    run(
+        db,
         sql::MARK_REPLAYED,
         &[Value::Integer(id), Value::Text(outcome.to_string())],
     )?;
@@ -283,7 +302,7 @@ pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), DbEr
 }
 
 pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
-    let rows = db.execute(sql::COUNT_PENDING_DEAD_LETTERS, &[])?;
+    let rows = run(db, sql::COUNT_PENDING_DEAD_LETTERS, &[])?;
     Ok(integer(first(&rows).and_then(|row| row.first())).unwrap_or(0))
 }
 
@@ -294,7 +313,8 @@ pub fn inbound_agent_for_line(
 ) -> Result<Option<(Agent, String)>, DbError> {
     let text_or_null =
         |v: Option<&str>| v.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
-    let rows = db.execute(
+    let rows = run(
+        db,
         sql::INBOUND_AGENT_FOR_LINE,
         &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
     )?;
@@ -305,7 +325,7 @@ pub fn inbound_agent_for_line(
 }
 
 pub fn metrics_snapshot(db: &Connection) -> Result<String, DbError> {
-    let rows = db.execute(&sql::metrics_snapshot(), &[])?;
+    let rows = run(db, &sql::metrics_snapshot(), &[])?;
     text(first(&rows).and_then(|row| row.first()))
         .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
 }

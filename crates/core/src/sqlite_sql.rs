@@ -1,7 +1,7 @@
 //! The embedded store: SQLite twins of the Postgres statements in
 //! [`crate::sql`], and the SQLite migrations the component applies itself.
 //!
-//! SQLite has no data-modifying CTEs, so [`crate::sql::RECORD_EVENT`] becomes a
+//! SQLite has no data-modifying CTEs, so [`crate::pg_sql::RECORD_EVENT`] becomes a
 //! `BEGIN IMMEDIATE` transaction of the statements below on one connection
 //! (each Spin `open` is its own connection, so the transaction is the
 //! request's own): the agent is read, the rollout decided in Rust, the event

@@ -15,6 +15,8 @@
 //! accepted. The last line printed is one JSON object for scripts.
 
 use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -27,20 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vapi_edge_core::verify::HmacScheme;
 
-const USAGE: &str = "usage:
-  vapi-edge-bench --url http://127.0.0.1:3000 --pg-url URL --hmac-secret SECRET
-                  [--concurrency 8] [--requests 2000 | --duration-s 10] [--warmup 200]
-                  [--mode unique|duplicate] [--assistant-id ID] [--fixture PATH]
-                  [--path /webhooks/vapi] [--timeout-ms 30000] [--threads 1]
-                  [--server-pid PID]
-
-Seeds one agent (unless --assistant-id is given), then sends signed inbound
-call-start webhooks at a fixed concurrency over keep-alive HTTP/1.1. Only
-loopback targets are accepted. Exits non-zero when any request failed or the
-database check does not match. With --server-pid (Linux), it also reports
-the CPU time per request of the server, PostgreSQL, Redis and itself over the
-measured requests, from /proc.";
-
 const ORG_ID: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
 const FIXTURE: &str = "shared/vapi/examples/03-inbound-status-update-in-progress.json";
 const CALL_ID_PLACEHOLDER: &str = "__VAPI_EDGE_BENCH_CALL_ID__";
@@ -51,11 +39,10 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match Options::parse(&args) {
+    let options = match Options::from_cli(Cli::parse()) {
         Ok(options) => options,
         Err(error) => {
-            eprintln!("error: {error}\n{USAGE}");
+            eprintln!("error: {error}");
             std::process::exit(2);
         }
     };
@@ -79,9 +66,63 @@ fn main() {
 
 // ---- options -----------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Seeds one agent (unless --assistant-id is given), then sends signed inbound
+/// call-start webhooks at a fixed concurrency over keep-alive HTTP/1.1. Only
+/// loopback targets are accepted. Exits non-zero when any request failed or
+/// the database check does not match. With --server-pid (Linux), it also
+/// reports the CPU time per request of the server, PostgreSQL, Redis and
+/// itself over the measured requests, from /proc.
+#[derive(Parser, Debug)]
+#[command(name = "vapi-edge-bench", version)]
+struct Cli {
+    /// The server, e.g. http://127.0.0.1:3000 (loopback only).
+    #[arg(long)]
+    url: String,
+    /// The server's PostgreSQL, to seed the agent and count the rows.
+    #[arg(long)]
+    pg_url: String,
+    /// The server's `vapi_hmac_secret`: every request is signed with it.
+    #[arg(long)]
+    hmac_secret: String,
+    /// Requests in flight at once (one keep-alive connection each).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
+    /// Measured requests (default 2000).
+    #[arg(long, conflicts_with = "duration_s",
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    requests: Option<u64>,
+    /// Or: measure for this many seconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration_s: Option<u64>,
+    /// Requests sent first and not measured.
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    #[arg(long, value_enum, default_value_t = Mode::Unique)]
+    mode: Mode,
+    /// An agent that exists already (else one is seeded).
+    #[arg(long)]
+    assistant_id: Option<String>,
+    /// The request template (default: the shared inbound call-start example).
+    #[arg(long)]
+    fixture: Option<PathBuf>,
+    /// The request path (default: the URL's, else /webhooks/vapi).
+    #[arg(long)]
+    path: Option<String>,
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: u64,
+    /// The driver's own worker threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    threads: u8,
+    /// The server's process id, for the CPU split (Linux).
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Mode {
+    /// Every request a new call: the full path.
     Unique,
+    /// One event, repeated: the duplicate fast path.
     Duplicate,
 }
 
@@ -118,135 +159,32 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: &[String]) -> Result<Options> {
-        let mut values: BTreeMap<&str, String> = BTreeMap::new();
-        let known = [
-            "--url",
-            "--pg-url",
-            "--hmac-secret",
-            "--concurrency",
-            "--requests",
-            "--duration-s",
-            "--warmup",
-            "--mode",
-            "--assistant-id",
-            "--fixture",
-            "--path",
-            "--timeout-ms",
-            "--threads",
-            "--server-pid",
-        ];
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            if arg == "-h" || arg == "--help" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (arg.as_str(), None),
-            };
-            let Some(name) = known.iter().find(|k| **k == name) else {
-                return Err(format!("unknown argument `{arg}`").into());
-            };
-            let value = match inline {
-                Some(v) => v,
-                None => iter
-                    .next()
-                    .ok_or_else(|| format!("{name} needs a value"))?
-                    .clone(),
-            };
-            values.insert(name, value);
-        }
-        let required = |name: &str| -> Result<String> {
-            values
-                .get(name)
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .ok_or_else(|| format!("{name} is required").into())
-        };
-        let number = |name: &str, default: u64| -> Result<u64> {
-            match values.get(name) {
-                None => Ok(default),
-                Some(v) => v.parse().map_err(|_| {
-                    format!("{name} must be a non-negative integer, not `{v}`").into()
-                }),
-            }
-        };
-
-        let url = required("--url")?;
-        let (addr, authority, url_path) = parse_url(&url)?;
-        let path = match values.get("--path") {
-            Some(p) => p.clone(),
+    fn from_cli(cli: Cli) -> Result<Options> {
+        let (addr, authority, url_path) = parse_url(&cli.url)?;
+        let path = match cli.path {
+            Some(p) => p,
             None if url_path.is_empty() || url_path == "/" => "/webhooks/vapi".to_string(),
             None => url_path,
         };
-        let bound = match (values.get("--requests"), values.get("--duration-s")) {
-            (Some(_), Some(_)) => {
-                return Err("give either --requests or --duration-s, not both".into())
-            }
-            (_, Some(_)) => {
-                let seconds = number("--duration-s", 10)?;
-                if seconds == 0 || seconds > 3600 {
-                    return Err("--duration-s must be between 1 and 3600".into());
-                }
-                Bound::Duration(Duration::from_secs(seconds))
-            }
-            _ => {
-                let n = number("--requests", 2000)?;
-                if n == 0 || n > 10_000_000 {
-                    return Err("--requests must be between 1 and 10000000".into());
-                }
-                Bound::Requests(n)
-            }
-        };
-        let concurrency = number("--concurrency", 8)? as usize;
-        if concurrency == 0 || concurrency > 1024 {
-            return Err("--concurrency must be between 1 and 1024".into());
-        }
-        let threads = number("--threads", 1)? as usize;
-        if threads == 0 || threads > 64 {
-            return Err("--threads must be between 1 and 64".into());
-        }
-        let timeout_ms = number("--timeout-ms", 30_000)?;
-        if timeout_ms == 0 {
-            return Err("--timeout-ms must be positive".into());
-        }
-        let mode = match values.get("--mode").map(String::as_str) {
-            None | Some("unique") => Mode::Unique,
-            Some("duplicate") => Mode::Duplicate,
-            Some(other) => {
-                return Err(format!("--mode must be unique or duplicate, not `{other}`").into())
-            }
-        };
-        let fixture = match values.get("--fixture") {
-            Some(p) => PathBuf::from(p),
-            None => default_fixture(),
+        let bound = match cli.duration_s {
+            Some(seconds) => Bound::Duration(Duration::from_secs(seconds)),
+            None => Bound::Requests(cli.requests.unwrap_or(2000)),
         };
         Ok(Options {
             addr,
             authority,
             path,
-            pg_url: required("--pg-url")?,
-            hmac_secret: required("--hmac-secret")?,
-            concurrency,
+            pg_url: cli.pg_url,
+            hmac_secret: cli.hmac_secret,
+            concurrency: usize::from(cli.concurrency),
             bound,
-            warmup: number("--warmup", 200)?,
-            mode,
-            assistant_id: values
-                .get("--assistant-id")
-                .filter(|v| !v.is_empty())
-                .cloned(),
-            fixture,
-            timeout: Duration::from_millis(timeout_ms),
-            threads,
-            server_pid: match values.get("--server-pid") {
-                None => None,
-                Some(v) => Some(
-                    v.parse()
-                        .map_err(|_| format!("--server-pid must be a process id, not `{v}`"))?,
-                ),
-            },
+            warmup: cli.warmup,
+            mode: cli.mode,
+            assistant_id: cli.assistant_id.filter(|v| !v.is_empty()),
+            fixture: cli.fixture.unwrap_or_else(default_fixture),
+            timeout: Duration::from_millis(cli.timeout_ms),
+            threads: usize::from(cli.threads),
+            server_pid: cli.server_pid,
         })
     }
 }
@@ -285,96 +223,11 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String, String)> {
     Ok((addr, authority.to_string(), uri.path().to_string()))
 }
 
-// ---- histogram -----------------------------------------------------------------
+// ---- latency ------------------------------------------------------------------
 
-/// Log-linear histogram of microseconds: exact below 64 µs, then 64 buckets per
-/// power of two (relative error under 1.6 %). The maximum is kept exactly.
-#[derive(Clone)]
-struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
-    sum: u128,
-    max: u64,
-    min: u64,
-}
-
-const SUB_BITS: u32 = 6;
-const SUB: u64 = 1 << SUB_BITS;
-
-impl Histogram {
-    fn new() -> Histogram {
-        Histogram {
-            counts: vec![0; (SUB * (64 - SUB_BITS as u64 + 1)) as usize],
-            total: 0,
-            sum: 0,
-            max: 0,
-            min: u64::MAX,
-        }
-    }
-
-    fn index(v: u64) -> usize {
-        if v < SUB {
-            return v as usize;
-        }
-        let k = 63 - v.leading_zeros(); // floor(log2 v) >= SUB_BITS
-        let shift = k - SUB_BITS;
-        let sub = (v >> shift) - SUB; // 0..SUB
-        (SUB + (shift as u64) * SUB + sub) as usize
-    }
-
-    /// The highest value a bucket holds.
-    fn upper(index: usize) -> u64 {
-        let i = index as u64;
-        if i < SUB {
-            return i;
-        }
-        let shift = (i - SUB) / SUB;
-        let sub = (i - SUB) % SUB;
-        ((SUB + sub + 1) << shift) - 1
-    }
-
-    fn record(&mut self, micros: u64) {
-        self.counts[Self::index(micros)] += 1;
-        self.total += 1;
-        self.sum += micros as u128;
-        self.max = self.max.max(micros);
-        self.min = self.min.min(micros);
-    }
-
-    fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.total += other.total;
-        self.sum += other.sum;
-        self.max = self.max.max(other.max);
-        self.min = self.min.min(other.min);
-    }
-
-    /// The smallest bucket bound below which at least `q` of the values lie
-    /// (capped by the exact maximum).
-    fn quantile(&self, q: f64) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0;
-        for (index, count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Self::upper(index).min(self.max);
-            }
-        }
-        self.max
-    }
-
-    fn mean(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.sum as f64 / self.total as f64
-        }
-    }
+/// Microseconds, 1 µs to 1 h, with 3 significant digits (HdrHistogram).
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 fn ms(micros: u64) -> f64 {
@@ -577,7 +430,7 @@ impl Tally {
 
 struct PhaseResult {
     tally: Tally,
-    histogram: Histogram,
+    histogram: Histogram<u64>,
     elapsed: Duration,
 }
 
@@ -624,7 +477,7 @@ async fn phase(
         let bodies = bodies.clone();
         let next = next.clone();
         workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::new();
+            let mut histogram = new_histogram();
             let mut tally = Tally::default();
             let mut sender = None;
             let mut connected_before = false;
@@ -649,7 +502,7 @@ async fn phase(
                 }
                 match result {
                     Ok(reply) => {
-                        histogram.record(micros);
+                        histogram.saturating_record(micros.max(1));
                         *tally.statuses.entry(reply.status).or_default() += 1;
                         if (200..300).contains(&reply.status) {
                             tally.ok += 1;
@@ -677,12 +530,12 @@ async fn phase(
         }));
     }
     let mut tally = Tally::default();
-    let mut histogram = Histogram::new();
+    let mut histogram = new_histogram();
     for worker in workers {
         match worker.await {
             Ok((t, h)) => {
                 tally.merge(t);
-                histogram.merge(&h);
+                let _ = histogram.add(&h);
             }
             Err(e) => {
                 tally.errors += 1;
@@ -702,7 +555,7 @@ async fn phase(
 async fn connect_pg(url: &str) -> Result<tokio_postgres::Client> {
     let (client, connection) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_postgres::connect(url, tokio_postgres::NoTls),
+        tokio_postgres::connect(url, vapi_edge_backends::pg_tls::connector()),
     )
     .await
     .map_err(|_| "PostgreSQL did not answer within 10 s")?
@@ -909,12 +762,12 @@ async fn run(options: Options) -> Result<bool> {
     println!("throughput: {throughput:.1} req/s");
     println!(
         "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (mean {:.3}, min {:.3})",
-        ms(h.quantile(0.50)),
-        ms(h.quantile(0.90)),
-        ms(h.quantile(0.99)),
-        ms(h.max),
+        ms(h.value_at_quantile(0.50)),
+        ms(h.value_at_quantile(0.90)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max()),
         h.mean() / 1000.0,
-        ms(if h.total == 0 { 0 } else { h.min })
+        ms(h.min())
     );
 
     if options.mode == Mode::Unique {
@@ -961,10 +814,10 @@ async fn run(options: Options) -> Result<bool> {
         "requests": tally.requests,
         "errors": tally.errors,
         "throughput_rps": (throughput * 10.0).round() / 10.0,
-        "p50_ms": round3(ms(h.quantile(0.50))),
-        "p90_ms": round3(ms(h.quantile(0.90))),
-        "p99_ms": round3(ms(h.quantile(0.99))),
-        "max_ms": round3(ms(h.max)),
+        "p50_ms": round3(ms(h.value_at_quantile(0.50))),
+        "p90_ms": round3(ms(h.value_at_quantile(0.90))),
+        "p99_ms": round3(ms(h.value_at_quantile(0.99))),
+        "max_ms": round3(ms(h.max())),
     });
     if let Some(object) = summary.as_object_mut() {
         object.extend(cpu_fields);
@@ -1047,7 +900,6 @@ fn clock_ticks_per_second() -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Histogram;
 
     #[test]
     fn stat_lines_give_the_command_and_its_cpu_ticks() {
@@ -1057,46 +909,5 @@ mod tests {
             Some(("postgres: post".to_string(), 22))
         );
         assert_eq!(super::parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn histogram_buckets_are_tight() {
-        for v in [
-            0u64,
-            1,
-            63,
-            64,
-            65,
-            127,
-            128,
-            1000,
-            12_345,
-            1_000_000,
-            987_654_321,
-        ] {
-            let i = Histogram::index(v);
-            let upper = Histogram::upper(i);
-            assert!(upper >= v, "{v}: upper {upper}");
-            assert!(
-                (upper - v) as f64 <= (v as f64) / 64.0 + 1.0,
-                "{v}: upper {upper}"
-            );
-            if i > 0 {
-                assert!(Histogram::upper(i - 1) < v, "{v}");
-            }
-        }
-    }
-
-    #[test]
-    fn quantiles() {
-        let mut h = Histogram::new();
-        for v in 1..=1000 {
-            h.record(v * 10);
-        }
-        let p50 = h.quantile(0.5) as f64;
-        assert!((p50 - 5000.0).abs() / 5000.0 < 0.02, "{p50}");
-        let p99 = h.quantile(0.99) as f64;
-        assert!((p99 - 9900.0).abs() / 9900.0 < 0.02, "{p99}");
-        assert_eq!(h.quantile(1.0), 10_000);
     }
 }

@@ -24,6 +24,20 @@ pub enum KvStore {
     Redis(Arc<RedisStore>),
 }
 
+/// An open store: the resource behind both `fermyon:spin/key-value` `store`
+/// and `wasi:keyvalue` `bucket`.
+pub struct Bucket {
+    pub store: KvStore,
+}
+
+/// A compare-and-swap in progress (`wasi:keyvalue` `cas`): the value seen
+/// when it was created.
+pub struct Cas {
+    pub store: KvStore,
+    pub key: String,
+    pub seen: Option<Vec<u8>>,
+}
+
 /// Spin's SQLite key-value store: its table, its encodings, one connection.
 pub struct SqliteStore {
     connection: Mutex<rusqlite::Connection>,

@@ -7,13 +7,45 @@
 //! SQLite calls block (a writer waits for the lock up to [`BUSY_TIMEOUT`]), so
 //! they run on tokio's blocking pool, never on the threads serving requests.
 
-use crate::bindings::spin::sqlite::sqlite::{Error as SqliteError, QueryResult, RowResult, Value};
 use anyhow::{Context, Result};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+
+/// A value bound to or read from a statement (`spin:sqlite` `value`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+    Null,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowResult {
+    pub values: Vec<Value>,
+}
+
+/// A statement's result (`spin:sqlite` `query-result`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<RowResult>,
+}
+
+/// `spin:sqlite`'s errors; this host reports statement failures as `Io`
+/// with SQLite's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqliteError {
+    NoSuchDatabase,
+    AccessDenied,
+    InvalidConnection,
+    DatabaseFull,
+    Io(String),
+}
 
 /// How long a statement waits for another connection's lock before failing
 /// with "database is locked". 5 s is rusqlite's default; set explicitly so an

@@ -1,14 +1,15 @@
-//! Outbound PostgreSQL for `spin:postgres/postgres@4.0.0`: a pool per address,
-//! statements prepared once per connection, and conversions between the WIT
-//! value types and PostgreSQL's.
+//! Outbound PostgreSQL: a pool per address (TLS as Spin does it, see
+//! `pg_tls`), statements prepared once per connection, and conversions between
+//! the values of `spin:postgres/postgres@4.0.0` and PostgreSQL's.
+//!
+//! The value, row and error types below mirror that interface's, variant for
+//! variant, as plain Rust: the host converts its generated WIT types to these
+//! one to one, and everything here is tested without a component.
 
-// The error type is fixed by the WIT interface (as in spin-sdk itself).
+// The error type mirrors the WIT interface's (as in spin-sdk itself).
 #![allow(clippy::result_large_err)]
 
-use crate::bindings::spin::postgres::postgres::{
-    Column, DbDataType, DbError, DbValue, Error as PgError, ParameterValue, QueryError, RowSet,
-};
-use crate::outbound::{default_port, AllowedHosts};
+use crate::allowed_hosts::{default_port, AllowedHosts};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rust_decimal::Decimal;
@@ -18,6 +19,126 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+
+/// A statement parameter (`spin:postgres` `parameter-value`). Ranges and
+/// intervals, which this host does not bind, arrive as `Unsupported`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParameterValue {
+    Boolean(bool),
+    Int8(i8),
+    Int16(i16),
+    Int32(i32),
+    Int64(i64),
+    Floating32(f32),
+    Floating64(f64),
+    Str(String),
+    Binary(Vec<u8>),
+    Date((i32, u8, u8)),
+    Time((u8, u8, u8, u32)),
+    Datetime((i32, u8, u8, u8, u8, u8, u32)),
+    Timestamp(i64),
+    Uuid(String),
+    Jsonb(Vec<u8>),
+    Decimal(String),
+    ArrayInt32(Vec<Option<i32>>),
+    ArrayInt64(Vec<Option<i64>>),
+    ArrayDecimal(Vec<Option<String>>),
+    ArrayStr(Vec<Option<String>>),
+    /// A parameter kind this host does not bind (named for the error).
+    Unsupported(&'static str),
+    DbNull,
+}
+
+/// A column value read back (`spin:postgres` `db-value`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DbValue {
+    Boolean(bool),
+    Int8(i8),
+    Int16(i16),
+    Int32(i32),
+    Int64(i64),
+    Floating32(f32),
+    Floating64(f64),
+    Str(String),
+    Binary(Vec<u8>),
+    Date((i32, u8, u8)),
+    Time((u8, u8, u8, u32)),
+    Datetime((i32, u8, u8, u8, u8, u8, u32)),
+    Uuid(String),
+    Jsonb(Vec<u8>),
+    Decimal(String),
+    ArrayInt32(Vec<Option<i32>>),
+    ArrayInt64(Vec<Option<i64>>),
+    ArrayDecimal(Vec<Option<String>>),
+    ArrayStr(Vec<Option<String>>),
+    DbNull,
+    /// The raw bytes of a type this host does not convert.
+    Unsupported(Vec<u8>),
+}
+
+/// A column's type (`spin:postgres` `db-data-type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbDataType {
+    Boolean,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Floating32,
+    Floating64,
+    Str,
+    Binary,
+    Date,
+    Time,
+    Datetime,
+    Timestamp,
+    Uuid,
+    Jsonb,
+    Decimal,
+    ArrayInt32,
+    ArrayInt64,
+    ArrayDecimal,
+    ArrayStr,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub data_type: DbDataType,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowSet {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<DbValue>>,
+}
+
+/// The server's error, as `spin:postgres` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbError {
+    pub as_text: String,
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub extras: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    Text(String),
+    DbError(DbError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgError {
+    ConnectionFailed(String),
+    BadParameter(String),
+    QueryFailed(QueryError),
+    ValueConversionFailed(String),
+    Other(String),
+}
 
 /// Connections the guest holds open; returned to the pool when the guest drops them.
 pub struct PgConnection {
@@ -90,7 +211,8 @@ impl PgPools {
         })
     }
 
-    fn pool(&self, address: &str, allowed: &AllowedHosts) -> Result<Pool, PgError> {
+    /// The pool for `address` (built on first use, after the allow-list check).
+    pub fn pool(&self, address: &str, allowed: &AllowedHosts) -> Result<Pool, PgError> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pool) = pools.get(address) {
             return Ok(pool.clone());
@@ -422,8 +544,8 @@ fn to_sql(param: ParameterValue, ty: &Type) -> Result<BoxedParam, String> {
                 .collect::<Result<Vec<Option<Decimal>>, _>>()
                 .map_err(|_| "not a decimal")?,
         ),
-        P::RangeInt32(_) | P::RangeInt64(_) | P::RangeDecimal(_) | P::Interval(_) => {
-            return Err("range and interval parameters are not supported by this host".into())
+        P::Unsupported(kind) => {
+            return Err(format!("{kind} parameters are not supported by this host"))
         }
     })
 }

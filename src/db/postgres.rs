@@ -1,52 +1,38 @@
-//! The records in Postgres: one statement per event that finds the agent,
-//! records the event in `processed_webhook_events`, and upserts `call_tracking`
-//! and `call_logs`, so the writes and the idempotency record commit together in
-//! one round trip.
+//! The records in PostgreSQL over `spin:postgres`: one statement per event
+//! (`pg_sql::RECORD_EVENT`) finds the agent, records the event in
+//! `processed_webhook_events` and upserts `call_tracking` and `call_logs`, so
+//! the writes and the idempotency record commit together in one round trip.
 //!
 //! Statements that return rows go through [`query`], which only takes the
-//! statements of `vapi_edge_core::sql::ROW_QUERIES`: each returns at least one
-//! row, because Spin 4.0.0-4.0.2 never answers a query with an empty result
+//! statements of `vapi_edge_core::pg_sql::ROW_QUERIES`: each returns at least
+//! one row, because Spin 4.0.0-4.0.2 never answers a query with an empty result
 //! (spinframework/spin#3671).
 #![forbid(unsafe_code)]
 
-use super::{Agent, DbError, DeadLetter, EventRow, Recorded};
 use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError, RowSet};
+use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
 use vapi_edge_core::handling::CallRecord;
-use vapi_edge_core::sql::{self, RowQuery};
+use vapi_edge_core::pg_sql::{self, RowQuery};
 
-impl From<PgError> for DbError {
-    fn from(error: PgError) -> Self {
-        DbError {
-            detail: describe(&error),
-            transient: is_transient(&error),
+/// The error reduced to what may be logged (the SQLSTATE and the message,
+/// never parameter values), and whether a retry could succeed. Only the first
+/// line of a host's text is kept: with `RUST_BACKTRACE` set, Spin appends a
+/// backtrace to it.
+fn db_error(error: PgError) -> DbError {
+    let first_line = |text: &str| text.lines().next().unwrap_or_default().to_string();
+    match error {
+        PgError::ConnectionFailed(why) => {
+            DbError::transient(format!("connection failed: {}", first_line(&why)))
         }
-    }
-}
-
-/// The error reduced to what may be logged: the SQLSTATE and the constraint
-/// or message, never parameter values.
-fn describe(error: &PgError) -> String {
-    match error {
-        PgError::ConnectionFailed(why) => format!("connection failed: {why}"),
-        PgError::BadParameter(why) => format!("bad parameter: {why}"),
-        PgError::QueryFailed(QueryError::DbError(db)) => format!("{} {}", db.code, db.message),
-        PgError::QueryFailed(QueryError::Text(text)) => text.clone(),
-        PgError::ValueConversionFailed(why) => format!("value conversion failed: {why}"),
-        PgError::Other(why) => why.clone(),
-    }
-}
-
-fn is_transient(error: &PgError) -> bool {
-    match error {
-        PgError::ConnectionFailed(_) => true,
         PgError::QueryFailed(QueryError::DbError(db)) => {
-            // Connection exceptions, serialization failures and deadlocks,
-            // insufficient resources, operator intervention (e.g. shutdown).
-            ["08", "40", "53", "57"]
-                .iter()
-                .any(|class| db.code.starts_with(class))
+            DbError::from_sqlstate(&db.code, &db.message)
         }
-        _ => false,
+        PgError::QueryFailed(QueryError::Text(text)) => DbError::lasting(first_line(&text)),
+        PgError::BadParameter(why) => DbError::lasting(format!("bad parameter: {why}")),
+        PgError::ValueConversionFailed(why) => {
+            DbError::lasting(format!("value conversion failed: {why}"))
+        }
+        PgError::Other(why) => DbError::lasting(first_line(&why)),
     }
 }
 
@@ -71,27 +57,10 @@ fn integer(value: Option<&DbValue>) -> Option<i64> {
     }
 }
 
-pub fn open(url: &str) -> Result<Connection, DbError> {
-    Ok(Connection::open(url)?)
-}
-
-/// The only place that sends a statement with `query`: `statement` is one of
-/// `sql::ROW_QUERIES`, so its result has a row even when nothing is found.
-fn query(
-    db: &Connection,
-    statement: &RowQuery,
-    params: &[ParameterValue],
-) -> Result<RowSet, PgError> {
-    db.query(statement.sql, params)
-}
-
-pub fn schema_version(db: &Connection) -> Result<Option<String>, DbError> {
-    match query(db, &sql::SCHEMA_VERSION_QUERY, &[]) {
-        Ok(rows) => Ok(Some(
-            text(rows.rows.first().and_then(|row| row.first())).unwrap_or_default(),
-        )),
-        Err(error) if is_undefined_table(&error) => Ok(None),
-        Err(error) => Err(error.into()),
+fn boolean(value: Option<&DbValue>) -> Option<bool> {
+    match value? {
+        DbValue::Boolean(b) => Some(*b),
+        _ => None,
     }
 }
 
@@ -104,6 +73,34 @@ fn optional_text(value: &Option<String>) -> ParameterValue {
 
 fn optional<T>(value: Option<T>, wrap: impl Fn(T) -> ParameterValue) -> ParameterValue {
     value.map(wrap).unwrap_or(ParameterValue::DbNull)
+}
+
+pub fn open(url: &str) -> Result<Connection, DbError> {
+    Connection::open(url).map_err(db_error)
+}
+
+/// The only place that sends a statement with `query`: `statement` is one of
+/// `pg_sql::ROW_QUERIES`, so its result has a row even when nothing is found.
+fn query(
+    db: &Connection,
+    statement: &RowQuery,
+    params: &[ParameterValue],
+) -> Result<RowSet, PgError> {
+    db.query(statement.sql, params)
+}
+
+fn execute(db: &Connection, sql: &str, params: &[ParameterValue]) -> Result<(), DbError> {
+    db.execute(sql, params).map(drop).map_err(db_error)
+}
+
+pub fn schema_version(db: &Connection) -> Result<Option<String>, DbError> {
+    match query(db, &pg_sql::SCHEMA_VERSION_QUERY, &[]) {
+        Ok(rows) => Ok(Some(
+            text(rows.rows.first().and_then(|row| row.first())).unwrap_or_default(),
+        )),
+        Err(error) if is_undefined_table(&error) => Ok(None),
+        Err(error) => Err(db_error(error)),
+    }
 }
 
 pub fn record_event(
@@ -135,32 +132,25 @@ pub fn record_event(
         ParameterValue::Int64(i64::from(rollout_percent)),
         ParameterValue::Boolean(record.is_final_report()),
     ];
-    let rows = query(db, &sql::RECORD_EVENT_QUERY, &params)?;
-    // A NULL agent id (or, from a host that answers empty results, no row):
-    // no agent has the assistant id.
+    let rows = query(db, &pg_sql::RECORD_EVENT_QUERY, &params).map_err(db_error)?;
+    // No row only from a host that answers empty results; the statement's
+    // not-found row has a NULL agent id.
     let Some(row) = rows.rows.first() else {
         return Ok(Recorded::AgentNotFound);
     };
-    let Some(agent) = Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2)))
-    else {
-        return Ok(Recorded::AgentNotFound);
-    };
-    if matches!(row.get(6), Some(DbValue::Boolean(false))) {
-        return Ok(Recorded::OutsideRollout { agent });
-    }
-    if integer(row.get(3)) != Some(1) {
-        return Ok(Recorded::Duplicate { agent });
-    }
-    Ok(Recorded::New {
-        agent,
-        tracked: integer(row.get(4)) == Some(1),
-        lead_id: text(row.get(5)),
-    })
+    Ok(Recorded::from_record_event_row(
+        Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2))),
+        integer(row.get(3)),
+        integer(row.get(4)),
+        text(row.get(5)),
+        boolean(row.get(6)),
+    ))
 }
 
 pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> {
-    db.execute(
-        sql::INSERT_EVENT_ROW,
+    execute(
+        db,
+        pg_sql::INSERT_EVENT_ROW,
         &[
             optional_text(&row.message_type),
             optional_text(&row.call_id),
@@ -171,13 +161,13 @@ pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> 
             ParameterValue::Floating64(row.duration_ms),
             optional_text(&row.error_class),
         ],
-    )?;
-    Ok(())
+    )
 }
 
 pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), DbError> {
-    db.execute(
-        sql::UPSERT_DEAD_LETTER,
+    execute(
+        db,
+        pg_sql::UPSERT_DEAD_LETTER,
         &[
             ParameterValue::Str(letter.event_key.clone()),
             optional_text(&letter.message_type),
@@ -186,40 +176,43 @@ pub fn upsert_dead_letter(db: &Connection, letter: &DeadLetter) -> Result<(), Db
             ParameterValue::Jsonb(letter.headers.to_string().into_bytes()),
             ParameterValue::Binary(letter.body.clone()),
         ],
-    )?;
-    Ok(())
+    )
 }
 
-pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, DbError> {
+pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<PendingLetter>, DbError> {
     let rows = query(
         db,
-        &sql::PENDING_DEAD_LETTERS_QUERY,
+        &pg_sql::PENDING_DEAD_LETTERS_QUERY,
         &[ParameterValue::Int64(limit)],
-    )?;
+    )
+    .map_err(db_error)?;
     // With none pending, the one row is NULLs and is skipped here.
     Ok(rows
         .rows
         .iter()
         .filter_map(|row| match (integer(row.first()), row.get(1)) {
-            (Some(id), Some(DbValue::Binary(body))) => Some((id, body.clone())),
+            (Some(id), Some(DbValue::Binary(body))) => Some(PendingLetter {
+                id,
+                body: body.clone(),
+            }),
             _ => None,
         })
         .collect())
 }
 
 pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), DbError> {
-    db.execute(
-        sql::MARK_REPLAYED,
+    execute(
+        db,
+        pg_sql::MARK_REPLAYED,
         &[
             ParameterValue::Int64(id),
             ParameterValue::Str(outcome.to_string()),
         ],
-    )?;
-    Ok(())
+    )
 }
 
 pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
-    let rows = query(db, &sql::COUNT_PENDING_DEAD_LETTERS_QUERY, &[])?;
+    let rows = query(db, &pg_sql::COUNT_PENDING_DEAD_LETTERS_QUERY, &[]).map_err(db_error)?;
     Ok(integer(rows.rows.first().and_then(|r| r.first())).unwrap_or(0))
 }
 
@@ -234,9 +227,10 @@ pub fn inbound_agent_for_line(
     };
     let rows = query(
         db,
-        &sql::INBOUND_AGENT_FOR_LINE_QUERY,
+        &pg_sql::INBOUND_AGENT_FOR_LINE_QUERY,
         &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
-    )?;
+    )
+    .map_err(db_error)?;
     // A line without an agent is one row of NULLs: `from_columns` is `None`.
     Ok(rows.rows.first().and_then(|row| {
         let agent = Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2)))?;
@@ -244,9 +238,9 @@ pub fn inbound_agent_for_line(
     }))
 }
 
-/// In one query.
+/// Everything `/metrics` shows, in one query.
 pub fn metrics_snapshot(db: &Connection) -> Result<String, DbError> {
-    let rows = query(db, &sql::METRICS_SNAPSHOT_QUERY, &[])?;
+    let rows = query(db, &pg_sql::METRICS_SNAPSHOT_QUERY, &[]).map_err(db_error)?;
     text(rows.rows.first().and_then(|r| r.first()))
         .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
 }

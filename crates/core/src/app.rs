@@ -1,0 +1,119 @@
+//! Which handler answers which method and path (the contract in DESIGN.md,
+//! "Routes", plus `POST /admin/replay`), and the operator routes themselves:
+//! `/healthz`, `/metrics` and the replay. A host calls [`route`] with a fully
+//! read request, sends the response, then runs the returned [`After`].
+
+use crate::db::DbError;
+use crate::effects::Effects;
+use crate::health::{self, Check};
+use crate::http::{Request, Response};
+use crate::log::{Level, LogLine};
+use crate::metrics::{self, Snapshot};
+use crate::schema::{is_compatible, version_number, SCHEMA_VERSION};
+use crate::verify::bearer_matches;
+use crate::webhook;
+pub use crate::webhook::After;
+
+/// Dead letters one `POST /admin/replay` re-drives.
+pub const REPLAY_BATCH: i64 = 50;
+
+/// The response, and work to do once it has been sent.
+pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
+    let response = match (request.route(), request.method.as_str()) {
+        ("/webhooks/vapi", "POST") => return webhook::handle(effects, request).await,
+        ("/webhooks/vapi", _) => Response::method_not_allowed("POST"),
+        ("/healthz", "GET" | "HEAD") => healthz(effects).await,
+        ("/healthz", _) => Response::method_not_allowed("GET, HEAD"),
+        ("/metrics", "GET") => match authorised(effects, request, "metrics_token") {
+            Ok(()) => metrics_text(effects).await,
+            Err(refusal) => refusal,
+        },
+        ("/metrics", _) => Response::method_not_allowed("GET"),
+        ("/admin/replay", "POST") => match authorised(effects, request, "admin_token") {
+            Ok(()) => webhook::replay(effects, REPLAY_BATCH).await,
+            Err(refusal) => refusal,
+        },
+        ("/admin/replay", _) => Response::method_not_allowed("POST"),
+        _ => Response::not_found(),
+    };
+    (response, After::none())
+}
+
+/// `Authorization: Bearer <token>` with the token in variable `token_variable`;
+/// with the variable unset the route is closed (403).
+fn authorised(
+    effects: &impl Effects,
+    request: &Request,
+    token_variable: &str,
+) -> Result<(), Response> {
+    let Some(token) = effects.variable(token_variable) else {
+        return Err(Response::error(
+            403,
+            &format!("{token_variable} is not set; this route is closed"),
+        ));
+    };
+    let presented = request.headers.one("authorization").ok().flatten();
+    if !bearer_matches(presented, &token) {
+        return Err(Response::error(401, "a valid bearer token is required")
+            .with_header("www-authenticate", "Bearer"));
+    }
+    Ok(())
+}
+
+async fn metrics_text(effects: &mut impl Effects) -> Response {
+    let snapshot = effects.metrics_snapshot().await.and_then(|json| {
+        serde_json::from_str::<Snapshot>(&json).map_err(|e| DbError::lasting(e.to_string()))
+    });
+    match snapshot {
+        Ok(snapshot) => Response::text(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(&snapshot),
+        ),
+        Err(error) => {
+            effects.emit(
+                &LogLine::new(Level::Error, "Metrics unavailable").field("error", error.detail),
+            );
+            Response::error(503, "metrics are unavailable: the database did not answer")
+        }
+    }
+}
+
+async fn healthz(effects: &mut impl Effects) -> Response {
+    let checks = [
+        database_check(effects).await,
+        key_value_check(effects).await,
+    ];
+    let (status, body) = health::report(&checks);
+    Response::json(status, &body).with_header("cache-control", "no-store")
+}
+
+/// The database answers and its schema is one this build runs on.
+async fn database_check(effects: &mut impl Effects) -> Check {
+    let name = effects.database().name();
+    let seen = match effects.schema_version().await {
+        Ok(Some(seen)) => seen,
+        Ok(None) => {
+            return Check::fail(name, "schema is not migrated (run vapi-edge-host migrate)")
+        }
+        Err(error) if error.unreachable => return Check::fail(name, "connection failed"),
+        Err(_) => return Check::fail(name, "query failed"),
+    };
+    let check = match version_number(&seen) {
+        Some(v) if is_compatible(v) => Check::pass(name),
+        _ => Check::fail(
+            name,
+            "schema is older than this build needs (run vapi-edge-host migrate)",
+        ),
+    };
+    check
+        .with("schema_version", seen)
+        .with("expected_schema_version", SCHEMA_VERSION)
+}
+
+async fn key_value_check(effects: &mut impl Effects) -> Check {
+    match webhook::key_value_probe(effects).await {
+        Ok(count) => Check::pass("key_value").with("probes", count),
+        Err(_) => Check::fail("key_value", "store did not answer"),
+    }
+}

@@ -1,0 +1,58 @@
+//! Everything the webhook flow does to the world, as one trait: variables,
+//! the clock, log lines, the key-value store, the database and the relay. The
+//! component implements it over Spin's interfaces, the native baseline over
+//! tokio-postgres and Redis, and the unit tests over a fake that records.
+//!
+//! Async so that a native host can await its I/O; the component's calls
+//! complete at once (Spin's interfaces it uses are blocking).
+
+use crate::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
+use crate::handling::CallRecord;
+use crate::kv::KeyValue;
+use crate::log::LogLine;
+use crate::relay::Notification;
+
+#[allow(async_fn_in_trait)] // used with concrete types only; no Send bound needed
+pub trait Effects: KeyValue {
+    /// A variable's value; unset and empty (after trimming) are both `None`.
+    fn variable(&self, name: &str) -> Option<String>;
+    /// Wall-clock time in Unix milliseconds.
+    fn now_ms(&self) -> i64;
+    /// Waits `ms` milliseconds (the agent lookup's retry schedule).
+    async fn sleep_ms(&mut self, ms: u64);
+    /// Writes one log line.
+    fn emit(&mut self, line: &LogLine);
+
+    /// The database the records go to, as configured.
+    fn database(&mut self) -> Database;
+    /// Finds the agent and, in one transaction, records the event in
+    /// `processed_webhook_events` and upserts `call_tracking` (inbound) and
+    /// `call_logs`. Inbound calls of organisations outside the rollout write
+    /// nothing.
+    async fn record_event(
+        &mut self,
+        record: &CallRecord,
+        rollout_percent: u32,
+    ) -> Result<Recorded, DbError>;
+    /// The agent that answers inbound calls on a line (by Vapi phone-number id,
+    /// else by E.164 number), with its assistant id.
+    async fn inbound_agent_for_line(
+        &mut self,
+        vapi_phone_number_id: Option<&str>,
+        phone_e164: Option<&str>,
+    ) -> Result<Option<(Agent, String)>, DbError>;
+    /// Keeps one pending dead letter per event; a repeated failure bumps `attempts`.
+    async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError>;
+    async fn insert_event_row(&mut self, row: &EventRow) -> Result<(), DbError>;
+    /// Pending dead letters, oldest first.
+    async fn pending_dead_letters(&mut self, limit: i64) -> Result<Vec<PendingLetter>, DbError>;
+    async fn mark_replayed(&mut self, id: i64, outcome: &str) -> Result<(), DbError>;
+    async fn count_pending_dead_letters(&mut self) -> Result<i64, DbError>;
+    /// The newest applied migration; `None` when the schema was never migrated.
+    async fn schema_version(&mut self) -> Result<Option<String>, DbError>;
+    /// The metrics snapshot as JSON text (see `metrics::Snapshot`).
+    async fn metrics_snapshot(&mut self) -> Result<String, DbError>;
+
+    /// POSTs a notification within `relay::TIMEOUT_MS`; the relay's status code.
+    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, String>;
+}

@@ -1,0 +1,833 @@
+//! `POST /webhooks/vapi`, decided once: verify → validate → plan → claim →
+//! record → respond, with the event record and the dashboard notification
+//! handed back to run after the response. Every effect goes through
+//! [`Effects`], so each branch is unit-tested natively, and the component and
+//! the native baseline run this same flow.
+//!
+//! Every step that refuses says why in one log line, with the checklist's exact
+//! search terms; the request ends with one summary line.
+
+use crate::claim::{self, Claim};
+use crate::db::{Agent, DbError, DeadLetter, EventRow, Recorded};
+use crate::effects::Effects;
+use crate::handling::{self, CallRecord, Plan, PlanError};
+use crate::http::{Request, Response};
+use crate::kv::KeyValue;
+use crate::log::{self as terms, Level, LogLine};
+use crate::parked;
+use crate::payload::{self, MessageKind, ServerMessage};
+use crate::phone;
+use crate::relay::Notification;
+use crate::settings::Settings;
+use crate::standard_webhooks::SigningKey;
+use crate::verify::VerifyConfig;
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// How a request ended: the `outcome` of its summary line, of `webhook_events`
+/// and of the metrics' labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Recorded,
+    Duplicate,
+    /// A message type or a message this version does not act on.
+    Ignored,
+    OutsideRollout,
+    /// An `assistant-request` answered with the line's assistant.
+    Answered,
+    /// An `assistant-request` for a line without an agent (Vapi's `error` shape).
+    NoAgent,
+    Unauthorized,
+    UnsupportedMediaType,
+    InvalidPayload,
+    InvalidCallType,
+    Misconfigured,
+    /// Another attempt holds the event's claim.
+    InProgress,
+    DatabaseUnavailable,
+    DatabaseError,
+    AgentNotFound,
+    /// A call with no assistant id (not recorded).
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Recorded => "recorded",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
+            Outcome::OutsideRollout => "outside_rollout",
+            Outcome::Answered => "answered",
+            Outcome::NoAgent => "no_agent",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::UnsupportedMediaType => "unsupported_media_type",
+            Outcome::InvalidPayload => "invalid_payload",
+            Outcome::InvalidCallType => "invalid_call_type",
+            Outcome::Misconfigured => "misconfigured",
+            Outcome::InProgress => "in_progress",
+            Outcome::DatabaseUnavailable => "database_unavailable",
+            Outcome::DatabaseError => "database_error",
+            Outcome::AgentNotFound => "agent_not_found",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    /// The database holds the event: its claim is done, not given back.
+    fn is_held_by_database(self) -> bool {
+        matches!(self, Outcome::Recorded | Outcome::Duplicate)
+    }
+}
+
+/// Which failure a request met, for the metrics' failure counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorClass {
+    AgentLookup,
+    CallTracking,
+    CallLogs,
+    Database,
+}
+
+impl ErrorClass {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::AgentLookup => "agent_lookup",
+            ErrorClass::CallTracking => "call_tracking",
+            ErrorClass::CallLogs => "call_logs",
+            ErrorClass::Database => "database",
+        }
+    }
+}
+
+/// What the request was about, repeated on each of its log lines, and what
+/// the event record and a dead letter keep of it.
+#[derive(Default)]
+struct Context {
+    fields: Vec<(&'static str, Value)>,
+    /// Set once the request is verified: only those are recorded.
+    verified: bool,
+    error_class: Option<ErrorClass>,
+    dead_letter: Option<DeadLetter>,
+}
+
+impl Context {
+    fn text(&self, key: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_string)
+    }
+
+    fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        self.fields.retain(|(k, _)| *k != key);
+        self.fields.push((key, value.into()));
+    }
+
+    fn line(&self, level: Level, msg: &str, extra: &[(&str, Value)]) -> LogLine {
+        let line = self
+            .fields
+            .iter()
+            .fold(LogLine::new(level, msg), |line, (k, v)| {
+                line.field(k, v.clone())
+            });
+        extra
+            .iter()
+            .fold(line, |line, (k, v)| line.field(k, v.clone()))
+    }
+
+    fn log(&self, effects: &mut impl Effects, level: Level, msg: &str, extra: &[(&str, Value)]) {
+        effects.emit(&self.line(level, msg, extra));
+    }
+
+    fn note_agent(&mut self, agent: &Agent) {
+        self.set("org_id", agent.org_id.as_str());
+        self.set("agent_id", agent.id.as_str());
+        self.set("agent", agent.name.as_str());
+    }
+}
+
+/// A request answered: the response, its outcome, and the notification to
+/// send once the response is out.
+struct Answer {
+    response: Response,
+    outcome: Outcome,
+    notification: Option<Notification>,
+}
+
+impl Answer {
+    fn ok(outcome: Outcome) -> Self {
+        Answer {
+            response: Response::json(200, &json!({ "ok": true, "outcome": outcome.as_str() })),
+            outcome,
+            notification: None,
+        }
+    }
+
+    fn with(outcome: Outcome, response: Response) -> Self {
+        Answer {
+            response,
+            outcome,
+            notification: None,
+        }
+    }
+}
+
+/// Work that follows the response: the event record and the notification.
+#[derive(Default)]
+pub struct After {
+    event: Option<EventRow>,
+    notification: Option<(Notification, LogLine)>,
+}
+
+impl After {
+    /// Nothing to do (a request that was not a verified webhook).
+    pub fn none() -> After {
+        After::default()
+    }
+
+    /// Writes the event record and sends the notification. Neither can fail
+    /// the request any more: a failure is a WARN line.
+    pub async fn run(self, effects: &mut impl Effects) {
+        if let Some(row) = self.event {
+            if let Err(error) = effects.insert_event_row(&row).await {
+                effects.emit(
+                    &LogLine::new(Level::Warn, "Event record not written")
+                        .field("outcome", row.outcome.as_str())
+                        .field("error", error.detail),
+                );
+            }
+        }
+        if let Some((notification, failure_line)) = self.notification {
+            let status = effects.send_notification(&notification).await;
+            let failure_line = match status {
+                Ok(status) if (200..300).contains(&status) => return,
+                Ok(status) => failure_line.field("relay_status", status),
+                Err(error) => failure_line.field("error", error),
+            };
+            effects.emit(&failure_line);
+        }
+    }
+}
+
+/// Live deliveries wait for a slow agent; replays of dead letters do not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Live,
+    Replay,
+}
+
+/// Answers one `POST /webhooks/vapi`; the [`After`] runs once the response is out.
+pub async fn handle<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
+    let started = Instant::now();
+    let mut context = Context::default();
+    let answer = process(effects, request, &mut context).await;
+    finish(effects, answer, context, started).await
+}
+
+/// Logs the summary line, keeps the dead letter, and prepares the event record.
+async fn finish<E: Effects>(
+    effects: &mut E,
+    answer: Answer,
+    mut context: Context,
+    started: Instant,
+) -> (Response, After) {
+    if let Some(letter) = context.dead_letter.take() {
+        keep_dead_letter(effects, &context, letter).await;
+    }
+    let status = answer.response.status;
+    let (level, msg) = match status {
+        200..=299 => (Level::Info, "Webhook handled"),
+        400..=499 => (Level::Warn, "Webhook refused"),
+        _ => (Level::Error, "Webhook failed"),
+    };
+    context.log(
+        effects,
+        level,
+        msg,
+        &[
+            ("outcome", answer.outcome.as_str().into()),
+            ("status", status.into()),
+            ("duration_ms", duration_ms(started).into()),
+        ],
+    );
+    // Only verified requests are recorded (anyone can send the others).
+    let event = context.verified.then(|| EventRow {
+        message_type: context.text("event_type"),
+        call_id: context.text("call_id"),
+        org_id: context.text("org_id"),
+        direction: context.text("direction"),
+        outcome: answer.outcome.as_str().to_string(),
+        status,
+        duration_ms: duration_ms(started),
+        error_class: context.error_class.map(|c| c.as_str().to_string()),
+    });
+    let notification = answer.notification.map(|notification| {
+        let line = context
+            .line(Level::Warn, "Relay notification failed", &[])
+            .field("webhook_id", notification.message_id.as_str());
+        (notification, line)
+    });
+    (
+        answer.response,
+        After {
+            event,
+            notification,
+        },
+    )
+}
+
+/// Stores a failed request for replay: in the database, or when the database
+/// is what failed, in the key-value store until `POST /admin/replay` moves it.
+async fn keep_dead_letter<E: Effects>(effects: &mut E, context: &Context, letter: DeadLetter) {
+    let database = effects.database().name();
+    let db_error = match effects.upsert_dead_letter(&letter).await {
+        Ok(()) => {
+            context.log(
+                effects,
+                Level::Warn,
+                "Dead letter kept",
+                &[("store", database.into())],
+            );
+            return;
+        }
+        Err(error) => error,
+    };
+    match parked::park(effects, &letter.event_key, &letter.body).await {
+        Ok(()) => context.log(
+            effects,
+            Level::Warn,
+            "Dead letter kept",
+            &[
+                ("store", "key_value".into()),
+                ("database_error", db_error.detail.into()),
+            ],
+        ),
+        Err(kv_error) => context.log(
+            effects,
+            Level::Critical,
+            "Dead letter lost",
+            &[
+                ("database_error", db_error.detail.into()),
+                ("key_value_error", kv_error.0.into()),
+            ],
+        ),
+    }
+}
+
+fn duration_ms(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+/// A refusal because of how this deployment is set up: nobody but an operator
+/// can fix it, so it is CRITICAL, and 503 lets Vapi's retry succeed once fixed.
+fn misconfigured(effects: &mut impl Effects, context: &Context, problem: &str) -> Answer {
+    context.log(
+        effects,
+        Level::Critical,
+        "Webhook misconfigured",
+        &[("error", problem.into())],
+    );
+    Answer::with(
+        Outcome::Misconfigured,
+        Response::error(503, "the webhook is not configured"),
+    )
+}
+
+async fn process<E: Effects>(effects: &mut E, request: &Request, context: &mut Context) -> Answer {
+    // 1. Verify, over the raw bytes, before anything else.
+    let verifier =
+        match VerifyConfig::from_variables(|name| effects.variable(name)) {
+            Ok(config) if config.is_configured() => config,
+            Ok(_) => return misconfigured(
+                effects,
+                context,
+                "neither vapi_hmac_secret nor vapi_server_secret is set: every request is refused",
+            ),
+            Err(error) => return misconfigured(effects, context, &error.to_string()),
+        };
+    if let Err(error) = verifier.verify(&request.headers, &request.body, effects.now_ms()) {
+        let reason = error.public_reason();
+        context.log(
+            effects,
+            Level::Warn,
+            "Webhook verification failed",
+            &[("error", reason.clone().into())],
+        );
+        return Answer::with(Outcome::Unauthorized, Response::error(401, &reason));
+    }
+    context.verified = true;
+    if !is_json(request) {
+        return Answer::with(
+            Outcome::UnsupportedMediaType,
+            Response::unsupported_media_type(),
+        );
+    }
+    process_verified(effects, &request.body, context, Mode::Live).await
+}
+
+fn is_json(request: &Request) -> bool {
+    match request.headers.one("content-type") {
+        Ok(Some(value)) => {
+            let media = value.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("application/json")
+        }
+        _ => false,
+    }
+}
+
+/// Everything after verification, shared by live deliveries and replays.
+async fn process_verified<E: Effects>(
+    effects: &mut E,
+    body: &[u8],
+    context: &mut Context,
+    mode: Mode,
+) -> Answer {
+    // 2. Validate.
+    let message = match payload::parse(body) {
+        Ok(message) => message,
+        Err(error) => {
+            context.set("error", error.to_string());
+            return Answer::with(
+                Outcome::InvalidPayload,
+                Response::bad_request(&error.field, &error.problem),
+            );
+        }
+    };
+    context.set("event_type", message.message_type.as_str());
+    if let Some(call_id) = message.call_id() {
+        context.set("call_id", call_id);
+    }
+    let settings = match Settings::from_variables(|name| effects.variable(name)) {
+        Ok(settings) => settings,
+        Err(problem) => return misconfigured(effects, context, &problem.to_string()),
+    };
+    if message.kind == MessageKind::AssistantRequest {
+        return answer_assistant_request(effects, &message, &settings, context).await;
+    }
+
+    // 3. Decide, with the call type explicit.
+    let record = match handling::plan(&message, &settings.country) {
+        Ok(Plan::Record(record)) => record,
+        Ok(Plan::Acknowledge { reason }) => {
+            context.set("reason", reason);
+            return Answer::ok(Outcome::Ignored);
+        }
+        Err(PlanError::CallType(error)) => {
+            context.log(
+                effects,
+                Level::Error,
+                terms::CANNOT_DETERMINE_CALL_TYPE,
+                &[("error", error.to_string().into())],
+            );
+            return Answer::with(
+                Outcome::InvalidCallType,
+                Response::bad_request(
+                    "message.call.type",
+                    &format!("cannot determine call type: {error}"),
+                ),
+            );
+        }
+        Err(PlanError::NoAssistant) => {
+            context.log(
+                effects,
+                Level::Warn,
+                "Call has no assistant id; not recorded",
+                &[],
+            );
+            return Answer::ok(Outcome::Skipped);
+        }
+    };
+    context.set("direction", record.direction.as_str());
+    for warning in &record.number_warnings {
+        context.log(
+            effects,
+            Level::Warn,
+            "Phone number is not valid E.164; stored best-effort",
+            &[
+                ("field", warning.field.into()),
+                ("number", warning.masked.clone().into()),
+                ("reason", warning.reason.into()),
+            ],
+        );
+    }
+
+    // 4. Claim before any side effect.
+    let now = effects.now_ms();
+    let held = match claim::claim(effects, &record.event_key, now, settings.lease_ms).await {
+        Claim::Acquired(held) => Some(held),
+        Claim::Done => {
+            context.log(
+                effects,
+                Level::Info,
+                terms::DUPLICATE_EVENT,
+                &[("guard", "key_value".into())],
+            );
+            return Answer::ok(Outcome::Duplicate);
+        }
+        Claim::InProgress => {
+            context.log(
+                effects,
+                Level::Warn,
+                "Event is being handled by another attempt",
+                &[],
+            );
+            return Answer::with(
+                Outcome::InProgress,
+                Response::error(503, "this event is being handled; retry later")
+                    .with_header("retry-after", "1"),
+            );
+        }
+        Claim::Unavailable(error) => {
+            context.log(
+                effects,
+                Level::Warn,
+                "Key-value store unavailable; the database guards this event",
+                &[("error", error.0.into())],
+            );
+            None
+        }
+    };
+
+    // 5-7. Find the agent and record, in one statement per attempt.
+    let delays: &[u64] = match mode {
+        Mode::Live => &settings.retry_delays,
+        Mode::Replay => &[],
+    };
+    let answer = record_with_retry(effects, &settings, &record, delays, context, &message).await;
+    if let Some(held) = held {
+        // Only an event the database holds is done; anything else (a failure, an
+        // organisation outside the rollout) gives the claim back.
+        let result = if answer.outcome.is_held_by_database() {
+            held.complete(effects).await
+        } else {
+            held.release(effects).await
+        };
+        if let Err(error) = result {
+            context.log(
+                effects,
+                Level::Warn,
+                "Key-value claim could not be updated",
+                &[("error", error.0.into())],
+            );
+        }
+    }
+    if answer.response.status >= 500 {
+        context.dead_letter = Some(DeadLetter {
+            event_key: record.event_key.to_string(),
+            message_type: Some(record.message_type.clone()),
+            call_id: Some(record.call_id.clone()),
+            reason: answer.outcome.as_str().to_string(),
+            headers: json!({ "content-type": "application/json" }),
+            body: body.to_vec(),
+        });
+    }
+    answer
+}
+
+/// `assistant-request`: Vapi asks which assistant answers an inbound call on a
+/// line without a fixed one, and waits at most 7.5 s. Read-only: the call's
+/// rows come with its status updates. With no agent for the line the answer is
+/// Vapi's `error` shape (spoken, then the call ends); a database failure is a
+/// 5xx so Vapi falls back to the number's `fallbackDestination`.
+async fn answer_assistant_request<E: Effects>(
+    effects: &mut E,
+    message: &ServerMessage,
+    settings: &Settings,
+    context: &mut Context,
+) -> Answer {
+    context.set("direction", "inbound");
+    let line_e164 = message
+        .phone_number
+        .as_deref()
+        .map(|raw| phone::normalize(raw, &settings.country).value().to_string());
+    let phone_number_id = message
+        .call
+        .as_ref()
+        .and_then(|c| c.phone_number_id.as_deref());
+    match effects
+        .inbound_agent_for_line(phone_number_id, line_e164.as_deref())
+        .await
+    {
+        Ok(Some((agent, assistant_id))) => {
+            context.note_agent(&agent);
+            Answer::with(
+                Outcome::Answered,
+                Response::json(200, &json!({ "assistantId": assistant_id })),
+            )
+        }
+        Ok(None) => {
+            context.error_class = Some(ErrorClass::AgentLookup);
+            context.log(
+                effects,
+                Level::Error,
+                terms::AGENT_LOOKUP_FAILED,
+                &[(
+                    "line",
+                    phone::mask(message.phone_number.as_deref().unwrap_or_default()).into(),
+                )],
+            );
+            Answer::with(
+                Outcome::NoAgent,
+                Response::json(
+                    200,
+                    &json!({ "error": "Sorry, this line cannot take calls right now. Please try again later." }),
+                ),
+            )
+        }
+        Err(error) => database_unavailable(effects, context, &error),
+    }
+}
+
+/// The database could not be reached: 503, so Vapi's retry (or its fallback
+/// destination, for an assistant-request) takes over.
+fn database_unavailable(
+    effects: &mut impl Effects,
+    context: &mut Context,
+    error: &DbError,
+) -> Answer {
+    context.error_class = Some(ErrorClass::Database);
+    context.log(
+        effects,
+        Level::Error,
+        "Database unavailable",
+        &[("error", error.detail.clone().into())],
+    );
+    Answer::with(
+        Outcome::DatabaseUnavailable,
+        Response::error(503, "database unavailable; retry later"),
+    )
+}
+
+async fn record_with_retry<E: Effects>(
+    effects: &mut E,
+    settings: &Settings,
+    record: &CallRecord,
+    delays: &[u64],
+    context: &mut Context,
+    message: &ServerMessage,
+) -> Answer {
+    let mut retries = delays.iter();
+    loop {
+        match effects.record_event(record, settings.rollout_percent).await {
+            Ok(Recorded::New {
+                agent,
+                tracked,
+                lead_id,
+            }) => {
+                context.note_agent(&agent);
+                if let Some(lead_id) = &lead_id {
+                    context.set("lead_id", lead_id.as_str());
+                }
+                let mut answer = Answer::ok(Outcome::Recorded);
+                answer.notification =
+                    notification(effects, record, &agent, tracked, lead_id, message, context);
+                return answer;
+            }
+            Ok(Recorded::Duplicate { agent }) => {
+                context.note_agent(&agent);
+                let guard = effects.database().name();
+                context.log(
+                    effects,
+                    Level::Info,
+                    terms::DUPLICATE_EVENT,
+                    &[("guard", guard.into())],
+                );
+                return Answer::ok(Outcome::Duplicate);
+            }
+            Ok(Recorded::OutsideRollout { agent }) => {
+                context.note_agent(&agent);
+                context.log(
+                    effects,
+                    Level::Info,
+                    "Organisation is outside the inbound rollout; not recorded",
+                    &[("rollout_percent", settings.rollout_percent.into())],
+                );
+                return Answer::ok(Outcome::OutsideRollout);
+            }
+            Ok(Recorded::AgentNotFound) => match retries.next() {
+                Some(delay) => effects.sleep_ms(*delay).await,
+                None => {
+                    context.error_class = Some(ErrorClass::AgentLookup);
+                    context.log(
+                        effects,
+                        Level::Error,
+                        terms::AGENT_LOOKUP_FAILED,
+                        &[
+                            ("assistant_id", record.assistant_id.as_str().into()),
+                            ("attempts", (delays.len() + 1).into()),
+                        ],
+                    );
+                    return Answer::with(
+                        Outcome::AgentNotFound,
+                        Response::error(500, "no agent has this assistant id yet; retry later"),
+                    );
+                }
+            },
+            Err(error) if error.unreachable => {
+                return database_unavailable(effects, context, &error);
+            }
+            Err(error) => {
+                let (msg, class) = if record.tracks_call() {
+                    (terms::CALL_TRACKING_FAILED, ErrorClass::CallTracking)
+                } else {
+                    (terms::CALL_LOGS_FAILED, ErrorClass::CallLogs)
+                };
+                context.error_class = Some(class);
+                context.log(
+                    effects,
+                    Level::Error,
+                    msg,
+                    &[("error", error.detail.into())],
+                );
+                let status = if error.transient { 503 } else { 500 };
+                return Answer::with(
+                    Outcome::DatabaseError,
+                    Response::error(status, "the event could not be recorded; retry later"),
+                );
+            }
+        }
+    }
+}
+
+/// The dashboard event for a newly recorded call event, if a relay is set.
+fn notification(
+    effects: &mut impl Effects,
+    record: &CallRecord,
+    agent: &Agent,
+    tracked: bool,
+    lead_id: Option<String>,
+    message: &ServerMessage,
+    context: &Context,
+) -> Option<Notification> {
+    let url = effects.variable("relay_url")?;
+    let key = match effects
+        .variable("relay_secret")
+        .map(|secret| SigningKey::from_secret(&secret))
+    {
+        Some(Ok(key)) => Some(key),
+        Some(Err(_)) => {
+            context.log(
+                effects,
+                Level::Critical,
+                "Webhook misconfigured",
+                &[(
+                    "error",
+                    "relay_secret is not a valid signing key; notification not sent".into(),
+                )],
+            );
+            return None;
+        }
+        None => {
+            context.log(
+                effects,
+                Level::Warn,
+                "relay_secret is not set; notification is unsigned",
+                &[],
+            );
+            None
+        }
+    };
+    let occurred_ms = message.timestamp_ms.unwrap_or_else(|| effects.now_ms());
+    let body = json!({
+        "type": "call.event",
+        "event_type": record.message_type,
+        "vapi_call_id": record.call_id,
+        "org_id": agent.org_id,
+        "agent_id": agent.id,
+        "agent_name": agent.name,
+        "direction": record.direction.as_str(),
+        "channel": record.direction.channel(),
+        "status": record.status,
+        "tracked": tracked,
+        "lead_id": lead_id,
+        "occurred_at": terms::rfc3339(occurred_ms),
+    });
+    Some(Notification {
+        url,
+        key,
+        message_id: record.event_key.message_id(),
+        body: body.to_string().into_bytes(),
+    })
+}
+
+/// `POST /admin/replay`: re-drives up to `limit` pending dead letters through
+/// the same path as a live delivery (verification aside: they were verified on
+/// arrival). Idempotent: an event that already succeeded is a duplicate and
+/// changes nothing.
+pub async fn replay<E: Effects>(effects: &mut E, limit: i64) -> Response {
+    // Dead letters parked in the key-value store while the database was down
+    // move into the table first, so there is one queue to drain.
+    let now = effects.now_ms();
+    let parked = parked::drain(effects, now, async |effects: &mut E, event_key, body| {
+        let letter = DeadLetter {
+            event_key: event_key.to_string(),
+            message_type: None,
+            call_id: None,
+            reason: Outcome::DatabaseUnavailable.as_str().into(),
+            headers: json!({ "content-type": "application/json" }),
+            body: body.to_vec(),
+        };
+        effects.upsert_dead_letter(&letter).await.is_ok()
+    })
+    .await;
+    let (moved, still_parked) = match parked {
+        Ok(drained) => (drained.moved, drained.still_parked),
+        Err(error) => {
+            effects.emit(
+                &LogLine::new(Level::Warn, "Parked dead letters not read")
+                    .field("store", "key_value")
+                    .field("error", error.0),
+            );
+            (0, -1)
+        }
+    };
+    let pending = match effects.pending_dead_letters(limit).await {
+        Ok(pending) => pending,
+        Err(_) => return Response::error(503, "database unavailable"),
+    };
+    let (mut succeeded, mut failed) = (0, 0);
+    for letter in pending {
+        let started = Instant::now();
+        let mut context = Context {
+            verified: true,
+            ..Context::default()
+        };
+        context.set("replay_of", letter.id);
+        let answer = process_verified(effects, &letter.body, &mut context, Mode::Replay).await;
+        let ok = answer.response.status < 300;
+        let outcome = answer.outcome;
+        let (_, after) = finish(effects, answer, context, started).await;
+        after.run(effects).await;
+        if ok
+            && effects
+                .mark_replayed(letter.id, outcome.as_str())
+                .await
+                .is_ok()
+        {
+            succeeded += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    let remaining = effects.count_pending_dead_letters().await.unwrap_or(-1);
+    Response::json(
+        200,
+        &json!({
+            "moved_from_key_value": moved,
+            "parked_in_key_value": still_parked,
+            "replayed": succeeded,
+            "failed": failed,
+            "remaining": remaining,
+        }),
+    )
+}
+
+/// Whether the key-value store answers and keeps state across requests: each
+/// probe increments a counter that lives in the host, not in an instance.
+pub async fn key_value_probe(kv: &mut impl KeyValue) -> Result<i64, crate::kv::KvError> {
+    kv.increment("vapi-edge/healthz/probes", 1).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,590 @@
+//! Each branch of the webhook flow, natively, over [`Fake`] effects: a map for
+//! the key-value store, a scripted database, a clock that only moves when
+//! told, and every log line kept.
+
+use super::*;
+use crate::db::{Database, PendingLetter};
+use crate::kv::fake::MapStore;
+use crate::kv::KvError;
+use crate::test_support::block_on;
+use std::collections::{HashMap, VecDeque};
+
+const SECRET: &str = "shared-secret-1";
+const ORG: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
+
+fn ava() -> Agent {
+    Agent {
+        id: "agent-1".into(),
+        org_id: ORG.into(),
+        name: "Ava".into(),
+    }
+}
+
+#[derive(Default)]
+struct Fake {
+    kv: MapStore,
+    vars: HashMap<&'static str, String>,
+    now_ms: i64,
+    slept: Vec<u64>,
+    lines: Vec<LogLine>,
+    /// Answers of `record_event`, in order; when empty, `Recorded::New`.
+    record_answers: VecDeque<Result<Recorded, DbError>>,
+    record_calls: usize,
+    line_agent: Option<(Agent, String)>,
+    database_down: bool,
+    dead_letters: Vec<DeadLetter>,
+    event_rows: Vec<EventRow>,
+    pending: Vec<PendingLetter>,
+    replayed: Vec<(i64, String)>,
+    notified: Vec<Vec<u8>>,
+    relay_status: u16,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let mut fake = Fake {
+            now_ms: 1_796_000_000_000,
+            relay_status: 200,
+            ..Fake::default()
+        };
+        fake.vars.insert("vapi_server_secret", SECRET.into());
+        fake
+    }
+
+    fn var(mut self, name: &'static str, value: &str) -> Fake {
+        self.vars.insert(name, value.into());
+        self
+    }
+
+    fn lines_with(&self, msg: &str) -> Vec<&LogLine> {
+        self.lines.iter().filter(|l| l.msg() == msg).collect()
+    }
+
+    fn down(&self) -> Result<(), DbError> {
+        if self.database_down {
+            return Err(DbError::transient("connection failed: refused").unreachable());
+        }
+        Ok(())
+    }
+}
+
+impl KeyValue for Fake {
+    async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.kv.get(key).await
+    }
+    async fn set(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.kv.set(key, value).await
+    }
+    async fn delete(&mut self, key: &str) -> Result<(), KvError> {
+        self.kv.delete(key).await
+    }
+    async fn exists(&mut self, key: &str) -> Result<bool, KvError> {
+        self.kv.exists(key).await
+    }
+    async fn increment(&mut self, key: &str, delta: i64) -> Result<i64, KvError> {
+        self.kv.increment(key, delta).await
+    }
+}
+
+impl Effects for Fake {
+    fn variable(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(name)
+            .cloned()
+            .filter(|v| !v.trim().is_empty())
+    }
+    fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+    async fn sleep_ms(&mut self, ms: u64) {
+        self.slept.push(ms);
+        self.now_ms += ms as i64;
+    }
+    fn emit(&mut self, line: &LogLine) {
+        self.lines.push(line.clone());
+    }
+    fn database(&mut self) -> Database {
+        Database::Postgres
+    }
+    async fn record_event(
+        &mut self,
+        _record: &CallRecord,
+        _rollout_percent: u32,
+    ) -> Result<Recorded, DbError> {
+        self.down()?;
+        self.record_calls += 1;
+        self.record_answers.pop_front().unwrap_or(Ok(Recorded::New {
+            agent: ava(),
+            tracked: true,
+            lead_id: None,
+        }))
+    }
+    async fn inbound_agent_for_line(
+        &mut self,
+        _id: Option<&str>,
+        _e164: Option<&str>,
+    ) -> Result<Option<(Agent, String)>, DbError> {
+        self.down()?;
+        Ok(self.line_agent.clone())
+    }
+    async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError> {
+        self.down()?;
+        self.dead_letters.push(letter.clone());
+        Ok(())
+    }
+    async fn insert_event_row(&mut self, row: &EventRow) -> Result<(), DbError> {
+        self.down()?;
+        self.event_rows.push(row.clone());
+        Ok(())
+    }
+    async fn pending_dead_letters(&mut self, limit: i64) -> Result<Vec<PendingLetter>, DbError> {
+        self.down()?;
+        Ok(self.pending.iter().take(limit as usize).cloned().collect())
+    }
+    async fn mark_replayed(&mut self, id: i64, outcome: &str) -> Result<(), DbError> {
+        self.down()?;
+        self.pending.retain(|l| l.id != id);
+        self.replayed.push((id, outcome.to_string()));
+        Ok(())
+    }
+    async fn count_pending_dead_letters(&mut self) -> Result<i64, DbError> {
+        self.down()?;
+        Ok(self.pending.len() as i64)
+    }
+    async fn schema_version(&mut self) -> Result<Option<String>, DbError> {
+        self.down()?;
+        Ok(Some("0002_operations".into()))
+    }
+    async fn metrics_snapshot(&mut self) -> Result<String, DbError> {
+        self.down()?;
+        Err(DbError::lasting("not in this fake"))
+    }
+    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, String> {
+        self.notified.push(notification.body.clone());
+        Ok(self.relay_status)
+    }
+}
+
+fn example(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../../shared/vapi/examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn signed(body: Vec<u8>) -> Request {
+    Request {
+        method: "POST".into(),
+        path: "/webhooks/vapi".into(),
+        headers: [
+            ("content-type", "application/json"),
+            ("x-vapi-secret", SECRET),
+        ]
+        .into_iter()
+        .collect(),
+        body,
+    }
+}
+
+fn call_start() -> Request {
+    signed(example("03-inbound-status-update-in-progress.json"))
+}
+
+/// Handles `request` and runs what follows the response, as a host does.
+fn deliver(fake: &mut Fake, request: &Request) -> Response {
+    block_on(async {
+        let (response, after) = handle(fake, request).await;
+        after.run(fake).await;
+        response
+    })
+}
+
+fn outcome(response: &Response) -> String {
+    response.body_json().unwrap()["outcome"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn outcome_of_summary(fake: &Fake) -> String {
+    summary(fake)
+        .get("outcome")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn summary(fake: &Fake) -> &LogLine {
+    fake.lines
+        .iter()
+        .rev()
+        .find(|l| l.msg().starts_with("Webhook "))
+        .expect("a summary line")
+}
+
+#[test]
+fn a_new_event_is_recorded_once_claimed_and_marked_done() {
+    let mut fake = Fake::new();
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(response.status, 200);
+    assert_eq!(outcome(&response), "recorded");
+    assert_eq!(fake.record_calls, 1);
+    assert!(
+        fake.kv
+            .values
+            .keys()
+            .any(|k| k.starts_with("vapi-edge/done/")),
+        "the claim is completed"
+    );
+    assert_eq!(fake.event_rows.len(), 1);
+    assert_eq!(fake.event_rows[0].outcome, "recorded");
+    assert_eq!(fake.event_rows[0].org_id.as_deref(), Some(ORG));
+    assert_eq!(summary(&fake).get("agent"), Some(&json!("Ava")));
+    // No relay_url: nothing to notify.
+    assert!(fake.notified.is_empty());
+}
+
+#[test]
+fn a_second_delivery_stops_at_the_done_key_without_touching_the_database() {
+    let mut fake = Fake::new();
+    deliver(&mut fake, &call_start());
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(outcome(&response), "duplicate");
+    assert_eq!(fake.record_calls, 1);
+    let duplicate = fake.lines_with(terms::DUPLICATE_EVENT);
+    assert_eq!(duplicate[0].get("guard"), Some(&json!("key_value")));
+}
+
+#[test]
+fn a_duplicate_the_store_forgot_is_caught_by_the_database() {
+    let mut fake = Fake::new();
+    fake.record_answers
+        .push_back(Ok(Recorded::Duplicate { agent: ava() }));
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(outcome(&response), "duplicate");
+    let duplicate = fake.lines_with(terms::DUPLICATE_EVENT);
+    assert_eq!(duplicate[0].get("guard"), Some(&json!("postgres")));
+    // The database holds it: the claim is done, so later deliveries stop early.
+    assert!(fake
+        .kv
+        .values
+        .keys()
+        .any(|k| k.starts_with("vapi-edge/done/")));
+}
+
+#[test]
+fn a_live_claim_of_another_attempt_is_503_with_retry_after() {
+    let mut fake = Fake::new();
+    // Another attempt claimed this window's key and has not finished.
+    let request = call_start();
+    let message = payload::parse(&request.body).unwrap();
+    let key = crate::event_key::for_message(&message).unwrap();
+    let claim_key = claim::claim_key(&key, fake.now_ms, claim::DEFAULT_LEASE_MS);
+    fake.kv
+        .values
+        .insert(claim_key, 1i64.to_le_bytes().to_vec());
+    let response = deliver(&mut fake, &request);
+    assert_eq!(response.status, 503);
+    assert!(response.headers.contains(&("retry-after", "1".to_string())));
+    assert_eq!(
+        fake.record_calls, 0,
+        "no side effect while another attempt runs"
+    );
+    assert!(
+        fake.dead_letters.is_empty(),
+        "the other attempt owns the event"
+    );
+}
+
+#[test]
+fn a_claim_whose_lease_ended_is_taken_over() {
+    let mut fake = Fake::new().var("claim_lease_ms", "1000");
+    let request = call_start();
+    let message = payload::parse(&request.body).unwrap();
+    let key = crate::event_key::for_message(&message).unwrap();
+    // A dead attempt's claim in the previous window.
+    let stale = claim::claim_key(&key, fake.now_ms - 1_000, 1_000);
+    fake.kv.values.insert(stale, 1i64.to_le_bytes().to_vec());
+    let response = deliver(&mut fake, &request);
+    assert_eq!(outcome(&response), "recorded");
+}
+
+#[test]
+fn with_the_store_down_the_database_alone_guards_the_event() {
+    let mut fake = Fake::new();
+    fake.kv.down = true;
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(outcome(&response), "recorded");
+    assert_eq!(
+        fake.lines_with("Key-value store unavailable; the database guards this event")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn an_unknown_assistant_is_retried_on_the_schedule_then_500_and_kept() {
+    let mut fake = Fake::new().var("agent_lookup_retry_ms", "10,20,30");
+    for _ in 0..4 {
+        fake.record_answers.push_back(Ok(Recorded::AgentNotFound));
+    }
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(response.status, 500);
+    assert_eq!(fake.slept, [10, 20, 30]);
+    assert_eq!(fake.record_calls, 4);
+    let failed = fake.lines_with(terms::AGENT_LOOKUP_FAILED);
+    assert_eq!(failed[0].get("attempts"), Some(&json!(4)));
+    assert_eq!(fake.dead_letters.len(), 1, "a 5xx is kept for replay");
+    assert_eq!(fake.dead_letters[0].reason, "agent_not_found");
+    assert_eq!(
+        fake.event_rows[0].error_class.as_deref(),
+        Some("agent_lookup")
+    );
+    // The claim was given back: Vapi's retry goes through at once.
+    fake.record_answers.clear();
+    assert_eq!(outcome(&deliver(&mut fake, &call_start())), "recorded");
+}
+
+#[test]
+fn an_agent_that_appears_during_the_retries_is_found() {
+    let mut fake = Fake::new();
+    fake.record_answers.push_back(Ok(Recorded::AgentNotFound));
+    fake.record_answers.push_back(Ok(Recorded::AgentNotFound));
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(outcome(&response), "recorded");
+    assert_eq!(fake.slept, [100, 250]);
+    assert!(fake.dead_letters.is_empty());
+}
+
+#[test]
+fn a_transient_database_error_is_503_and_a_lasting_one_500() {
+    for (error, status) in [
+        (
+            DbError::from_sqlstate("40001", "serialization failure"),
+            503,
+        ),
+        (DbError::from_sqlstate("23502", "null value"), 500),
+    ] {
+        let mut fake = Fake::new();
+        fake.record_answers.push_back(Err(error));
+        let response = deliver(&mut fake, &call_start());
+        assert_eq!(response.status, status);
+        assert_eq!(fake.lines_with(terms::CALL_TRACKING_FAILED).len(), 1);
+        assert_eq!(fake.dead_letters.len(), 1);
+        assert!(
+            !String::from_utf8_lossy(&response.body).contains("serialization"),
+            "database text stays out of the response"
+        );
+    }
+}
+
+#[test]
+fn with_the_database_down_the_dead_letter_is_parked_in_the_store() {
+    let mut fake = Fake::new();
+    fake.database_down = true;
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(response.status, 503);
+    assert_eq!(outcome_of_summary(&fake), "database_unavailable");
+    assert_eq!(fake.lines_with("Database unavailable").len(), 1);
+    let kept = fake.lines_with("Dead letter kept");
+    assert_eq!(kept[0].get("store"), Some(&json!("key_value")));
+    assert!(fake
+        .kv
+        .values
+        .keys()
+        .any(|k| k.starts_with("vapi-edge/dead-letter/")));
+}
+
+#[test]
+fn with_both_down_the_dead_letter_is_lost_and_critical() {
+    let mut fake = Fake::new();
+    fake.database_down = true;
+    fake.kv.down = true;
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(response.status, 503);
+    let lost = fake.lines_with("Dead letter lost");
+    assert_eq!(lost[0].level(), Level::Critical);
+}
+
+#[test]
+fn outside_the_rollout_nothing_is_done_and_the_claim_is_given_back() {
+    let mut fake = Fake::new();
+    fake.record_answers
+        .push_back(Ok(Recorded::OutsideRollout { agent: ava() }));
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(outcome(&response), "outside_rollout");
+    assert!(!fake
+        .kv
+        .values
+        .keys()
+        .any(|k| k.starts_with("vapi-edge/done/")));
+    assert!(fake.dead_letters.is_empty());
+    // Rolled in later, the same event records.
+    assert_eq!(outcome(&deliver(&mut fake, &call_start())), "recorded");
+}
+
+#[test]
+fn refusals_come_before_any_effect() {
+    // Not configured: 503, CRITICAL, and nothing recorded (not verified).
+    let mut fake = Fake::new().var("vapi_server_secret", "");
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(response.status, 503);
+    assert_eq!(
+        fake.lines_with("Webhook misconfigured")[0].level(),
+        Level::Critical
+    );
+    assert!(fake.event_rows.is_empty());
+
+    // A wrong secret: 401, not recorded.
+    let mut fake = Fake::new();
+    let mut request = call_start();
+    request.headers = [
+        ("content-type", "application/json"),
+        ("x-vapi-secret", "no"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(deliver(&mut fake, &request).status, 401);
+    assert!(fake.event_rows.is_empty());
+
+    // Verified but not JSON: 415, recorded.
+    let mut fake = Fake::new();
+    let mut request = call_start();
+    request.headers = [("content-type", "text/plain"), ("x-vapi-secret", SECRET)]
+        .into_iter()
+        .collect();
+    assert_eq!(deliver(&mut fake, &request).status, 415);
+    assert_eq!(fake.event_rows[0].outcome, "unsupported_media_type");
+
+    // An invalid payload names the field.
+    let mut fake = Fake::new();
+    let response = deliver(&mut fake, &signed(br#"{"message": {}}"#.to_vec()));
+    assert_eq!(response.status, 400);
+    assert!(response.body_json().unwrap()["field"].is_string());
+
+    // A bad setting is the operator's: 503, named.
+    let mut fake = Fake::new().var("default_country", "XX");
+    assert_eq!(deliver(&mut fake, &call_start()).status, 503);
+    let line = fake.lines_with("Webhook misconfigured")[0];
+    assert!(line
+        .get("error")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("default_country"));
+    assert_eq!(fake.record_calls, 0);
+}
+
+#[test]
+fn an_unknown_call_type_is_400_with_the_search_term() {
+    let mut fake = Fake::new();
+    let mut body: Value =
+        serde_json::from_slice(&example("03-inbound-status-update-in-progress.json")).unwrap();
+    body["message"]["call"]["type"] = json!("pstnMystery");
+    let response = deliver(&mut fake, &signed(serde_json::to_vec(&body).unwrap()));
+    assert_eq!(response.status, 400);
+    assert_eq!(fake.lines_with(terms::CANNOT_DETERMINE_CALL_TYPE).len(), 1);
+    assert_eq!(fake.record_calls, 0);
+}
+
+#[test]
+fn assistant_requests_are_answered_both_ways() {
+    let mut fake = Fake::new();
+    fake.line_agent = Some((ava(), "asst-1".into()));
+    let request = signed(example("01-inbound-assistant-request.json"));
+    let response = deliver(&mut fake, &request);
+    assert_eq!(
+        response.body_json().unwrap(),
+        json!({ "assistantId": "asst-1" })
+    );
+
+    let mut fake = Fake::new();
+    let response = deliver(&mut fake, &request);
+    assert_eq!(response.status, 200);
+    assert!(response.body_json().unwrap()["error"].is_string());
+    assert_eq!(
+        fake.event_rows[0].error_class.as_deref(),
+        Some("agent_lookup")
+    );
+
+    let mut fake = Fake::new();
+    fake.database_down = true;
+    assert_eq!(deliver(&mut fake, &request).status, 503);
+}
+
+#[test]
+fn a_recorded_event_notifies_the_relay_once_and_a_failure_is_a_warning() {
+    let mut fake = Fake::new()
+        .var("relay_url", "http://127.0.0.1:8787/events")
+        .var("relay_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    deliver(&mut fake, &call_start());
+    assert_eq!(fake.notified.len(), 1);
+    let event: Value = serde_json::from_slice(&fake.notified[0]).unwrap();
+    assert_eq!(event["org_id"], ORG);
+    assert_eq!(event["status"], "in-progress");
+    assert!(fake.lines_with("Relay notification failed").is_empty());
+    // A duplicate does not notify again.
+    deliver(&mut fake, &call_start());
+    assert_eq!(fake.notified.len(), 1);
+
+    let mut fake = Fake::new().var("relay_url", "http://127.0.0.1:8787/events");
+    fake.relay_status = 500;
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(response.status, 200, "the relay never fails the webhook");
+    let failed = fake.lines_with("Relay notification failed");
+    assert_eq!(failed[0].get("relay_status"), Some(&json!(500)));
+    assert_eq!(
+        fake.lines_with("relay_secret is not set; notification is unsigned")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_replay_moves_parked_letters_and_redrives_each_once() {
+    let mut fake = Fake::new();
+    fake.database_down = true;
+    deliver(&mut fake, &call_start());
+    fake.database_down = false;
+    // The parked letter moves to the table; the fake's table hands it back.
+    let response = block_on(replay(&mut fake, 50));
+    let report = response.body_json().unwrap();
+    assert_eq!(report["moved_from_key_value"], 1);
+    assert_eq!(fake.dead_letters.len(), 1);
+    fake.pending.push(PendingLetter {
+        id: 7,
+        body: fake.dead_letters[0].body.clone(),
+    });
+    let report = block_on(replay(&mut fake, 50)).body_json().unwrap();
+    assert_eq!(report["replayed"], 1);
+    assert_eq!(report["remaining"], 0);
+    assert_eq!(fake.replayed, [(7, "recorded".to_string())]);
+    // A replay waits for no agent: one attempt, no sleep.
+    assert!(fake.slept.is_empty());
+}
+
+#[test]
+fn every_outcome_has_its_own_word() {
+    let all = [
+        Outcome::Recorded,
+        Outcome::Duplicate,
+        Outcome::Ignored,
+        Outcome::OutsideRollout,
+        Outcome::Answered,
+        Outcome::NoAgent,
+        Outcome::Unauthorized,
+        Outcome::UnsupportedMediaType,
+        Outcome::InvalidPayload,
+        Outcome::InvalidCallType,
+        Outcome::Misconfigured,
+        Outcome::InProgress,
+        Outcome::DatabaseUnavailable,
+        Outcome::DatabaseError,
+        Outcome::AgentNotFound,
+        Outcome::Skipped,
+    ];
+    let words: std::collections::HashSet<_> = all.iter().map(|o| o.as_str()).collect();
+    assert_eq!(words.len(), all.len());
+}
