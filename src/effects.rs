@@ -16,7 +16,7 @@ use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::kv::{KeyValue, KvError};
 use vapi_edge_core::log::{Level, LogLine};
-use vapi_edge_core::relay::Notification;
+use vapi_edge_core::relay::{Notification, RelayError};
 
 /// The key-value store label granted in spin.toml.
 const KV_STORE: &str = "default";
@@ -180,7 +180,7 @@ impl Effects for SpinEffects {
         self.db()?.metrics_snapshot()
     }
 
-    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, String> {
+    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, RelayError> {
         relay::send(notification, self.now_ms())
     }
 }

@@ -4,15 +4,15 @@
 #![forbid(unsafe_code)]
 
 use vapi_edge_core::http::split_url;
-use vapi_edge_core::relay::{Notification, TIMEOUT_MS};
+use vapi_edge_core::relay::{Notification, RelayError, TIMEOUT_MS};
 use wasi::http::outgoing_handler;
 use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 
 /// The relay's status code, or why there is none.
-pub fn send(notification: &Notification, now_ms: i64) -> Result<u16, String> {
-    let target = split_url(&notification.url).map_err(|e| format!("relay_url: {e}"))?;
-    let fields =
-        Fields::from_list(&notification.headers(now_ms)).map_err(|e| format!("headers: {e:?}"))?;
+pub fn send(notification: &Notification, now_ms: i64) -> Result<u16, RelayError> {
+    let target = split_url(&notification.url).map_err(RelayError::InvalidUrl)?;
+    let fields = Fields::from_list(&notification.headers(now_ms))
+        .map_err(|e| RelayError::Transport(format!("headers: {e:?}")))?;
     let request = OutgoingRequest::new(fields);
     let scheme = if target.scheme == "https" {
         Scheme::Https
@@ -24,8 +24,9 @@ pub fn send(notification: &Notification, now_ms: i64) -> Result<u16, String> {
         .and_then(|()| request.set_scheme(Some(&scheme)))
         .and_then(|()| request.set_authority(Some(&target.authority)))
         .and_then(|()| request.set_path_with_query(Some(&target.path_and_query)))
-        .map_err(|()| "relay_url is not a valid request target".to_string())?;
-    let body = request.body().map_err(|()| "request body unavailable")?;
+        .map_err(|()| RelayError::InvalidUrl("not a valid request target"))?;
+    let unavailable = |()| RelayError::Transport("request body unavailable".into());
+    let body = request.body().map_err(unavailable)?;
 
     let timeout_ns = TIMEOUT_MS * 1_000_000;
     let options = RequestOptions::new();
@@ -35,28 +36,29 @@ pub fn send(notification: &Notification, now_ms: i64) -> Result<u16, String> {
     let _ = options.set_between_bytes_timeout(Some(timeout_ns));
     let deadline = wasi::clocks::monotonic_clock::subscribe_duration(timeout_ns);
 
-    let pending =
-        outgoing_handler::handle(request, Some(options)).map_err(|e| format!("refused: {e:?}"))?;
+    let pending = outgoing_handler::handle(request, Some(options))
+        .map_err(|e| RelayError::Refused(format!("{e:?}")))?;
     {
-        let stream = body.write().map_err(|()| "request body unavailable")?;
+        let stream = body.write().map_err(unavailable)?;
         for chunk in notification.body.chunks(4096) {
             stream
                 .blocking_write_and_flush(chunk)
-                .map_err(|e| format!("write: {e:?}"))?;
+                .map_err(|e| RelayError::Transport(format!("write: {e:?}")))?;
         }
     }
-    OutgoingBody::finish(body, None).map_err(|e| format!("finish: {e:?}"))?;
+    OutgoingBody::finish(body, None)
+        .map_err(|e| RelayError::Transport(format!("finish: {e:?}")))?;
 
     let ready = pending.subscribe();
     loop {
         if let Some(result) = pending.get() {
             let response = result
-                .map_err(|()| "response taken twice".to_string())?
-                .map_err(|e| format!("{e:?}"))?;
+                .map_err(|()| RelayError::Transport("response taken twice".into()))?
+                .map_err(|e| RelayError::Transport(format!("{e:?}")))?;
             return Ok(response.status());
         }
         if deadline.ready() {
-            return Err(format!("no answer within {TIMEOUT_MS} ms"));
+            return Err(RelayError::Timeout);
         }
         wasi::io::poll::poll(&[&ready, &deadline]);
     }

@@ -20,46 +20,135 @@ mod server;
 mod state;
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-const USAGE: &str = "usage:
-  vapi-edge-host up [--from spin.toml] [--listen 127.0.0.1:3000] [--runtime-config-file FILE]
-                    [--request-timeout-ms 30000] [--max-memory-mb 128] [--instance-pool 256]
-  vapi-edge-host bench-instantiate [--from spin.toml] [--runtime-config-file FILE]
-                    [--count 1000] [--path /webhooks/vapi] [--max-memory-mb 128]
-                    [--instance-pool 256]
-  vapi-edge-host migrate [--pg-url URL] [--from spin.toml] [--migrations DIR]
-  vapi-edge-host migrate [--from spin.toml] [--runtime-config-file FILE | --sqlite PATH]
-                         [--migrations DIR]
-  vapi-edge-host seed-agent --org-id UUID --assistant-id ID [--name NAME] [--role receptionist]
-                            [--line +E164] [--pg-url URL | --sqlite PATH] [--from spin.toml]
-  vapi-edge-host sign [--secret S] [--timestamp UNIX_S] < body.json
-  vapi-edge-host replay [--url http://127.0.0.1:3000] [--token ADMIN_TOKEN]
+/// Runs the vapi-edge component the way `spin up` does. Variables come from
+/// SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.
+#[derive(Parser, Debug)]
+#[command(name = "vapi-edge-host", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Variables come from SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the app of spin.toml over HTTP.
+    Up {
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Time what `up` does per request before the guest runs (a fresh store,
+    /// WASI and HTTP contexts, instantiation) and the drop of the store, COUNT
+    /// times in a row on the real component; print mean, p50, p99 and max.
+    BenchInstantiate {
+        #[command(flatten)]
+        app: AppArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        #[arg(long, default_value = "/webhooks/vapi")]
+        path: String,
+    },
+    /// Apply migrations/*.sql to PostgreSQL (--pg-url, else SPIN_VARIABLE_PG_URL);
+    /// without one, or with --sqlite, apply migrations/sqlite/*.sql to the
+    /// SQLite database `default` where `up` would find it (the runtime
+    /// config's [sqlite_database.default] path, else .spin/sqlite_db.db
+    /// beside spin.toml). Running it twice is harmless.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Another folder of migrations.
+        #[arg(long)]
+        migrations: Option<PathBuf>,
+    },
+    /// Add an organisation's agent (or update the one with that role) to the
+    /// database `migrate` would choose; --line also makes it answer
+    /// assistant-requests for that number.
+    SeedAgent {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        org_id: String,
+        #[arg(long)]
+        assistant_id: String,
+        #[arg(long, default_value = "Receptionist")]
+        name: String,
+        #[arg(long, default_value = "receptionist")]
+        role: String,
+        /// The E.164 number the agent answers.
+        #[arg(long)]
+        line: Option<String>,
+    },
+    /// Print the headers Vapi's HMAC credential would send for the body on
+    /// stdin, as the SPIN_VARIABLE_VAPI_* variables configure it.
+    Sign {
+        /// The HMAC secret (else SPIN_VARIABLE_VAPI_HMAC_SECRET).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Unix seconds (default: now).
+        #[arg(long)]
+        timestamp: Option<String>,
+    },
+    /// Drain dead letters through a running service's POST /admin/replay.
+    Replay {
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// The admin token (else SPIN_VARIABLE_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
 
-migrate applies migrations/*.sql to PostgreSQL (--pg-url, else SPIN_VARIABLE_PG_URL).
-Without a PostgreSQL URL, or with --sqlite, it applies migrations/sqlite/*.sql to the
-SQLite database `default` where `up` would find it: the runtime config's
-[sqlite_database.default] path, else .spin/sqlite_db.db beside spin.toml; --sqlite
-names the file itself. --migrations replaces the folder in either case.
+/// Which app, and where its services are configured.
+#[derive(Args, Debug)]
+struct AppArgs {
+    #[arg(long = "from", default_value = "spin.toml")]
+    manifest: PathBuf,
+    #[arg(long)]
+    runtime_config_file: Option<PathBuf>,
+}
 
-seed-agent adds an organisation's agent (or updates the one with that role) to the same
-database migrate would choose; --line also makes it answer assistant-requests for that number.
+/// The limits of each request and of the instance pool.
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Longest a request may run, guest and host calls together.
+    #[arg(long, default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    /// Largest linear memory a guest may grow to.
+    #[arg(long, default_value_t = 128)]
+    max_memory_mb: usize,
+    /// Instances wasmtime's pooling allocator reserves: at most N requests run
+    /// in the component at once, the others wait for a slot; 0 allocates each
+    /// instance on demand instead (no limit, more work per request).
+    #[arg(long, default_value_t = 256)]
+    instance_pool: u32,
+}
 
---instance-pool N reserves N instances in wasmtime's pooling allocator: at most N requests
-run in the component at once, the others wait for a free slot. 0 allocates each instance
-on demand instead (no limit, more work per request).
-
-bench-instantiate times what `up` does per request before the guest runs (a fresh store,
-WASI and HTTP contexts, instantiation) and the drop of the store, COUNT times in a row on
-the real component, and prints mean, p50, p99 and max.";
+/// The database a command works on.
+#[derive(Args, Debug)]
+struct DatabaseArgs {
+    /// PostgreSQL (else SPIN_VARIABLE_PG_URL).
+    #[arg(long, conflicts_with = "sqlite")]
+    pg_url: Option<String>,
+    /// A SQLite file.
+    #[arg(long)]
+    sqlite: Option<PathBuf>,
+    #[command(flatten)]
+    app: AppArgs,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,69 +159,58 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(error) = runtime.block_on(run(args)) {
+    if let Err(error) = runtime.block_on(run(cli.command)) {
         // One clear line, not a backtrace: the chain of contexts, outermost first.
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
 }
 
-/// Flags of the form `--name value`; every flag takes a value.
-struct Flags(Vec<(String, String)>);
-
-impl Flags {
-    fn parse(args: &[String], known: &[&str]) -> Result<Self> {
-        let mut flags = Vec::new();
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            if arg == "-h" || arg == "--help" {
-                println!("{USAGE}");
-                std::process::exit(0);
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Up {
+            app,
+            listen,
+            limits,
+        } => {
+            let server = Arc::new(load_server(&app, &limits)?);
+            tokio::select! {
+                result = server.serve(listen) => result,
+                _ = tokio::signal::ctrl_c() => Ok(()),
             }
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (arg.clone(), None),
-            };
-            if !known.contains(&name.as_str()) {
-                bail!("unknown argument `{arg}`\n{USAGE}");
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => iter
-                    .next()
-                    .with_context(|| format!("{name} needs a value"))?
-                    .clone(),
-            };
-            flags.push((name, value));
         }
-        Ok(Flags(flags))
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-async fn run(args: Vec<String>) -> Result<()> {
-    let Some((command, rest)) = args.split_first() else {
-        bail!("no command given\n{USAGE}");
-    };
-    match command.as_str() {
-        "up" => up(rest).await,
-        "bench-instantiate" => bench_instantiate(rest).await,
-        "migrate" => migrate(rest).await,
-        "seed-agent" => seed_agent(rest).await,
-        "sign" => sign(rest),
-        "replay" => replay(rest).await,
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(())
+        Command::BenchInstantiate {
+            app,
+            limits,
+            count,
+            path,
+        } => {
+            let server = load_server(&app, &limits)?;
+            instantiate_bench::run(&server, &path, count as usize).await
         }
-        other => bail!("unknown command `{other}`\n{USAGE}"),
+        Command::Migrate {
+            database,
+            migrations,
+        } => migrate(database, migrations).await,
+        Command::SeedAgent {
+            database,
+            org_id,
+            assistant_id,
+            name,
+            role,
+            line,
+        } => {
+            let agent = seed::Agent {
+                org_id,
+                assistant_id,
+                name,
+                role,
+                line,
+            };
+            seed_agent(database, agent).await
+        }
+        Command::Sign { secret, timestamp } => sign(secret, timestamp),
+        Command::Replay { url, token } => replay(&url, token).await,
     }
 }
 
@@ -140,82 +218,17 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-async fn up(args: &[String]) -> Result<()> {
-    let flags = Flags::parse(
-        args,
-        &[
-            "--from",
-            "--listen",
-            "--runtime-config-file",
-            "--request-timeout-ms",
-            "--max-memory-mb",
-            "--instance-pool",
-        ],
-    )?;
-    let listen: SocketAddr = flags
-        .get("--listen")
-        .unwrap_or("127.0.0.1:3000")
-        .parse()
-        .context("--listen must be an address like 127.0.0.1:3000")?;
-    let server = Arc::new(load_server(&flags)?);
-    tokio::select! {
-        result = server.serve(listen) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+/// The app of `--from`, compiled and linked with these limits.
+fn load_server(app: &AppArgs, limits: &LimitArgs) -> Result<server::Server> {
+    let limits = server::Limits {
+        request_timeout: Duration::from_millis(limits.request_timeout_ms),
+        max_memory_bytes: limits.max_memory_mb << 20,
+        instance_pool: limits.instance_pool,
+    };
+    let manifest = manifest::load(&app.manifest, &env_var)?;
+    let runtime = runtime_config::RuntimeConfig::load(app.runtime_config_file.as_deref())?;
+    server::Server::new(&manifest, runtime, limits)
 }
-
-async fn bench_instantiate(args: &[String]) -> Result<()> {
-    let flags = Flags::parse(
-        args,
-        &[
-            "--from",
-            "--runtime-config-file",
-            "--max-memory-mb",
-            "--instance-pool",
-            "--count",
-            "--path",
-        ],
-    )?;
-    let count: usize = flags
-        .get("--count")
-        .unwrap_or("1000")
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .context("--count must be a positive number")?;
-    let server = load_server(&flags)?;
-    let path = flags.get("--path").unwrap_or("/webhooks/vapi");
-    instantiate_bench::run(&server, path, count).await
-}
-
-/// The app of `--from`, compiled and linked with the limits of the flags.
-fn load_server(flags: &Flags) -> Result<server::Server> {
-    let manifest = PathBuf::from(flags.get("--from").unwrap_or("spin.toml"));
-    let mut limits = server::Limits::default();
-    if let Some(ms) = flags.get("--request-timeout-ms") {
-        let ms: u64 = ms
-            .parse()
-            .context("--request-timeout-ms must be a number")?;
-        limits.request_timeout = Duration::from_millis(ms);
-    }
-    if let Some(mb) = flags.get("--max-memory-mb") {
-        let mb: usize = mb.parse().context("--max-memory-mb must be a number")?;
-        limits.max_memory_bytes = mb << 20;
-    }
-    if let Some(n) = flags.get("--instance-pool") {
-        limits.instance_pool = n
-            .parse()
-            .context("--instance-pool must be a number (0: no pool)")?;
-    }
-    let app = manifest::load(&manifest, &env_var)?;
-    let runtime = runtime_config::RuntimeConfig::load(
-        flags.get("--runtime-config-file").map(std::path::Path::new),
-    )?;
-    server::Server::new(&app, runtime, limits)
-}
-
-/// The flags that name a database, shared by `migrate` and `seed-agent`.
-const DATABASE_FLAGS: [&str; 4] = ["--pg-url", "--from", "--runtime-config-file", "--sqlite"];
 
 /// The database a command works on: PostgreSQL when a URL is given
 /// (`--pg-url`, else `SPIN_VARIABLE_PG_URL`), otherwise the SQLite database
@@ -225,45 +238,38 @@ enum Database {
     Sqlite { path: PathBuf },
 }
 
-impl Database {
-    fn from_flags(flags: &Flags, app_dir: &Path) -> Result<Database> {
-        let sqlite_file = flags.get("--sqlite").map(PathBuf::from);
-        if sqlite_file.is_some() && flags.get("--pg-url").is_some() {
-            bail!("pass --pg-url or --sqlite, not both");
-        }
-        let pg_url = flags
-            .get("--pg-url")
-            .map(str::to_string)
+impl DatabaseArgs {
+    fn app_dir(&self) -> PathBuf {
+        self.app
+            .manifest
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    }
+
+    fn database(&self) -> Result<Database> {
+        let pg_url = self
+            .pg_url
+            .clone()
             .or_else(|| env_var("SPIN_VARIABLE_PG_URL"))
             .filter(|url| !url.is_empty());
-        Ok(match (sqlite_file, pg_url) {
-            (Some(path), _) => Database::Sqlite { path },
+        Ok(match (&self.sqlite, pg_url) {
+            (Some(path), _) => Database::Sqlite { path: path.clone() },
             (None, Some(url)) => Database::Postgres { url },
             (None, None) => Database::Sqlite {
-                path: default_sqlite_file(app_dir, flags.get("--runtime-config-file"))?,
+                path: default_sqlite_file(
+                    &self.app_dir(),
+                    self.app.runtime_config_file.as_deref(),
+                )?,
             },
         })
     }
 }
 
-fn app_dir(flags: &Flags) -> PathBuf {
-    let manifest = PathBuf::from(flags.get("--from").unwrap_or("spin.toml"));
-    manifest.parent().unwrap_or(Path::new(".")).to_path_buf()
-}
-
-async fn migrate(args: &[String]) -> Result<()> {
-    let known: Vec<&str> = DATABASE_FLAGS
-        .iter()
-        .copied()
-        .chain(["--migrations"])
-        .collect();
-    let flags = Flags::parse(args, &known)?;
-    let app_dir = app_dir(&flags);
-    let folder = |default: PathBuf| match flags.get("--migrations") {
-        Some(dir) => PathBuf::from(dir),
-        None => default,
-    };
-    let applied = match Database::from_flags(&flags, &app_dir)? {
+async fn migrate(database: DatabaseArgs, migrations: Option<PathBuf>) -> Result<()> {
+    let app_dir = database.app_dir();
+    let folder = |default: PathBuf| migrations.clone().unwrap_or(default);
+    let applied = match database.database()? {
         Database::Postgres { url } => {
             migrate::run(&url, &folder(app_dir.join("migrations"))).await?
         }
@@ -283,27 +289,8 @@ async fn migrate(args: &[String]) -> Result<()> {
 
 /// Adds (or updates) an organisation's agent, and optionally the line it
 /// answers, so a newcomer can send a signed test webhook to a local run.
-async fn seed_agent(args: &[String]) -> Result<()> {
-    let known: Vec<&str> = DATABASE_FLAGS
-        .iter()
-        .copied()
-        .chain(["--org-id", "--assistant-id", "--name", "--role", "--line"])
-        .collect();
-    let flags = Flags::parse(args, &known)?;
-    let agent = seed::Agent {
-        org_id: flags
-            .get("--org-id")
-            .context("--org-id is required")?
-            .to_string(),
-        assistant_id: flags
-            .get("--assistant-id")
-            .context("--assistant-id is required")?
-            .to_string(),
-        name: flags.get("--name").unwrap_or("Receptionist").to_string(),
-        role: flags.get("--role").unwrap_or("receptionist").to_string(),
-        line: flags.get("--line").map(str::to_string),
-    };
-    let id = match Database::from_flags(&flags, &app_dir(&flags))? {
+async fn seed_agent(database: DatabaseArgs, agent: seed::Agent) -> Result<()> {
+    let id = match database.database()? {
         Database::Postgres { url } => seed::postgres(&url, &agent).await?,
         Database::Sqlite { path } => seed::sqlite(&path, &agent)?,
     };
@@ -323,8 +310,8 @@ async fn seed_agent(args: &[String]) -> Result<()> {
 }
 
 /// The file of the SQLite database `default`, as `up` would resolve it.
-fn default_sqlite_file(app_dir: &Path, runtime_config: Option<&str>) -> Result<PathBuf> {
-    let runtime = runtime_config::RuntimeConfig::load(runtime_config.map(Path::new))?;
+fn default_sqlite_file(app_dir: &Path, runtime_config: Option<&Path>) -> Result<PathBuf> {
+    let runtime = runtime_config::RuntimeConfig::load(runtime_config)?;
     match runtime.sqlite_location("default", app_dir) {
         Some(vapi_edge_backends::sqlite::SqliteLocation::File(path)) => Ok(path),
         _ => bail!(
@@ -335,11 +322,9 @@ fn default_sqlite_file(app_dir: &Path, runtime_config: Option<&str>) -> Result<P
 
 /// Prints the headers Vapi's HMAC credential would send for the body on stdin,
 /// as configured by the same `SPIN_VARIABLE_VAPI_*` variables the component reads.
-fn sign(args: &[String]) -> Result<()> {
+fn sign(secret: Option<String>, timestamp: Option<String>) -> Result<()> {
     use std::io::Read;
     use vapi_edge_core::verify::VerifyConfig;
-    let flags = Flags::parse(args, &["--secret", "--timestamp"])?;
-    let secret = flags.get("--secret").map(str::to_string);
     let lookup = |name: &str| -> Option<String> {
         if name == "vapi_hmac_secret" {
             if let Some(secret) = &secret {
@@ -356,8 +341,8 @@ fn sign(args: &[String]) -> Result<()> {
     std::io::stdin()
         .read_to_end(&mut body)
         .context("cannot read the body from stdin")?;
-    let timestamp = match flags.get("--timestamp") {
-        Some(t) => t.to_string(),
+    let timestamp = match timestamp {
+        Some(t) => t,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
@@ -375,11 +360,9 @@ fn sign(args: &[String]) -> Result<()> {
 }
 
 /// Drains dead letters through a running service's `POST /admin/replay`.
-async fn replay(args: &[String]) -> Result<()> {
-    let flags = Flags::parse(args, &["--url", "--token"])?;
-    let base = flags.get("--url").unwrap_or("http://127.0.0.1:3000");
-    let token = match flags.get("--token") {
-        Some(token) => token.to_string(),
+async fn replay(base: &str, token: Option<String>) -> Result<()> {
+    let token = match token {
+        Some(token) => token,
         None => env_var("SPIN_VARIABLE_ADMIN_TOKEN")
             .filter(|v| !v.is_empty())
             .context("no admin token: pass --token or set SPIN_VARIABLE_ADMIN_TOKEN")?,

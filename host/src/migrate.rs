@@ -8,7 +8,6 @@
 //! own BEGIN/COMMIT.
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// One migration file.
@@ -36,7 +35,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
             .to_string();
         let sql = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let checksum = hex(&Sha256::digest(sql.as_bytes()));
+        let checksum = vapi_edge_core::sqlite_sql::checksum(&sql);
         migrations.push(Migration {
             version,
             sql,
@@ -48,10 +47,6 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
         bail!("no .sql files in {}", dir.display());
     }
     Ok(migrations)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Applies what is pending; returns the versions applied by this run.

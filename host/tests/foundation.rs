@@ -393,7 +393,7 @@ fn start_up_errors_are_one_clear_line() {
             ],
             "cannot connect to PostgreSQL",
         ),
-        (vec!["serve".into()], "unknown command"),
+        (vec!["serve".into()], "unrecognized subcommand"),
     ];
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -409,7 +409,7 @@ fn start_up_errors_are_one_clear_line() {
             !stderr.contains("Stack backtrace") && !stderr.contains("panicked"),
             "{stderr}"
         );
-        if expected != "unknown command" {
+        if expected != "unrecognized subcommand" {
             assert_eq!(
                 stderr.trim().lines().count(),
                 1,

@@ -40,7 +40,7 @@ use vapi_edge_core::http::{Request, Response, MAX_BODY_BYTES};
 use vapi_edge_core::kv::{KeyValue, KvError};
 use vapi_edge_core::log::{Level, LogLine};
 use vapi_edge_core::pg_sql;
-use vapi_edge_core::relay::{Notification, TIMEOUT_MS};
+use vapi_edge_core::relay::{Notification, RelayError, TIMEOUT_MS};
 
 /// The benchmark's native baseline (not a product server): serves the
 /// component's routes with its flow compiled natively, and prints
@@ -476,21 +476,21 @@ impl Effects for NativeEffects {
             .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
     }
 
-    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, String> {
+    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, RelayError> {
         let mut request = hyper::Request::post(&notification.url);
         for (name, value) in notification.headers(self.now_ms()) {
             request = request.header(name, value);
         }
         let request = request
             .body(Full::new(Bytes::from(notification.body.clone())))
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| RelayError::InvalidUrl("not a valid request target"))?;
         let sent = tokio::time::timeout(
             Duration::from_millis(TIMEOUT_MS),
             self.services.http.request(request),
         )
         .await
-        .map_err(|_| format!("no answer within {TIMEOUT_MS} ms"))?;
+        .map_err(|_| RelayError::Timeout)?;
         sent.map(|response| response.status().as_u16())
-            .map_err(|e| e.to_string())
+            .map_err(|e| RelayError::Transport(e.to_string()))
     }
 }

@@ -6,7 +6,6 @@
 //! name ("Cannot determine call type") instead of being guessed.
 
 use crate::payload::Call;
-use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallDirection {
@@ -35,27 +34,18 @@ impl CallDirection {
 }
 
 /// Why the direction could not be decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallTypeError {
     /// `call.type` is absent and nothing else settles it.
+    #[error("call.type is missing")]
     Missing,
     /// A `call.type` this version does not know.
+    #[error("call.type `{0}` is not known")]
     Unknown(String),
     /// `call.type` disagrees with the call's transport.
+    #[error("call.type contradicts the call: {0}")]
     Contradictory(&'static str),
 }
-
-impl fmt::Display for CallTypeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallTypeError::Missing => write!(f, "call.type is missing"),
-            CallTypeError::Unknown(kind) => write!(f, "call.type `{kind}` is not known"),
-            CallTypeError::Contradictory(why) => write!(f, "call.type contradicts the call: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for CallTypeError {}
 
 /// Web transports are Daily rooms (`transport.provider == "daily"`) or a
 /// `webCallUrl`; phone transports name a telephony provider.

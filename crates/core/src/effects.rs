@@ -10,7 +10,7 @@ use crate::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, R
 use crate::handling::CallRecord;
 use crate::kv::KeyValue;
 use crate::log::LogLine;
-use crate::relay::Notification;
+use crate::relay::{Notification, RelayError};
 
 #[allow(async_fn_in_trait)] // used with concrete types only; no Send bound needed
 pub trait Effects: KeyValue {
@@ -54,5 +54,5 @@ pub trait Effects: KeyValue {
     async fn metrics_snapshot(&mut self) -> Result<String, DbError>;
 
     /// POSTs a notification within `relay::TIMEOUT_MS`; the relay's status code.
-    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, String>;
+    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, RelayError>;
 }

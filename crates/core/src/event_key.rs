@@ -39,15 +39,13 @@ impl EventKey {
             return EventKey(key);
         }
         let digest = Sha256::digest(key.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        EventKey(format!("v1|sha256|{hex}"))
+        EventKey(format!("v1|sha256|{}", hex::encode(digest)))
     }
 
     /// A short id for outbound notifications (`webhook-id`): stable per event.
     pub fn message_id(&self) -> String {
         let digest = Sha256::digest(self.0.as_bytes());
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        format!("msg_{hex}")
+        format!("msg_{}", hex::encode(&digest[..12]))
     }
 }
 

@@ -4,7 +4,6 @@
 //! The checklist's search terms are exact `msg` values, so they are constants
 //! here and nowhere else.
 
-use crate::payload::days_from_civil;
 use serde_json::Value;
 
 pub const DUPLICATE_EVENT: &str = "Duplicate event detected";
@@ -106,33 +105,9 @@ impl LogLine {
 
 /// RFC 3339 UTC time with milliseconds, e.g. `2026-11-25T11:39:32.123Z`.
 pub fn rfc3339(unix_ms: i64) -> String {
-    let seconds = unix_ms.div_euclid(1000);
-    let millis = unix_ms.rem_euclid(1000);
-    let days = seconds.div_euclid(86_400);
-    let second_of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60
-    )
-}
-
-/// The inverse of [`days_from_civil`] (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    debug_assert_eq!(days_from_civil(year, month, day), days);
-    (year, month, day)
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -4,9 +4,25 @@
 //! here; the host adapter only sends the bytes.
 
 use crate::standard_webhooks::{self, SigningKey};
+use thiserror::Error;
 
 /// Longest the relay may take, connection to last byte of its answer.
 pub const TIMEOUT_MS: u64 = 2_000;
+
+/// Why a notification got no answer (a non-2xx answer is a status, not this).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RelayError {
+    #[error("relay_url: {0}")]
+    InvalidUrl(&'static str),
+    /// The host would not send it (e.g. not in `allowed_outbound_hosts`).
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("no answer within {TIMEOUT_MS} ms")]
+    Timeout,
+    /// Connecting, writing or reading failed.
+    #[error("{0}")]
+    Transport(String),
+}
 
 /// A notification ready to send.
 pub struct Notification {

@@ -21,14 +21,16 @@ pub fn includes(org_id: &str, percent: u32) -> bool {
     bucket(org_id) < percent
 }
 
+/// A rollout share that is not a percentage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a whole number from 0 to 100")]
+pub struct PercentError(pub String);
+
 /// Reads `inbound_rollout_percent`: a whole number from 0 to 100.
-pub fn parse_percent(text: &str) -> Result<u32, String> {
+pub fn parse_percent(text: &str) -> Result<u32, PercentError> {
     match text.trim().parse::<u32>() {
         Ok(percent) if percent <= 100 => Ok(percent),
-        _ => Err(format!(
-            "`{}` is not a whole number from 0 to 100",
-            text.trim()
-        )),
+        _ => Err(PercentError(text.trim().to_string())),
     }
 }
 

@@ -18,7 +18,7 @@ pub enum SettingsError {
     #[error("agent_lookup_retry_ms: {0}")]
     RetryDelays(#[from] RetryDelaysError),
     #[error("inbound_rollout_percent: {0}")]
-    RolloutPercent(String),
+    RolloutPercent(#[from] rollout::PercentError),
     #[error("claim_lease_ms: expected milliseconds from 1000 to 3600000")]
     LeaseMs,
 }
@@ -50,9 +50,9 @@ impl Settings {
         let retry_delays = parse_retry_delays(
             &get("agent_lookup_retry_ms").unwrap_or_else(|| DEFAULT_RETRY_MS.into()),
         )?;
-        let rollout_percent =
-            rollout::parse_percent(&get("inbound_rollout_percent").unwrap_or_else(|| "100".into()))
-                .map_err(SettingsError::RolloutPercent)?;
+        let rollout_percent = rollout::parse_percent(
+            &get("inbound_rollout_percent").unwrap_or_else(|| "100".into()),
+        )?;
         let lease_ms = match get("claim_lease_ms") {
             None => DEFAULT_LEASE_MS,
             Some(text) => match text.trim().parse::<i64>() {

@@ -221,10 +221,7 @@ pub const CREATE_SCHEMA_MIGRATIONS: &str = concat!(
 /// The checksum `schema_migrations` keeps: lowercase hex SHA-256 of the file.
 pub fn checksum(sql: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(sql.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(sql.as_bytes()))
 }
 
 /// Splits a migration file into statements: each ends with `;` at the end of

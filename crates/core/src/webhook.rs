@@ -203,7 +203,7 @@ impl After {
             let failure_line = match status {
                 Ok(status) if (200..300).contains(&status) => return,
                 Ok(status) => failure_line.field("relay_status", status),
-                Err(error) => failure_line.field("error", error),
+                Err(error) => failure_line.field("error", error.to_string()),
             };
             effects.emit(&failure_line);
         }

@@ -6,6 +6,7 @@ use super::*;
 use crate::db::{Database, PendingLetter};
 use crate::kv::fake::MapStore;
 use crate::kv::KvError;
+use crate::relay::RelayError;
 use crate::test_support::block_on;
 use std::collections::{HashMap, VecDeque};
 
@@ -159,7 +160,7 @@ impl Effects for Fake {
         self.down()?;
         Err(DbError::lasting("not in this fake"))
     }
-    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, String> {
+    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, RelayError> {
         self.notified.push(notification.body.clone());
         Ok(self.relay_status)
     }

@@ -1,0 +1,82 @@
+//! The shared secret: Vapi's `x-vapi-secret` header (a Bearer credential with
+//! the prefix off, or the legacy `serverUrlSecret`) or `Authorization: Bearer`,
+//! compared in constant time; and the operator routes' bearer tokens.
+
+use super::*;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// `x-vapi-secret` decides when present, so a wrong value cannot be rescued by adding an
+/// `Authorization` header.
+pub(super) fn verify_shared_secret(
+    secrets: &[Secret],
+    headers: &Headers,
+) -> Result<(), VerifyError> {
+    let presented = match optional_header(headers, SHARED_SECRET_HEADER)? {
+        Some(value) => value,
+        None => match optional_header(headers, AUTHORIZATION_HEADER)? {
+            Some(value) => bearer_token(value)
+                .ok_or_else(|| VerifyError::MalformedHeader(AUTHORIZATION_HEADER.to_owned()))?,
+            None => {
+                return Err(VerifyError::MissingHeader(format!(
+                    "{SHARED_SECRET_HEADER} or {AUTHORIZATION_HEADER}"
+                )))
+            }
+        },
+    };
+    if presented.is_empty() {
+        return Err(VerifyError::SharedSecretMismatch);
+    }
+    let matched = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(false, |found, s| {
+            secret_matches(s.as_bytes(), presented.as_bytes()) | found
+        });
+    if matched {
+        Ok(())
+    } else {
+        Err(VerifyError::SharedSecretMismatch)
+    }
+}
+
+/// Compares MACs keyed by the secret instead of the raw strings: `verify_slice` is constant
+/// time, and the secret's length does not show in the timing either.
+pub(super) fn secret_matches(secret: &[u8], presented: &[u8]) -> bool {
+    let Ok(keyed) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    let mut expected = keyed.clone();
+    expected.update(secret);
+    let mut candidate = keyed;
+    candidate.update(presented);
+    candidate
+        .verify_slice(&expected.finalize().into_bytes())
+        .is_ok()
+}
+
+/// Whether an `Authorization` header value is `Bearer <token>` for `token`
+/// (constant time); for the operator routes (`/metrics`, `/admin/replay`).
+pub fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+    match authorization.and_then(bearer_token) {
+        Some(presented) if !token.is_empty() => {
+            secret_matches(token.as_bytes(), presented.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// `Bearer <token>`, scheme case-insensitive.
+pub(super) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(|c: char| c.is_ascii_whitespace())?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+pub(super) fn strip_prefix_ignore_case<'a>(token: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = token.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| token.get(prefix.len()..))
+        .flatten()
+}
