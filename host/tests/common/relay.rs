@@ -1,0 +1,102 @@
+//! A dashboard relay that records what it receives (or fails on purpose).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the relay test server does with each request.
+#[derive(Clone, Copy, Debug)]
+pub enum RelayMode {
+    Ok,
+    Fail500,
+    Slow(Duration),
+}
+
+/// One notification as the relay received it.
+#[derive(Clone, Debug)]
+pub struct RelayHit {
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A dashboard relay on loopback that records what it receives.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub hits: Arc<Mutex<Vec<RelayHit>>>,
+}
+
+impl Relay {
+    pub async fn start(mode: RelayMode) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<Mutex<Vec<RelayHit>>> = Arc::default();
+        let recorded = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let recorded = recorded.clone();
+                            async move {
+                                let headers = request.headers().clone();
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().to_vec())
+                                    .unwrap_or_default();
+                                recorded.lock().unwrap().push(RelayHit { headers, body });
+                                let status = match mode {
+                                    RelayMode::Ok => 204,
+                                    RelayMode::Fail500 => 500,
+                                    RelayMode::Slow(delay) => {
+                                        tokio::time::sleep(delay).await;
+                                        204
+                                    }
+                                };
+                                let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Relay { addr, hits }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/events", self.addr)
+    }
+
+    pub fn hits(&self) -> Vec<RelayHit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` notifications arrived (or `timeout` passed).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<RelayHit> {
+        let deadline = Instant::now() + timeout;
+        while self.hits.lock().unwrap().len() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.hits()
+    }
+}
+
+/// A loopback address where nothing listens.
+pub fn dead_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}

@@ -1,0 +1,107 @@
+//! What Vapi sends: the shared example payloads, retargeted to a test's
+//! call, and the headers of its HMAC credential.
+
+use super::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const HMAC_SECRET: &str = "test-hmac-secret-7f3a";
+pub const METRICS_TOKEN: &str = "metrics-token-5d1e";
+pub const ADMIN_TOKEN: &str = "admin-token-8c2f";
+pub const SERVER_SECRET: &str = "test-shared-secret-91c2";
+pub const RELAY_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const ORG_ID: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
+pub const OTHER_ORG_ID: &str = "0b7d9c1e-2f3a-4b5c-8d6e-7f8091a2b3c4";
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A call id no other test or earlier run has used: the Redis store is shared
+/// by every run on this machine and remembers handled events.
+pub fn unique_id(tag: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{tag}-{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn shared_dir() -> PathBuf {
+    workspace_root().parent().unwrap().join("shared")
+}
+
+/// A payload from ../shared/vapi/examples.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = shared_dir().join("vapi/examples").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// An inbound call-start (`status-update` `in-progress`) for `call_id`, answered
+/// by `assistant_id`, from `caller`.
+pub fn inbound_start(call_id: &str, assistant_id: &str, caller: &str) -> serde_json::Value {
+    let mut body = fixture("03-inbound-status-update-in-progress.json");
+    retarget(&mut body, call_id, assistant_id);
+    body["message"]["customer"]["number"] = caller.into();
+    body["message"]["call"]["customer"]["number"] = caller.into();
+    body
+}
+
+/// Points a fixture at another call and assistant (every place they appear).
+pub fn retarget(body: &mut serde_json::Value, call_id: &str, assistant_id: &str) {
+    let message = &mut body["message"];
+    message["call"]["id"] = call_id.into();
+    for path in [
+        &["call", "assistantId"][..],
+        &["assistant", "id"],
+        &["phoneNumber", "assistantId"],
+    ] {
+        let mut node = &mut *message;
+        for key in &path[..path.len() - 1] {
+            node = &mut node[*key];
+        }
+        if node.is_object() {
+            node[path[path.len() - 1]] = assistant_id.into();
+        }
+    }
+}
+
+/// Headers Vapi's HMAC credential (default settings) sends for `body`.
+pub fn vapi_headers(body: &[u8]) -> Vec<(String, String)> {
+    let timestamp = (now_ms() / 1000).to_string();
+    let scheme = vapi_edge_core::verify::HmacScheme::new(vec![HMAC_SECRET.into()]);
+    let signature = scheme.sign(&timestamp, body).unwrap();
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-signature".into(), signature),
+        ("x-timestamp".into(), timestamp),
+    ]
+}
+
+/// Borrowed view of owned headers: the shape `send` and `Host::post` take.
+pub fn header_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// The headers of `vapi_headers`, signed at a chosen `timestamp` (the text of
+/// the `x-timestamp` header: Unix seconds or milliseconds).
+pub fn vapi_headers_at(body: &[u8], timestamp: &str) -> Vec<(String, String)> {
+    let scheme = vapi_edge_core::verify::HmacScheme::new(vec![HMAC_SECRET.into()]);
+    let signature = scheme.sign(timestamp, body).unwrap();
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-signature".into(), signature),
+        ("x-timestamp".into(), timestamp.to_string()),
+    ]
+}
