@@ -3,8 +3,13 @@
 //! PostgreSQL (`migrations/*.sql`) or to Spin's built-in SQLite database
 //! (`migrations/sqlite/*.sql`).
 //!
-//! Migrations are a separate step, never run by the request path. Each runs in
-//! a transaction with its `schema_migrations` row, so a file must not hold its
+//! For PostgreSQL this is the only way a schema changes: the component never
+//! migrates it from the request path. Spin's built-in SQLite database is the
+//! exception: there is no migration step under `spin build --up`, so the
+//! component applies the migrations it embeds (`vapi_edge_core::sqlite_sql`)
+//! when it opens a database that lacks one, with the same `schema_migrations`
+//! record as this command, so either may run first. Each migration runs in a
+//! transaction with its `schema_migrations` row, so a file must not hold its
 //! own BEGIN/COMMIT.
 
 use anyhow::{bail, Context, Result};

@@ -5,4 +5,6 @@
 mod key_value;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod test_support;
 mod variables;

@@ -86,3 +86,19 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs `work` to completion on a thread and runtime of its own: for `Drop`
+/// impls, which may run inside a runtime (and must not block it) or outside any.
+pub fn finish_on_own_thread<F>(work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join();
+}

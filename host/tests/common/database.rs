@@ -244,20 +244,12 @@ impl Drop for TestDb {
             return;
         }
         let name = self.name.clone();
-        // Drop runs outside any runtime guarantee, so use a private one.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let admin = admin_client().await;
-                let _ = admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-            });
-        })
-        .join();
+        finish_on_own_thread(async move {
+            let admin = admin_client().await;
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        });
     }
 }
 

@@ -53,31 +53,24 @@ impl Drop for ParkedDeadLetterCleanup {
     fn drop(&mut self) {
         let call_ids = std::mem::take(&mut self.call_ids);
         let redis_url = std::mem::take(&mut self.redis_url);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let Ok(client) = redis::Client::open(redis_url) else {
-                    return;
-                };
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                    return;
-                };
-                for id in call_ids {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("vapi-edge/dead-letter/*{id}*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    for key in keys {
-                        let _: Result<i64, _> =
-                            redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
-                    }
+        finish_on_own_thread(async move {
+            let Ok(client) = redis::Client::open(redis_url) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                return;
+            };
+            for id in call_ids {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("vapi-edge/dead-letter/*{id}*"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                for key in keys {
+                    let _: Result<i64, _> =
+                        redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
                 }
-            });
-        })
-        .join();
+            }
+        });
     }
 }
