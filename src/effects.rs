@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::db::{Connection, Target};
-use crate::relay;
+use crate::outbound;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 use std::io::Write;
 use vapi_edge_core::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
@@ -16,7 +16,7 @@ use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::kv::{KeyValue, KvError};
 use vapi_edge_core::log::{Level, LogLine};
-use vapi_edge_core::relay::{Notification, RelayError};
+use vapi_edge_core::outbound::{OutboundError, OutboundPost, OutboundReply};
 
 /// The key-value store label granted in spin.toml.
 const KV_STORE: &str = "default";
@@ -180,7 +180,7 @@ impl Effects for SpinEffects {
         self.db()?.metrics_snapshot()
     }
 
-    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, RelayError> {
-        relay::send(notification, self.now_ms())
+    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
+        outbound::post(post)
     }
 }

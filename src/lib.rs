@@ -11,7 +11,7 @@
 mod db;
 mod effects;
 mod http_io;
-mod relay;
+mod outbound;
 
 use effects::SpinEffects;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError, RowSet};
-use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
+use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded};
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::pg_sql::{self, RowQuery};
 
@@ -108,8 +108,12 @@ pub fn record_event(
     record: &CallRecord,
     rollout_percent: u32,
 ) -> Result<Recorded, DbError> {
+    let json = |value: &Option<serde_json::Value>| match value {
+        Some(value) => ParameterValue::Jsonb(value.to_string().into_bytes()),
+        None => ParameterValue::DbNull,
+    };
     let params = [
-        ParameterValue::Str(record.assistant_id.clone()),
+        optional_text(&record.assistant_id),
         ParameterValue::Str(record.event_key.to_string()),
         ParameterValue::Str(record.message_type.clone()),
         ParameterValue::Str(record.call_id.clone()),
@@ -131,15 +135,27 @@ pub fn record_event(
         optional_text(&record.recording_url),
         ParameterValue::Int64(i64::from(rollout_percent)),
         ParameterValue::Boolean(record.is_final_report()),
+        optional_text(&record.squad_id),
+        optional_text(&record.workflow_id),
+        optional_text(&record.line_id),
+        optional_text(&record.line_e164),
+        json(&record.structured_data),
+        optional_text(&record.success_evaluation),
+        json(&record.costs),
     ];
     let rows = query(db, &pg_sql::RECORD_EVENT_QUERY, &params).map_err(db_error)?;
     // No row only from a host that answers empty results; the statement's
     // not-found row has a NULL agent id.
     let Some(row) = rows.rows.first() else {
-        return Ok(Recorded::AgentNotFound);
+        return Ok(Recorded::OwnerNotFound);
     };
     Ok(Recorded::from_record_event_row(
-        Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2))),
+        Owner::from_columns(
+            text(row.first()),
+            text(row.get(1)),
+            text(row.get(2)),
+            text(row.get(7)),
+        ),
         integer(row.get(3)),
         integer(row.get(4)),
         text(row.get(5)),

@@ -7,7 +7,7 @@
 
 use spin_sdk::sqlite3::{Connection, Error, QueryResult, Value};
 use vapi_edge_core::call::CallDirection;
-use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
+use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded};
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::rollout;
 use vapi_edge_core::sqlite_sql::{self as sql, MIGRATIONS};
@@ -156,23 +156,13 @@ pub fn record_event(
     rollout_percent: u32,
 ) -> Result<Recorded, DbError> {
     transaction(db, || {
-        let rows = run(
-            db,
-            sql::AGENT_BY_ASSISTANT,
-            &[Value::Text(record.assistant_id.clone())],
-        )?;
-        let Some(row) = first(&rows) else {
-            return Ok((Recorded::AgentNotFound, false));
-        };
-        let agent = Agent {
-            id: text(row.first()).unwrap_or_default(),
-            org_id: text(row.get(1)).unwrap_or_default(),
-            name: text(row.get(2)).unwrap_or_default(),
+        let Some(owner) = find_owner(db, record)? else {
+            return Ok((Recorded::OwnerNotFound, false));
         };
         if record.direction == CallDirection::Inbound
-            && !rollout::includes(&agent.org_id, rollout_percent)
+            && !rollout::includes(&owner.org_id, rollout_percent)
         {
-            return Ok((Recorded::OutsideRollout { agent }, false));
+            return Ok((Recorded::OutsideRollout { owner }, false));
         }
         let claimed = run(
             db,
@@ -181,12 +171,13 @@ pub fn record_event(
                 Value::Text(record.event_key.to_string()),
                 Value::Text(record.message_type.clone()),
                 Value::Text(record.call_id.clone()),
-                Value::Text(agent.org_id.clone()),
+                Value::Text(owner.org_id.clone()),
             ],
         )?;
         if claimed.rows.is_empty() {
-            return Ok((Recorded::Duplicate { agent }, false));
+            return Ok((Recorded::Duplicate { owner }, false));
         }
+        let agent_id = optional_text(&owner.agent.as_ref().map(|a| a.id.clone()));
         let tracked = record.tracks_call();
         if tracked {
             run(
@@ -194,8 +185,8 @@ pub fn record_event(
                 sql::TRACK_CALL,
                 &[
                     Value::Text(record.call_id.clone()),
-                    Value::Text(agent.org_id.clone()),
-                    Value::Text(agent.id.clone()),
+                    Value::Text(owner.org_id.clone()),
+                    agent_id.clone(),
                     optional_text(&record.from_number),
                     optional_text(&record.to_number),
                     optional_text(&record.status),
@@ -209,8 +200,8 @@ pub fn record_event(
             sql::LOG_CALL,
             &[
                 Value::Text(record.call_id.clone()),
-                Value::Text(agent.org_id.clone()),
-                Value::Text(agent.id.clone()),
+                Value::Text(owner.org_id.clone()),
+                agent_id.clone(),
                 optional_text(&record.customer_e164),
                 optional_text(&record.status),
                 optional(record.status_rank, |r| Value::Integer(i64::from(r))),
@@ -227,18 +218,67 @@ pub fn record_event(
                 optional_text(&record.transcript),
                 optional_text(&record.recording_url),
                 Value::Integer(i64::from(record.is_final_report())),
+                optional_text(&record.structured_data.as_ref().map(|v| v.to_string())),
+                optional_text(&record.success_evaluation),
+                optional_text(&record.costs.as_ref().map(|v| v.to_string())),
             ],
         )?;
         let lead_id = text(first(&logged).and_then(|row| row.first()));
         Ok((
             Recorded::New {
-                agent,
+                owner,
                 tracked,
                 lead_id,
             },
             true,
         ))
     })
+}
+
+/// The call's owner, in the order of `pg_sql::RECORD_EVENT`: the agent with
+/// its assistant id; without one, the agent mapped to its squad or workflow,
+/// else the organisation that owns its line.
+fn find_owner(db: &Connection, record: &CallRecord) -> Result<Option<Owner>, DbError> {
+    let owner = |row: &Vec<Value>, via: &str| {
+        Owner::from_columns(
+            text(row.first()),
+            text(row.get(1)),
+            text(row.get(2)),
+            Some(via.to_string()),
+        )
+    };
+    if let Some(assistant_id) = &record.assistant_id {
+        let rows = run(
+            db,
+            sql::AGENT_BY_ASSISTANT,
+            &[Value::Text(assistant_id.clone())],
+        )?;
+        return Ok(first(&rows).and_then(|row| owner(row, "assistant")));
+    }
+    if record.squad_id.is_some() || record.workflow_id.is_some() {
+        let rows = run(
+            db,
+            sql::AGENT_BY_ROUTE,
+            &[
+                optional_text(&record.squad_id),
+                optional_text(&record.workflow_id),
+            ],
+        )?;
+        if let Some(row) = first(&rows) {
+            let via = text(row.get(3)).unwrap_or_default();
+            return Ok(owner(row, &via));
+        }
+    }
+    let rows = run(
+        db,
+        sql::ORG_BY_LINE,
+        &[
+            optional_text(&record.line_id),
+            optional_text(&record.line_e164),
+        ],
+    )?;
+    Ok(first(&rows)
+        .and_then(|row| Owner::from_columns(None, text(row.first()), None, Some("line".into()))))
 }
 
 pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> {

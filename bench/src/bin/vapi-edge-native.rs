@@ -32,15 +32,17 @@ use vapi_edge_backends::allowed_hosts::AllowedHosts;
 use vapi_edge_backends::kv::KvStore;
 use vapi_edge_backends::pg::PgPools;
 use vapi_edge_core::app;
-use vapi_edge_core::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
+use vapi_edge_core::db::{
+    Agent, Database, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded,
+};
 use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::headers::Headers;
 use vapi_edge_core::http::{Request, Response, MAX_BODY_BYTES};
 use vapi_edge_core::kv::{KeyValue, KvError};
 use vapi_edge_core::log::{Level, LogLine};
+use vapi_edge_core::outbound::{OutboundError, OutboundPost, OutboundReply, MAX_REPLY_BYTES};
 use vapi_edge_core::pg_sql;
-use vapi_edge_core::relay::{Notification, RelayError, TIMEOUT_MS};
 
 /// The benchmark's native baseline (not a product server): serves the
 /// component's routes with its flow compiled natively, and prints
@@ -352,36 +354,43 @@ impl Effects for NativeEffects {
         let rollout = i64::from(rollout);
         let is_final_report = record.is_final_report();
         let params: [&(dyn ToSql + Sync); pg_sql::RECORD_EVENT_PARAMS.len()] = [
-            &record.assistant_id,     // $1 assistant_id
-            &event_key,               // $2 event_key
-            &record.message_type,     // $3 message_type
-            &record.call_id,          // $4 call_id
-            &direction,               // $5 direction
-            &record.from_number,      // $6 from_number
-            &record.to_number,        // $7 to_number
-            &record.customer_e164,    // $8 customer_e164
-            &record.status,           // $9 status
-            &record.status_rank,      // $10 status_rank (int2)
-            &record.vapi_org_id,      // $11 vapi_org_id
-            metadata,                 // $12 metadata (jsonb)
-            &record.started_at_ms,    // $13 started_at_ms (int8)
-            &record.ended_at_ms,      // $14 ended_at_ms (int8)
-            &record.ended_reason,     // $15 ended_reason
-            &record.duration_seconds, // $16 duration_seconds (float8)
-            &record.cost,             // $17 cost (float8)
-            &record.summary,          // $18 summary
-            &record.transcript,       // $19 transcript
-            &record.recording_url,    // $20 recording_url
-            &rollout,                 // $21 rollout_percent (int8)
-            &is_final_report,         // $22 is_final_report (bool)
+            &record.assistant_id,       // $1 assistant_id
+            &event_key,                 // $2 event_key
+            &record.message_type,       // $3 message_type
+            &record.call_id,            // $4 call_id
+            &direction,                 // $5 direction
+            &record.from_number,        // $6 from_number
+            &record.to_number,          // $7 to_number
+            &record.customer_e164,      // $8 customer_e164
+            &record.status,             // $9 status
+            &record.status_rank,        // $10 status_rank (int2)
+            &record.vapi_org_id,        // $11 vapi_org_id
+            metadata,                   // $12 metadata (jsonb)
+            &record.started_at_ms,      // $13 started_at_ms (int8)
+            &record.ended_at_ms,        // $14 ended_at_ms (int8)
+            &record.ended_reason,       // $15 ended_reason
+            &record.duration_seconds,   // $16 duration_seconds (float8)
+            &record.cost,               // $17 cost (float8)
+            &record.summary,            // $18 summary
+            &record.transcript,         // $19 transcript
+            &record.recording_url,      // $20 recording_url
+            &rollout,                   // $21 rollout_percent (int8)
+            &is_final_report,           // $22 is_final_report (bool)
+            &record.squad_id,           // $23 squad_id
+            &record.workflow_id,        // $24 workflow_id
+            &record.line_id,            // $25 line_id
+            &record.line_e164,          // $26 line_e164
+            &record.structured_data,    // $27 structured_data (jsonb)
+            &record.success_evaluation, // $28 success_evaluation
+            &record.costs,              // $29 costs (jsonb)
         ];
         let rows = self.rows(pg_sql::RECORD_EVENT, &params).await?;
         let Some(row) = rows.first() else {
-            return Ok(Recorded::AgentNotFound);
+            return Ok(Recorded::OwnerNotFound);
         };
         let integer = |i: usize| row.try_get::<_, Option<i64>>(i).ok().flatten();
         Ok(Recorded::from_record_event_row(
-            Agent::from_columns(text(row, 0), text(row, 1), text(row, 2)),
+            Owner::from_columns(text(row, 0), text(row, 1), text(row, 2), text(row, 7)),
             integer(3),
             integer(4),
             text(row, 5),
@@ -476,21 +485,41 @@ impl Effects for NativeEffects {
             .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
     }
 
-    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, RelayError> {
-        let mut request = hyper::Request::post(&notification.url);
-        for (name, value) in notification.headers(self.now_ms()) {
-            request = request.header(name, value);
+    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
+        let mut request = hyper::Request::post(&post.url);
+        for (name, value) in &post.headers {
+            request = request.header(name.as_str(), value.as_slice());
         }
         let request = request
-            .body(Full::new(Bytes::from(notification.body.clone())))
-            .map_err(|_| RelayError::InvalidUrl("not a valid request target"))?;
-        let sent = tokio::time::timeout(
-            Duration::from_millis(TIMEOUT_MS),
-            self.services.http.request(request),
-        )
-        .await
-        .map_err(|_| RelayError::Timeout)?;
-        sent.map(|response| response.status().as_u16())
-            .map_err(|e| RelayError::Transport(e.to_string()))
+            .body(Full::new(Bytes::from(post.body.clone())))
+            .map_err(|_| OutboundError::InvalidUrl("not a valid request target"))?;
+        let exchange = async {
+            let response = self
+                .services
+                .http
+                .request(request)
+                .await
+                .map_err(|e| OutboundError::Transport(e.to_string()))?;
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = Limited::new(response.into_body(), MAX_REPLY_BYTES)
+                .collect()
+                .await
+                .map_err(|_| OutboundError::TooLarge)?
+                .to_bytes()
+                .to_vec();
+            Ok(OutboundReply {
+                status,
+                content_type,
+                body,
+            })
+        };
+        tokio::time::timeout(Duration::from_millis(post.timeout_ms), exchange)
+            .await
+            .map_err(|_| OutboundError::Timeout(post.timeout_ms))?
     }
 }

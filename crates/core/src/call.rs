@@ -15,6 +15,16 @@ pub enum CallDirection {
 }
 
 impl CallDirection {
+    /// From the value stored in `direction` columns (and used in settings).
+    pub fn from_name(name: &str) -> Option<CallDirection> {
+        match name {
+            "inbound" => Some(CallDirection::Inbound),
+            "outbound" => Some(CallDirection::Outbound),
+            "web" => Some(CallDirection::Web),
+            _ => None,
+        }
+    }
+
     /// The value stored in `direction` columns.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,12 +74,22 @@ fn has_phone_transport(call: &Call) -> bool {
 /// Decides the direction from `call.type`. Without a type only an unmistakable
 /// web transport decides it: a phone call's direction cannot be read from
 /// its numbers (both directions carry a customer and a phone number).
-pub fn detect(call: &Call) -> Result<CallDirection, CallTypeError> {
+///
+/// `aliases` are call types an operator has mapped to a direction
+/// (`call_type_aliases`) after Vapi introduced one this version does not know;
+/// the dead letters of its calls can then be replayed.
+pub fn detect(
+    call: &Call,
+    aliases: &[(String, CallDirection)],
+) -> Result<CallDirection, CallTypeError> {
     let direction = match call.call_type.as_deref() {
         Some("inboundPhoneCall") => CallDirection::Inbound,
         Some("outboundPhoneCall") => CallDirection::Outbound,
         Some("webCall" | "vapi.websocketCall") => CallDirection::Web,
-        Some(other) => return Err(CallTypeError::Unknown(other.to_string())),
+        Some(other) => match aliases.iter().find(|(kind, _)| kind == other) {
+            Some((_, direction)) => *direction,
+            None => return Err(CallTypeError::Unknown(other.to_string())),
+        },
         None if has_web_transport(call) && !has_phone_transport(call) => CallDirection::Web,
         None => return Err(CallTypeError::Missing),
     };
@@ -103,6 +123,27 @@ pub fn status_rank(status: &str) -> Option<i16> {
 mod tests {
     use super::*;
 
+    fn detect_plain(call: &Call) -> Result<CallDirection, CallTypeError> {
+        detect(call, &[])
+    }
+
+    #[test]
+    fn an_alias_maps_a_new_type_to_a_direction() {
+        let new_type = call(Some("vapi.sipCall"), None, None);
+        assert_eq!(
+            detect_plain(&new_type),
+            Err(CallTypeError::Unknown("vapi.sipCall".into()))
+        );
+        let aliases = [("vapi.sipCall".to_string(), CallDirection::Inbound)];
+        assert_eq!(detect(&new_type, &aliases), Ok(CallDirection::Inbound));
+        // Known types are not overridden.
+        let aliases = [("webCall".to_string(), CallDirection::Inbound)];
+        assert_eq!(
+            detect(&call(Some("webCall"), None, None), &aliases),
+            Ok(CallDirection::Web)
+        );
+    }
+
     fn call(call_type: Option<&str>, transport: Option<&str>, provider: Option<&str>) -> Call {
         Call {
             id: "c".into(),
@@ -117,24 +158,24 @@ mod tests {
     fn explicit_types() {
         let twilio = Some("twilio");
         assert_eq!(
-            detect(&call(Some("inboundPhoneCall"), twilio, twilio)),
+            detect_plain(&call(Some("inboundPhoneCall"), twilio, twilio)),
             Ok(CallDirection::Inbound)
         );
         assert_eq!(
-            detect(&call(Some("outboundPhoneCall"), twilio, twilio)),
+            detect_plain(&call(Some("outboundPhoneCall"), twilio, twilio)),
             Ok(CallDirection::Outbound)
         );
         assert_eq!(
-            detect(&call(Some("webCall"), Some("daily"), None)),
+            detect_plain(&call(Some("webCall"), Some("daily"), None)),
             Ok(CallDirection::Web)
         );
         assert_eq!(
-            detect(&call(Some("vapi.websocketCall"), None, None)),
+            detect_plain(&call(Some("vapi.websocketCall"), None, None)),
             Ok(CallDirection::Web)
         );
         // Inbound calls that failed at the start carry no transport at all.
         assert_eq!(
-            detect(&call(Some("inboundPhoneCall"), None, None)),
+            detect_plain(&call(Some("inboundPhoneCall"), None, None)),
             Ok(CallDirection::Inbound)
         );
     }
@@ -142,20 +183,23 @@ mod tests {
     #[test]
     fn unknown_missing_and_contradictory_are_refused() {
         assert_eq!(
-            detect(&call(Some("carrierPigeon"), None, None)),
+            detect_plain(&call(Some("carrierPigeon"), None, None)),
             Err(CallTypeError::Unknown("carrierPigeon".into()))
         );
         assert_eq!(
-            detect(&call(None, Some("twilio"), Some("twilio"))),
+            detect_plain(&call(None, Some("twilio"), Some("twilio"))),
             Err(CallTypeError::Missing)
         );
-        assert_eq!(detect(&call(None, None, None)), Err(CallTypeError::Missing));
+        assert_eq!(
+            detect_plain(&call(None, None, None)),
+            Err(CallTypeError::Missing)
+        );
         assert!(matches!(
-            detect(&call(Some("inboundPhoneCall"), Some("daily"), None)),
+            detect_plain(&call(Some("inboundPhoneCall"), Some("daily"), None)),
             Err(CallTypeError::Contradictory(_))
         ));
         assert!(matches!(
-            detect(&call(Some("webCall"), Some("daily"), Some("twilio"))),
+            detect_plain(&call(Some("webCall"), Some("daily"), Some("twilio"))),
             Err(CallTypeError::Contradictory(_))
         ));
     }
@@ -163,7 +207,7 @@ mod tests {
     #[test]
     fn a_daily_transport_alone_is_a_web_call() {
         assert_eq!(
-            detect(&call(None, Some("daily"), None)),
+            detect_plain(&call(None, Some("daily"), None)),
             Ok(CallDirection::Web)
         );
     }

@@ -29,44 +29,112 @@ impl Agent {
     }
 }
 
+/// How a call's organisation was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerVia {
+    /// The agent with the call's assistant id.
+    Assistant,
+    /// The agent mapped to the call's squad (`agents.vapi_squad_id`).
+    Squad,
+    /// The agent mapped to the call's workflow (`agents.vapi_workflow_id`).
+    Workflow,
+    /// The organisation that owns the line; no agent.
+    Line,
+}
+
+impl OwnerVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerVia::Assistant => "assistant",
+            OwnerVia::Squad => "squad",
+            OwnerVia::Workflow => "workflow",
+            OwnerVia::Line => "line",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<OwnerVia> {
+        Some(match name {
+            "assistant" => OwnerVia::Assistant,
+            "squad" => OwnerVia::Squad,
+            "workflow" => OwnerVia::Workflow,
+            "line" => OwnerVia::Line,
+            _ => return None,
+        })
+    }
+}
+
+/// Who owns a recorded call: always an organisation, and its agent when one
+/// is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub org_id: String,
+    pub agent: Option<Agent>,
+    pub via: OwnerVia,
+}
+
+impl Owner {
+    /// From the columns (agent id, org id, agent name, via) as read back;
+    /// `None` without an organisation (the not-found row).
+    pub fn from_columns(
+        agent_id: Option<String>,
+        org_id: Option<String>,
+        agent_name: Option<String>,
+        via: Option<String>,
+    ) -> Option<Owner> {
+        let org_id = org_id?;
+        let agent = agent_id.map(|id| Agent {
+            id,
+            org_id: org_id.clone(),
+            name: agent_name.unwrap_or_default(),
+        });
+        let via = via
+            .as_deref()
+            .and_then(OwnerVia::from_name)
+            .unwrap_or(OwnerVia::Assistant);
+        Some(Owner { org_id, agent, via })
+    }
+}
+
 /// What recording one event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     /// This attempt wrote the event.
     New {
-        agent: Agent,
+        owner: Owner,
         tracked: bool,
         lead_id: Option<String>,
     },
     /// `processed_webhook_events` already had the key: nothing was written.
-    Duplicate { agent: Agent },
-    /// No agent has the assistant id (yet): nothing was written.
-    AgentNotFound,
-    /// The agent's organisation is outside the inbound rollout: nothing was written.
-    OutsideRollout { agent: Agent },
+    Duplicate { owner: Owner },
+    /// Nobody owns the call yet: no agent has its assistant id, or (without
+    /// one) neither its squad, its workflow nor its line maps to an
+    /// organisation. Nothing was written.
+    OwnerNotFound,
+    /// The organisation is outside the inbound rollout: nothing was written.
+    OutsideRollout { owner: Owner },
 }
 
 impl Recorded {
     /// Reads the one row of `pg_sql::RECORD_EVENT`: (agent id, org id, agent
-    /// name, claimed count, tracked count, lead id, in rollout).
+    /// name, claimed count, tracked count, lead id, in rollout, via).
     pub fn from_record_event_row(
-        agent: Option<Agent>,
+        owner: Option<Owner>,
         claimed: Option<i64>,
         tracked: Option<i64>,
         lead_id: Option<String>,
         in_rollout: Option<bool>,
     ) -> Recorded {
-        let Some(agent) = agent else {
-            return Recorded::AgentNotFound;
+        let Some(owner) = owner else {
+            return Recorded::OwnerNotFound;
         };
         if in_rollout == Some(false) {
-            return Recorded::OutsideRollout { agent };
+            return Recorded::OutsideRollout { owner };
         }
         if claimed != Some(1) {
-            return Recorded::Duplicate { agent };
+            return Recorded::Duplicate { owner };
         }
         Recorded::New {
-            agent,
+            owner,
             tracked: tracked == Some(1),
             lead_id,
         }
@@ -183,27 +251,29 @@ impl Database {
 mod tests {
     use super::*;
 
-    fn ava() -> Agent {
-        Agent {
-            id: "a".into(),
-            org_id: "o".into(),
-            name: "Ava".into(),
-        }
+    fn ava() -> Owner {
+        Owner::from_columns(
+            Some("a".into()),
+            Some("o".into()),
+            Some("Ava".into()),
+            Some("assistant".into()),
+        )
+        .unwrap()
     }
 
     #[test]
     fn the_record_event_row_reads_each_outcome() {
         assert_eq!(
             Recorded::from_record_event_row(None, Some(0), Some(0), None, None),
-            Recorded::AgentNotFound
+            Recorded::OwnerNotFound
         );
         assert_eq!(
             Recorded::from_record_event_row(Some(ava()), Some(0), Some(0), None, Some(false)),
-            Recorded::OutsideRollout { agent: ava() }
+            Recorded::OutsideRollout { owner: ava() }
         );
         assert_eq!(
             Recorded::from_record_event_row(Some(ava()), Some(0), Some(0), None, Some(true)),
-            Recorded::Duplicate { agent: ava() }
+            Recorded::Duplicate { owner: ava() }
         );
         assert_eq!(
             Recorded::from_record_event_row(
@@ -214,11 +284,22 @@ mod tests {
                 Some(true)
             ),
             Recorded::New {
-                agent: ava(),
+                owner: ava(),
                 tracked: true,
                 lead_id: Some("lead".into())
             }
         );
+    }
+
+    #[test]
+    fn an_owner_needs_an_organisation_and_may_lack_an_agent() {
+        assert_eq!(
+            Owner::from_columns(Some("a".into()), None, None, None),
+            None
+        );
+        let line = Owner::from_columns(None, Some("o".into()), None, Some("line".into())).unwrap();
+        assert_eq!(line.agent, None);
+        assert_eq!(line.via, OwnerVia::Line);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, R
 use crate::handling::CallRecord;
 use crate::kv::KeyValue;
 use crate::log::LogLine;
-use crate::relay::{Notification, RelayError};
+use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
 
 #[allow(async_fn_in_trait)] // used with concrete types only; no Send bound needed
 pub trait Effects: KeyValue {
@@ -53,6 +53,7 @@ pub trait Effects: KeyValue {
     /// The metrics snapshot as JSON text (see `metrics::Snapshot`).
     async fn metrics_snapshot(&mut self) -> Result<String, DbError>;
 
-    /// POSTs a notification within `relay::TIMEOUT_MS`; the relay's status code.
-    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, RelayError>;
+    /// Sends a POST (to the relay, to the upstream) and reads the answer,
+    /// within the post's own timeout.
+    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError>;
 }

@@ -66,17 +66,44 @@ pub fn for_message(message: &ServerMessage) -> Option<EventKey> {
         MessageKind::StatusUpdate => {
             let status = message.status.as_deref().unwrap_or_default();
             if status == "forwarding" {
-                // A call can be forwarded more than once.
+                // A call can be forwarded more than once, even to the same
+                // destination, but Vapi's retry of one forwarding carries a new
+                // delivery timestamp. What tells two forwardings apart is the
+                // conversation: each carries the messages so far, and a second
+                // forwarding comes after more of them. Without the messages,
+                // the timestamp is all there is.
                 let destination = message.destination.as_deref().unwrap_or_default();
-                EventKey::from_parts(&["status-update", call_id, status, destination, &timestamp])
+                let point = match message.messages_count {
+                    Some(count) => format!("after-{count}"),
+                    None => timestamp,
+                };
+                EventKey::from_parts(&["status-update", call_id, status, destination, &point])
             } else {
                 EventKey::from_parts(&["status-update", call_id, status])
             }
         }
         MessageKind::EndOfCallReport => EventKey::from_parts(&["end-of-call-report", call_id]),
         MessageKind::AssistantRequest => EventKey::from_parts(&["assistant-request", call_id]),
-        MessageKind::Other(kind) => EventKey::from_parts(&[kind, call_id, &timestamp]),
+        _ => reply_key(message),
     })
+}
+
+/// The key of a message whose reply Vapi uses, with or without a call: what
+/// an upstream receives as `webhook-id`, to drop a repeat. A `tool-calls`
+/// message is its tool calls (their ids are unique); any other, its type, call
+/// and timestamp.
+pub fn reply_key(message: &ServerMessage) -> EventKey {
+    let call_id = message.call_id().unwrap_or_default();
+    if message.kind == MessageKind::ToolCalls && !message.tool_calls.is_empty() {
+        let mut parts = vec!["tool-calls", call_id];
+        parts.extend(message.tool_calls.iter().map(|call| call.id.as_str()));
+        return EventKey::from_parts(&parts);
+    }
+    let timestamp = message
+        .timestamp_ms
+        .map(|ms| ms.to_string())
+        .unwrap_or_default();
+    EventKey::from_parts(&[&message.message_type, call_id, &timestamp])
 }
 
 #[cfg(test)]
@@ -123,7 +150,48 @@ mod tests {
             )
         };
         assert_ne!(forward("+14155550100", 1), forward("+14155550101", 1));
+        // Without the conversation, the timestamp is all there is.
         assert_ne!(forward("+14155550100", 1), forward("+14155550100", 2));
+    }
+
+    #[test]
+    fn a_retried_forwarding_is_one_event_and_a_second_forwarding_another() {
+        let forward = |number: &str, ts: i64, messages: usize| {
+            key(
+                json!({"message": {"type": "status-update", "status": "forwarding",
+                "timestamp": ts, "destination": {"type": "number", "number": number},
+                "messages": vec![json!({"role": "bot"}); messages],
+                "call": {"id": "call-1"}}}),
+            )
+        };
+        // Vapi's retry: the same forwarding, a new delivery timestamp.
+        assert_eq!(forward("+14155550100", 1, 6), forward("+14155550100", 9, 6));
+        // A second forwarding to the same number, later in the conversation.
+        assert_ne!(
+            forward("+14155550100", 1, 6),
+            forward("+14155550100", 50, 9)
+        );
+        assert_ne!(forward("+14155550100", 1, 6), forward("+14155550101", 1, 6));
+    }
+
+    #[test]
+    fn reply_keys_name_the_tool_calls_or_the_moment() {
+        let tools = parse(
+            json!({"message": {"type": "tool-calls", "timestamp": 5, "call": {"id": "c"},
+                "toolCallList": [{"id": "t1", "function": {"name": "a"}},
+                                 {"id": "t2", "function": {"name": "b"}}]}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(reply_key(&tools).as_str(), "v1|tool-calls|c|t1|t2");
+        let predial = parse(
+            json!({"message": {"type": "campaign.predial", "timestamp": 7}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(reply_key(&predial).as_str(), "v1|campaign.predial||7");
     }
 
     #[test]

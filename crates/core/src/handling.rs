@@ -4,7 +4,8 @@
 use crate::call::{self, CallDirection, CallTypeError};
 use crate::event_key::{self, EventKey};
 use crate::payload::{iso_to_ms, MessageKind, ServerMessage};
-use crate::phone::{self, Country, Normalized};
+use crate::phone::{self, Normalized};
+use crate::settings::Settings;
 use serde_json::{json, Value};
 
 /// What to do with a message.
@@ -21,8 +22,6 @@ pub enum Plan {
 pub enum PlanError {
     /// Logged as "Cannot determine call type"; answered 400.
     CallType(CallTypeError),
-    /// The call names no assistant, so no agent (and no organisation) can own it.
-    NoAssistant,
 }
 
 /// A number that could not be made E.164; logged masked, stored best-effort.
@@ -40,7 +39,15 @@ pub struct CallRecord {
     pub message_type: String,
     pub call_id: String,
     pub vapi_org_id: Option<String>,
-    pub assistant_id: String,
+    /// Who owns the call, in the order the database tries them: the agent
+    /// with this assistant id; else the agent mapped to the squad or workflow;
+    /// else the organisation that owns the line (no agent).
+    pub assistant_id: Option<String>,
+    pub squad_id: Option<String>,
+    pub workflow_id: Option<String>,
+    /// The line: its Vapi phone-number id, and its number when E.164.
+    pub line_id: Option<String>,
+    pub line_e164: Option<String>,
     pub direction: CallDirection,
     /// Who called whom: for inbound the customer called the organisation's
     /// line; for outbound the reverse; web calls have no numbers.
@@ -58,6 +65,9 @@ pub struct CallRecord {
     pub summary: Option<String>,
     pub transcript: Option<String>,
     pub recording_url: Option<String>,
+    pub structured_data: Option<Value>,
+    pub success_evaluation: Option<String>,
+    pub costs: Option<Value>,
     /// `call_logs.metadata`: at least `channel` and `is_test_call`.
     pub metadata: Value,
     pub number_warnings: Vec<NumberWarning>,
@@ -75,8 +85,10 @@ impl CallRecord {
     }
 }
 
-/// Decides what `message` changes.
-pub fn plan(message: &ServerMessage, default_country: &Country) -> Result<Plan, PlanError> {
+/// Decides what `message` changes. Every call is recorded, whoever ran it:
+/// an assistant, a squad, a workflow, or nobody (a failed `assistant-request`).
+pub fn plan(message: &ServerMessage, settings: &Settings) -> Result<Plan, PlanError> {
+    let default_country = &settings.country;
     let (Some(call), Some(event_key)) = (&message.call, event_key::for_message(message)) else {
         return Ok(Plan::Acknowledge {
             reason: "message is not about a call",
@@ -86,17 +98,13 @@ pub fn plan(message: &ServerMessage, default_country: &Country) -> Result<Plan, 
         MessageKind::StatusUpdate => (message.status.clone(), message.ended_reason.clone()),
         // A report is only sent once the call is over, whatever arrived before it.
         MessageKind::EndOfCallReport => (Some("ended".to_string()), message.ended_reason.clone()),
-        MessageKind::AssistantRequest | MessageKind::Other(_) => {
+        _ => {
             return Ok(Plan::Acknowledge {
-                reason: "message type is not handled by this version",
+                reason: "message type is not recorded by this version",
             })
         }
     };
-    let direction = call::detect(call).map_err(PlanError::CallType)?;
-    let assistant_id = message
-        .assistant_id()
-        .ok_or(PlanError::NoAssistant)?
-        .to_string();
+    let direction = call::detect(call, &settings.call_type_aliases).map_err(PlanError::CallType)?;
 
     let mut number_warnings = Vec::new();
     let mut normalize = |field: &'static str, raw: Option<&str>| -> Option<Normalized> {
@@ -110,20 +118,32 @@ pub fn plan(message: &ServerMessage, default_country: &Country) -> Result<Plan, 
         }
         Some(normalized)
     };
-    let (from_number, to_number, customer) = match direction {
+    // A SIP caller without a number is known by its SIP URI (not E.164, so
+    // neither normalised nor a lead's key).
+    let sip_uri = message
+        .customer_number
+        .is_none()
+        .then(|| message.customer_sip_uri.clone())
+        .flatten();
+    let (from_number, to_number, customer, line) = match direction {
         CallDirection::Inbound => {
             let customer = normalize("customer.number", message.customer_number.as_deref());
             let line = normalize("phoneNumber.number", message.phone_number.as_deref());
-            (customer.clone(), line, customer)
+            (customer.clone(), line.clone(), customer, line)
         }
         CallDirection::Outbound => {
             let line = normalize("phoneNumber.number", message.phone_number.as_deref());
             let customer = normalize("customer.number", message.customer_number.as_deref());
-            (line, customer.clone(), customer)
+            (line.clone(), customer.clone(), customer, line)
         }
-        CallDirection::Web => (None, None, None),
+        CallDirection::Web => (None, None, None, None),
     };
     let value = |n: &Option<Normalized>| n.as_ref().map(|n| n.value().to_string());
+    let (from_number, to_number) = match direction {
+        CallDirection::Inbound => (value(&from_number).or(sip_uri), value(&to_number)),
+        CallDirection::Outbound => (value(&from_number), value(&to_number).or(sip_uri)),
+        CallDirection::Web => (None, None),
+    };
 
     let status_rank = status.as_deref().and_then(call::status_rank);
     let report = &message.report;
@@ -148,10 +168,16 @@ pub fn plan(message: &ServerMessage, default_country: &Country) -> Result<Plan, 
         message_type: message.message_type.clone(),
         call_id: call.id.clone(),
         vapi_org_id: call.vapi_org_id.clone(),
-        assistant_id,
+        assistant_id: message.assistant_id().map(str::to_string),
+        squad_id: call.squad_id.clone(),
+        workflow_id: call.workflow_id.clone(),
+        line_id: message.line_id().map(str::to_string),
+        line_e164: line
+            .filter(Normalized::is_e164)
+            .map(|n| n.value().to_string()),
         direction,
-        from_number: value(&from_number),
-        to_number: value(&to_number),
+        from_number,
+        to_number,
         customer_e164: customer
             .filter(Normalized::is_e164)
             .map(|n| n.value().to_string()),
@@ -165,6 +191,9 @@ pub fn plan(message: &ServerMessage, default_country: &Country) -> Result<Plan, 
         summary: report.summary.clone(),
         transcript: report.transcript.clone(),
         recording_url: report.recording_url.clone(),
+        structured_data: report.structured_data.clone(),
+        success_evaluation: report.success_evaluation.clone(),
+        costs: report.costs.clone(),
         metadata,
         number_warnings,
     })))
@@ -183,8 +212,8 @@ mod tests {
     use super::*;
     use crate::payload::parse;
 
-    fn us() -> Country {
-        Country::from_iso("US").unwrap()
+    fn us() -> Settings {
+        Settings::from_variables(|_| None).unwrap()
     }
 
     fn fixture(name: &str) -> ServerMessage {
@@ -215,7 +244,11 @@ mod tests {
         assert_eq!(r.started_at_ms, Some(1_787_241_846_992));
         assert_eq!(r.metadata["channel"], "phone");
         assert_eq!(r.metadata["is_test_call"], false);
-        assert_eq!(r.assistant_id, "a7d3f2e1-9c4b-4a6d-8e5f-2b1c0d9e8f7a");
+        assert_eq!(
+            r.assistant_id.as_deref(),
+            Some("a7d3f2e1-9c4b-4a6d-8e5f-2b1c0d9e8f7a")
+        );
+        assert_eq!(r.line_e164.as_deref(), Some("+14155550142"));
         assert!(r.number_warnings.is_empty());
     }
 
@@ -281,7 +314,18 @@ mod tests {
             plan(&message, &us()),
             Err(PlanError::CallType(CallTypeError::Unknown(_)))
         ));
-        let no_assistant = fixture("12-inbound-status-update-ended-assistant-request-failed.json");
-        assert_eq!(plan(&no_assistant, &us()), Err(PlanError::NoAssistant));
+    }
+
+    #[test]
+    fn a_call_without_an_assistant_is_recorded_by_its_line() {
+        let failed = record(&fixture(
+            "12-inbound-status-update-ended-assistant-request-failed.json",
+        ));
+        assert_eq!(failed.assistant_id, None);
+        assert!(failed.line_id.is_some() || failed.line_e164.is_some());
+        assert!(failed
+            .ended_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("assistant-request")));
     }
 }

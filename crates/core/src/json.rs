@@ -36,8 +36,8 @@ pub enum Json<'a> {
     /// The members the shape names that were present; a repeated member keeps
     /// its last value, as `serde_json::Value` does.
     Object(Vec<(Cow<'a, str>, Json<'a>)>),
-    /// Arrays are checked, never kept: no rule reads inside one.
-    Array,
+    /// Arrays are checked and counted, never kept: no rule reads inside one.
+    Array(usize),
 }
 
 impl<'a> Json<'a> {
@@ -80,7 +80,7 @@ impl<'a> Json<'a> {
             Json::Bool(_) => "a boolean",
             Json::Number(_) => "a number",
             Json::String(_) => "a string",
-            Json::Array => "an array",
+            Json::Array(_) => "an array",
             Json::Object(_) => "an object",
         }
     }
@@ -157,8 +157,11 @@ impl<'de> Visitor<'de> for KeptVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
-        while seq.next_element_seed(Checked)?.is_some() {}
-        Ok(Json::Array)
+        let mut count = 0;
+        while seq.next_element_seed(Checked)?.is_some() {
+            count += 1;
+        }
+        Ok(Json::Array(count))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
@@ -281,7 +284,7 @@ pub(crate) fn from_value(value: &serde_json::Value, shape: &'static Shape) -> Js
         Value::Bool(b) => Json::Bool(*b),
         Value::Number(n) => Json::Number(n.clone()),
         Value::String(s) => Json::String(Cow::Owned(s.clone())),
-        Value::Array(_) => Json::Array,
+        Value::Array(items) => Json::Array(items.len()),
         Value::Object(map) => Json::Object(
             map.iter()
                 .filter_map(|(k, v)| {

@@ -19,6 +19,7 @@ pub mod json;
 pub mod kv;
 pub mod log;
 pub mod metrics;
+pub mod outbound;
 pub mod parked;
 pub mod payload;
 pub mod pg_sql;
@@ -29,6 +30,7 @@ pub mod schema;
 pub mod settings;
 pub mod sqlite_sql;
 pub mod standard_webhooks;
+pub mod upstream;
 pub mod verify;
 pub mod webhook;
 

@@ -11,6 +11,12 @@ pub const AGENT_LOOKUP_FAILED: &str = "Agent lookup failed";
 pub const CANNOT_DETERMINE_CALL_TYPE: &str = "Cannot determine call type";
 pub const CALL_TRACKING_FAILED: &str = "Failed to create call_tracking";
 pub const CALL_LOGS_FAILED: &str = "Failed to upsert call_logs";
+/// A call without an assistant id that no squad, workflow or line maps to an
+/// organisation (answered 500, kept as a dead letter).
+pub const ORG_LOOKUP_FAILED: &str = "Organisation lookup failed";
+/// The upstream did not answer a reply-expecting message in time, or not in
+/// Vapi's shape; the fallback answered.
+pub const UPSTREAM_FAILED: &str = "Upstream failed";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {

@@ -42,6 +42,9 @@ pub struct LastHour {
     pub p95_seconds: Option<f64>,
     pub agent_lookup_failures: u64,
     pub call_tracking_failures: u64,
+    /// Absent from a database not yet at schema 3's code: 0.
+    #[serde(default)]
+    pub upstream_failures: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -50,6 +53,8 @@ pub struct Snapshot {
     pub inbound_calls_total: u64,
     pub agent_lookup_failures_total: u64,
     pub call_tracking_failures_total: u64,
+    #[serde(default)]
+    pub upstream_failures_total: u64,
     pub processing: Histogram,
     pub last_hour: LastHour,
 }
@@ -113,6 +118,11 @@ pub fn render(snapshot: &Snapshot) -> String {
             "Inbound call events whose call_tracking write failed.",
             snapshot.call_tracking_failures_total,
         ),
+        (
+            "vapi_edge_upstream_failures_total",
+            "Reply-expecting messages the upstream did not answer in time or in Vapi's shape (the fallback answered).",
+            snapshot.upstream_failures_total,
+        ),
     ] {
         header(&mut out, name, "counter", help);
         sample(&mut out, name, value);
@@ -148,7 +158,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     );
 
     let hour = &snapshot.last_hour;
-    let gauges: [(&str, &str, Option<f64>); 7] = [
+    let gauges: [(&str, &str, Option<f64>); 8] = [
         (
             "vapi_edge_inbound_calls_last_hour",
             "Inbound calls first seen in the last hour.",
@@ -187,6 +197,11 @@ pub fn render(snapshot: &Snapshot) -> String {
             "vapi_edge_call_tracking_failures_last_hour",
             "call_tracking write failures in the last hour.",
             Some(hour.call_tracking_failures as f64),
+        ),
+        (
+            "vapi_edge_upstream_failures_last_hour",
+            "Upstream failures in the last hour.",
+            Some(hour.upstream_failures as f64),
         ),
     ];
     for (name, help, value) in gauges {
@@ -241,6 +256,7 @@ mod tests {
             inbound_calls_total: 7,
             agent_lookup_failures_total: 1,
             call_tracking_failures_total: 0,
+            upstream_failures_total: 2,
             processing: Histogram {
                 buckets: vec![1, 5, 9, 10, 10, 10, 10, 10, 10, 10, 10],
                 count: 10,
@@ -255,9 +271,12 @@ mod tests {
                 p95_seconds: Some(0.02),
                 agent_lookup_failures: 1,
                 call_tracking_failures: 0,
+                upstream_failures: 2,
             },
         };
         let samples = parse(&render(&snapshot));
+        assert_eq!(samples["vapi_edge_upstream_failures_total"], 2.0);
+        assert_eq!(samples["vapi_edge_upstream_failures_last_hour"], 2.0);
         assert_eq!(samples["vapi_edge_webhook_requests_total{message_type=\"status-update\",outcome=\"recorded\",status_class=\"2xx\"}"], 9.0);
         assert_eq!(
             samples["vapi_edge_webhook_processing_seconds_bucket{le=\"0.01\"}"],

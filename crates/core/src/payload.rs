@@ -16,30 +16,72 @@ pub struct PayloadError {
     pub problem: String,
 }
 
-/// The message types this version acts on; everything else is acknowledged.
+/// The message types this version acts on: the two that are recorded, and
+/// every type whose reply Vapi uses (FACTS §1.3). Everything else is
+/// acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageKind {
     StatusUpdate,
     EndOfCallReport,
     AssistantRequest,
+    ToolCalls,
+    TransferDestinationRequest,
+    HandoffDestinationRequest,
+    KnowledgeBaseRequest,
+    /// `call.endpointing.request`: custom endpointing.
+    EndpointingRequest,
+    /// Custom TTS: the reply is raw PCM, not JSON.
+    VoiceRequest,
+    /// `campaign.predial`: whether to dial a campaign contact.
+    CampaignPredial,
+    /// The legacy `function-call` (before `tool-calls`).
+    FunctionCall,
     /// Any other type, known to Vapi or not (kept as sent).
     Other(String),
 }
 
 impl MessageKind {
-    fn from_type(kind: &str) -> Self {
+    pub fn from_type(kind: &str) -> Self {
         match kind {
             "status-update" => MessageKind::StatusUpdate,
             "end-of-call-report" => MessageKind::EndOfCallReport,
             "assistant-request" => MessageKind::AssistantRequest,
+            "tool-calls" => MessageKind::ToolCalls,
+            "transfer-destination-request" => MessageKind::TransferDestinationRequest,
+            "handoff-destination-request" => MessageKind::HandoffDestinationRequest,
+            "knowledge-base-request" => MessageKind::KnowledgeBaseRequest,
+            "call.endpointing.request" => MessageKind::EndpointingRequest,
+            "voice-request" => MessageKind::VoiceRequest,
+            "campaign.predial" => MessageKind::CampaignPredial,
+            "function-call" => MessageKind::FunctionCall,
             other => MessageKind::Other(other.to_string()),
         }
     }
 
     /// Whether the message is about one call and needs `message.call`.
     pub fn needs_call(&self) -> bool {
-        !matches!(self, MessageKind::Other(_))
+        matches!(
+            self,
+            MessageKind::StatusUpdate
+                | MessageKind::EndOfCallReport
+                | MessageKind::AssistantRequest
+        )
     }
+
+    /// Whether Vapi uses the reply's body (FACTS §1.3).
+    pub fn expects_reply(&self) -> bool {
+        !matches!(
+            self,
+            MessageKind::StatusUpdate | MessageKind::EndOfCallReport | MessageKind::Other(_)
+        )
+    }
+}
+
+/// One entry of a `tool-calls` message's `toolCallList`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: Option<String>,
 }
 
 /// The parts of `message.call` the product uses. `call` is a snapshot taken when
@@ -52,8 +94,13 @@ pub struct Call {
     /// `inboundPhoneCall`, `outboundPhoneCall`, `webCall`, `vapi.websocketCall`, ...
     pub call_type: Option<String>,
     pub assistant_id: Option<String>,
+    /// The squad or workflow that ran the call instead of one assistant.
+    pub squad_id: Option<String>,
+    pub workflow_id: Option<String>,
     pub phone_number_id: Option<String>,
     pub customer_number: Option<String>,
+    /// `call.customer.sipUri`: a SIP caller without a number.
+    pub customer_sip_uri: Option<String>,
     pub phone_call_provider: Option<String>,
     /// `call.transport.provider`, e.g. `twilio` or `daily`.
     pub transport_provider: Option<String>,
@@ -71,7 +118,17 @@ pub struct Report {
     pub cost: Option<f64>,
     pub summary: Option<String>,
     pub transcript: Option<String>,
+    /// The current fields first (`artifact.recording.mono.combinedUrl`, then
+    /// `.stereoUrl`), the deprecated ones as fallback.
     pub recording_url: Option<String>,
+    /// `analysis.structuredData`, as sent.
+    pub structured_data: Option<serde_json::Value>,
+    /// `analysis.successEvaluation`, as text (Vapi sends a string, a number or
+    /// a boolean, depending on the rubric).
+    pub success_evaluation: Option<String>,
+    /// `{"breakdown": call.costBreakdown, "items": message.costs}`, with what
+    /// was sent.
+    pub costs: Option<serde_json::Value>,
 }
 
 /// One server message, validated.
@@ -95,6 +152,16 @@ pub struct ServerMessage {
     pub phone_number: Option<String>,
     /// `message.phoneNumber.assistantId`.
     pub phone_number_assistant_id: Option<String>,
+    /// `message.phoneNumber.id` (the same as `call.phoneNumberId`).
+    pub phone_number_id: Option<String>,
+    /// `message.customer.sipUri` (falls back to `call.customer.sipUri`).
+    pub customer_sip_uri: Option<String>,
+    /// How many messages the conversation had (`message.messages`, else
+    /// `artifact.messages`): tells two forwardings of one call apart.
+    pub messages_count: Option<usize>,
+    /// `toolCallList` of a `tool-calls` message (`function-call`: one entry
+    /// named from `functionCall.name`).
+    pub tool_calls: Vec<ToolCall>,
     /// `message.assistant.id`.
     pub assistant_id: Option<String>,
     pub report: Report,
@@ -113,6 +180,15 @@ impl ServerMessage {
 
     pub fn call_id(&self) -> Option<&str> {
         self.call.as_ref().map(|c| c.id.as_str())
+    }
+
+    /// The Vapi phone-number id of the line: the message's, else the call's.
+    pub fn line_id(&self) -> Option<&str> {
+        self.phone_number_id.as_deref().or_else(|| {
+            self.call
+                .as_ref()
+                .and_then(|c| c.phone_number_id.as_deref())
+        })
     }
 }
 
@@ -142,6 +218,7 @@ static MESSAGE: Shape = Shape {
         ("recordingUrl", &LEAF),
         ("artifact", &ARTIFACT),
         ("analysis", &ANALYSIS),
+        ("messages", &LEAF),
     ],
 };
 static CALL: Shape = Shape {
@@ -150,6 +227,8 @@ static CALL: Shape = Shape {
         ("orgId", &LEAF),
         ("type", &LEAF),
         ("assistantId", &LEAF),
+        ("squadId", &LEAF),
+        ("workflowId", &LEAF),
         ("phoneNumberId", &LEAF),
         ("phoneCallProvider", &LEAF),
         ("webCallUrl", &LEAF),
@@ -159,10 +238,10 @@ static CALL: Shape = Shape {
     ],
 };
 static NUMBER: Shape = Shape {
-    members: &[("number", &LEAF)],
+    members: &[("number", &LEAF), ("sipUri", &LEAF)],
 };
 static PHONE_NUMBER: Shape = Shape {
-    members: &[("number", &LEAF), ("assistantId", &LEAF)],
+    members: &[("id", &LEAF), ("number", &LEAF), ("assistantId", &LEAF)],
 };
 static ID: Shape = Shape {
     members: &[("id", &LEAF)],
@@ -177,7 +256,19 @@ static METADATA: Shape = Shape {
     members: &[("isTestCall", &LEAF)],
 };
 static ARTIFACT: Shape = Shape {
-    members: &[("transcript", &LEAF), ("recordingUrl", &LEAF)],
+    members: &[
+        ("transcript", &LEAF),
+        ("recording", &RECORDING),
+        ("recordingUrl", &LEAF),
+        ("stereoRecordingUrl", &LEAF),
+        ("messages", &LEAF),
+    ],
+};
+static RECORDING: Shape = Shape {
+    members: &[("stereoUrl", &LEAF), ("mono", &MONO)],
+};
+static MONO: Shape = Shape {
+    members: &[("combinedUrl", &LEAF)],
 };
 static ANALYSIS: Shape = Shape {
     members: &[("summary", &LEAF)],
@@ -205,7 +296,106 @@ pub fn parse(body: &[u8]) -> Result<ServerMessage, PayloadError> {
         };
         error("body", &problem)
     })?;
-    parse_document(&document)
+    let mut message = parse_document(&document)?;
+    if needs_whole_read(&message.kind) {
+        // Once per call, or once per tool call: what the shaped read does not
+        // keep (objects and lists kept whole) comes from a second, full read.
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| error("body", "is not valid JSON"))?;
+        read_whole_parts(&mut message, &value["message"])?;
+    }
+    Ok(message)
+}
+
+/// Types with parts the shaped read does not keep (see [`read_whole_parts`]).
+fn needs_whole_read(kind: &MessageKind) -> bool {
+    matches!(
+        kind,
+        MessageKind::EndOfCallReport | MessageKind::ToolCalls | MessageKind::FunctionCall
+    )
+}
+
+/// The parts of a message kept whole: a report's analysis and costs, the
+/// tool calls of a `tool-calls` or `function-call` message.
+fn read_whole_parts(
+    message: &mut ServerMessage,
+    value: &serde_json::Value,
+) -> Result<(), PayloadError> {
+    use serde_json::Value;
+    let present = |v: &Value| (!v.is_null()).then(|| v.clone());
+    match message.kind {
+        MessageKind::EndOfCallReport => {
+            let analysis = &value["analysis"];
+            message.report.structured_data = present(&analysis["structuredData"]);
+            message.report.success_evaluation = match &analysis["successEvaluation"] {
+                Value::Null => None,
+                Value::String(text) if text.trim().is_empty() => None,
+                Value::String(text) => Some(text.clone()),
+                other => Some(other.to_string()),
+            };
+            let breakdown = present(&value["costBreakdown"])
+                .or_else(|| present(&value["call"]["costBreakdown"]));
+            let items = present(&value["costs"]);
+            if breakdown.is_some() || items.is_some() {
+                let mut costs = serde_json::Map::new();
+                if let Some(breakdown) = breakdown {
+                    costs.insert("breakdown".into(), breakdown);
+                }
+                if let Some(items) = items {
+                    costs.insert("items".into(), items);
+                }
+                message.report.costs = Some(Value::Object(costs));
+            }
+        }
+        MessageKind::ToolCalls => {
+            message.tool_calls = read_tool_calls(value)?;
+        }
+        MessageKind::FunctionCall => {
+            let name = value["functionCall"]["name"].as_str().map(str::to_string);
+            if name.is_none() {
+                return Err(error("message.functionCall.name", "is required"));
+            }
+            message.tool_calls = vec![ToolCall {
+                id: String::new(),
+                name,
+            }];
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `toolCallList` (each `{id, function: {name}}`), or in its absence the
+/// `toolCall` of each `toolWithToolCallList` entry. Every entry needs an id:
+/// the reply names it.
+fn read_tool_calls(value: &serde_json::Value) -> Result<Vec<ToolCall>, PayloadError> {
+    let (list, field, nested) = match (
+        value["toolCallList"].as_array(),
+        value["toolWithToolCallList"].as_array(),
+    ) {
+        (Some(list), _) => (list, "message.toolCallList", false),
+        (None, Some(list)) => (list, "message.toolWithToolCallList", true),
+        (None, None) => return Err(error("message.toolCallList", "is required")),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let call = if nested { &entry["toolCall"] } else { entry };
+            let id = call["id"].as_str().filter(|id| !id.trim().is_empty());
+            let Some(id) = id else {
+                let at = if nested { "].toolCall.id" } else { "].id" };
+                return Err(error(&format!("{field}[{i}{at}"), "is required"));
+            };
+            let name = call["function"]["name"]
+                .as_str()
+                .or_else(|| entry["function"]["name"].as_str())
+                .map(str::to_string);
+            Ok(ToolCall {
+                id: id.to_string(),
+                name,
+            })
+        })
+        .collect()
 }
 
 fn parse_document(document: &Json<'_>) -> Result<ServerMessage, PayloadError> {
@@ -225,21 +415,38 @@ fn parse_document(document: &Json<'_>) -> Result<ServerMessage, PayloadError> {
         MessageKind::StatusUpdate => Some(message.required("status")?.non_empty_str()?.to_string()),
         _ => message.opt_str("status")?,
     };
-    let customer_number = match message.optional("customer") {
+    let (customer_number, customer_sip_uri) = match message.optional("customer") {
         Some(customer) => {
             customer.object()?;
-            customer.opt_str("number")?
-        }
-        None => None,
-    }
-    .or_else(|| call.as_ref().and_then(|c| c.customer_number.clone()));
-    let (phone_number, phone_number_assistant_id) = match message.optional("phoneNumber") {
-        Some(number) => {
-            number.object()?;
-            (number.opt_str("number")?, number.opt_str("assistantId")?)
+            (customer.opt_str("number")?, customer.opt_str("sipUri")?)
         }
         None => (None, None),
     };
+    let customer_number =
+        customer_number.or_else(|| call.as_ref().and_then(|c| c.customer_number.clone()));
+    let customer_sip_uri =
+        customer_sip_uri.or_else(|| call.as_ref().and_then(|c| c.customer_sip_uri.clone()));
+    let (phone_number, phone_number_assistant_id, phone_number_id) =
+        match message.optional("phoneNumber") {
+            Some(number) => {
+                number.object()?;
+                (
+                    number.opt_str("number")?,
+                    number.opt_str("assistantId")?,
+                    number.opt_str("id")?,
+                )
+            }
+            None => (None, None, None),
+        };
+    let count = |node: Option<Node<'_, '_>>| match node.map(|n| n.value) {
+        Some(Json::Array(n)) => Some(*n),
+        _ => None,
+    };
+    let messages_count = count(message.optional("messages")).or_else(|| {
+        message
+            .optional("artifact")
+            .and_then(|artifact| count(artifact.optional("messages")))
+    });
     let assistant_id = match message.optional("assistant") {
         Some(assistant) => {
             assistant.object()?;
@@ -269,18 +476,22 @@ fn parse_document(document: &Json<'_>) -> Result<ServerMessage, PayloadError> {
         customer_number,
         phone_number,
         phone_number_assistant_id,
+        phone_number_id,
+        customer_sip_uri,
+        messages_count,
+        tool_calls: Vec::new(),
         assistant_id,
     })
 }
 
 fn parse_call(call: &Node<'_, '_>) -> Result<Call, PayloadError> {
     call.object()?;
-    let customer_number = match call.optional("customer") {
+    let (customer_number, customer_sip_uri) = match call.optional("customer") {
         Some(customer) => {
             customer.object()?;
-            customer.opt_str("number")?
+            (customer.opt_str("number")?, customer.opt_str("sipUri")?)
         }
-        None => None,
+        None => (None, None),
     };
     let transport_provider = match call.optional("transport") {
         Some(transport) => {
@@ -301,7 +512,10 @@ fn parse_call(call: &Node<'_, '_>) -> Result<Call, PayloadError> {
         vapi_org_id: call.opt_str("orgId")?,
         call_type: call.opt_str("type")?,
         assistant_id: call.opt_str("assistantId")?,
+        squad_id: call.opt_str("squadId")?,
+        workflow_id: call.opt_str("workflowId")?,
         phone_number_id: call.opt_str("phoneNumberId")?,
+        customer_sip_uri,
         phone_call_provider: call.opt_str("phoneCallProvider")?,
         web_call_url: call.opt_str("webCallUrl")?,
         customer_number,
@@ -342,10 +556,37 @@ fn parse_report(message: &Node<'_, '_>) -> Result<Report, PayloadError> {
         cost: message.opt_f64("cost")?,
         summary: nested(&analysis, "summary")?.or(message.opt_str("summary")?),
         transcript: nested(&artifact, "transcript")?.or(message.opt_str("transcript")?),
-        recording_url: nested(&artifact, "recordingUrl")?.or(message.opt_str("recordingUrl")?),
+        recording_url: recording_url(&artifact)?.or(message.opt_str("recordingUrl")?),
         started_at,
         ended_at,
+        structured_data: None,
+        success_evaluation: None,
+        costs: None,
     })
+}
+
+/// The recording's URL: the current fields first (`recording.mono.combinedUrl`,
+/// then `recording.stereoUrl`), then the deprecated `recordingUrl` and
+/// `stereoRecordingUrl`.
+fn recording_url(artifact: &Option<Node<'_, '_>>) -> Result<Option<String>, PayloadError> {
+    let Some(artifact) = artifact else {
+        return Ok(None);
+    };
+    if let Some(recording) = artifact.optional("recording") {
+        recording.object()?;
+        if let Some(mono) = recording.optional("mono") {
+            mono.object()?;
+            if let Some(url) = mono.opt_str("combinedUrl")? {
+                return Ok(Some(url));
+            }
+        }
+        if let Some(url) = recording.opt_str("stereoUrl")? {
+            return Ok(Some(url));
+        }
+    }
+    Ok(artifact
+        .opt_str("recordingUrl")?
+        .or(artifact.opt_str("stereoRecordingUrl")?))
 }
 
 fn error(field: &str, problem: &str) -> PayloadError {
@@ -656,7 +897,12 @@ mod tests {
     fn parses_as_the_whole_document_would() {
         let reference = |body: &[u8]| -> Result<ServerMessage, PayloadError> {
             match serde_json::from_slice::<Value>(body) {
-                Ok(value) => parse_document(&json::from_value(&value, &ROOT)),
+                Ok(value) => parse_document(&json::from_value(&value, &ROOT)).and_then(|mut m| {
+                    if needs_whole_read(&m.kind) {
+                        read_whole_parts(&mut m, &value["message"])?;
+                    }
+                    Ok(m)
+                }),
                 // The text differs (line and column); that both refuse is the point.
                 Err(_) => Err(error("body", "")),
             }

@@ -9,19 +9,45 @@
 //! statement is listed in [`ROW_QUERIES`] with parameters that find nothing;
 //! `host/tests/statements.rs` runs them on an empty database and checks for a row.
 
-/// Records one call event. Runs as one statement, hence one transaction. When no agent has the
-/// assistant id every CTE selects from an empty `agent` and nothing is
-/// written, and the one row it returns has a NULL agent id; when the event key
-/// is already recorded `claimed` is empty and the upserts select nothing either. Statuses move forward only (`status_rank`).
-/// Inbound calls of organisations outside `inbound_rollout_percent` (`$21`)
-/// write nothing; the bucket is `vapi_edge_core::rollout::bucket` in SQL.
+/// Records one call event. Runs as one statement, hence one transaction.
+///
+/// The owner is found in this order: the agent with the call's assistant id
+/// (`$1`); without one, the agent mapped to its squad (`$23`) or workflow
+/// (`$24`); else the organisation that owns its line (`$25` phone-number id,
+/// `$26` E.164), with no agent. An assistant id that no agent has does not
+/// fall back to the line: the agent may not be saved yet, and the caller
+/// retries. When no owner is found every CTE selects from an empty `agent` and
+/// nothing is written, and the one row it returns has a NULL organisation;
+/// when the event key is already recorded `claimed` is empty and the upserts
+/// select nothing either. Statuses move forward only (`status_rank`). Inbound
+/// calls of organisations outside `inbound_rollout_percent` (`$21`) write
+/// nothing; the bucket is `vapi_edge_core::rollout::bucket` in SQL.
 pub const RECORD_EVENT: &str = "
-WITH agent AS (
+WITH by_assistant AS (
+    SELECT id, org_id, name, 'assistant'::text AS via
+    FROM agents WHERE vapi_assistant_id = $1::text
+), by_route AS (
     SELECT id, org_id, name,
+           CASE WHEN vapi_squad_id = $23::text THEN 'squad' ELSE 'workflow' END AS via
+    FROM agents
+    WHERE $1::text IS NULL AND (vapi_squad_id = $23::text OR vapi_workflow_id = $24::text)
+    ORDER BY (vapi_squad_id = $23::text) DESC NULLS LAST
+    LIMIT 1
+), by_line AS (
+    SELECT NULL::uuid AS id, p.org_id, NULL::text AS name, 'line'::text AS via
+    FROM phone_numbers p
+    WHERE $1::text IS NULL AND NOT EXISTS (SELECT 1 FROM by_route)
+      AND (p.vapi_phone_number_id = $25::text OR p.phone_e164 = $26::text)
+    ORDER BY (p.vapi_phone_number_id = $25::text) DESC NULLS LAST
+    LIMIT 1
+), agent AS (
+    SELECT id, org_id, name, via,
            ($5::text <> 'inbound' OR
             (('x' || encode(substring(sha256(convert_to(lower(org_id::text), 'UTF8')) FROM 1 FOR 4), 'hex'))::bit(32)::bigint % 100)
             < $21::int8) AS in_rollout
-    FROM agents WHERE vapi_assistant_id = $1::text
+    FROM (SELECT * FROM by_assistant UNION ALL SELECT * FROM by_route
+          UNION ALL SELECT * FROM by_line) AS owner
+    LIMIT 1
 ), claimed AS (
     INSERT INTO processed_webhook_events (event_key, message_type, vapi_call_id, org_id)
     SELECT $2::text, $3::text, $4::text, agent.org_id FROM agent WHERE agent.in_rollout
@@ -42,6 +68,7 @@ WITH agent AS (
         status = CASE WHEN EXCLUDED.status_rank > coalesce(t.status_rank, 0)
                       THEN EXCLUDED.status ELSE t.status END,
         status_rank = greatest(t.status_rank, EXCLUDED.status_rank),
+        agent_id = coalesce(t.agent_id, EXCLUDED.agent_id),
         from_number = coalesce(t.from_number, EXCLUDED.from_number),
         to_number = coalesce(t.to_number, EXCLUDED.to_number),
         updated_at = now()
@@ -50,17 +77,19 @@ WITH agent AS (
     INSERT INTO call_logs AS l
         (vapi_call_id, org_id, agent_id, lead_id, status, status_rank, metadata,
          direction, from_number, to_number, started_at, ended_at, ended_reason,
-         duration_seconds, cost, summary, transcript, recording_url)
+         duration_seconds, cost, summary, transcript, recording_url,
+         structured_data, success_evaluation, costs)
     SELECT $4::text, agent.org_id, agent.id, (SELECT id FROM lead), $9::text,
            $10::int2, $12::jsonb, $5::text, $6::text, $7::text,
            to_timestamp($13::int8 / 1000.0), to_timestamp($14::int8 / 1000.0),
            $15::text, $16::float8, $17::float8::numeric, $18::text, $19::text,
-           $20::text
+           $20::text, $27::jsonb, $28::text, $29::jsonb
     FROM agent, claimed
     ON CONFLICT (vapi_call_id) DO UPDATE SET
         status = CASE WHEN EXCLUDED.status_rank > coalesce(l.status_rank, 0)
                       THEN EXCLUDED.status ELSE l.status END,
         status_rank = greatest(l.status_rank, EXCLUDED.status_rank),
+        agent_id = coalesce(l.agent_id, EXCLUDED.agent_id),
         lead_id = coalesce(l.lead_id, EXCLUDED.lead_id),
         metadata = l.metadata || EXCLUDED.metadata,
         from_number = coalesce(l.from_number, EXCLUDED.from_number),
@@ -79,6 +108,9 @@ WITH agent AS (
         summary = coalesce(EXCLUDED.summary, l.summary),
         transcript = coalesce(EXCLUDED.transcript, l.transcript),
         recording_url = coalesce(EXCLUDED.recording_url, l.recording_url),
+        structured_data = coalesce(EXCLUDED.structured_data, l.structured_data),
+        success_evaluation = coalesce(EXCLUDED.success_evaluation, l.success_evaluation),
+        costs = coalesce(EXCLUDED.costs, l.costs),
         updated_at = now()
     RETURNING l.id, l.lead_id
 )
@@ -86,7 +118,7 @@ SELECT agent.id::text, agent.org_id::text, agent.name,
        (SELECT count(*) FROM claimed) AS claimed,
        (SELECT count(*) FROM tracking) AS tracked,
        (SELECT lead_id::text FROM logged) AS lead_id,
-       agent.in_rollout
+       agent.in_rollout, agent.via
 FROM (SELECT 1) AS one LEFT JOIN agent ON true";
 
 /// Adds one row to `webhook_events`, the durable record `/metrics` is
@@ -152,6 +184,8 @@ SELECT json_build_object(
       (SELECT count(*) FROM webhook_events WHERE error_class = 'agent_lookup'),
   'call_tracking_failures_total',
       (SELECT count(*) FROM webhook_events WHERE error_class = 'call_tracking'),
+  'upstream_failures_total',
+      (SELECT count(*) FROM webhook_events WHERE error_class = 'upstream'),
   'processing', (SELECT json_build_object(
       'buckets', json_build_array(
           count(*) FILTER (WHERE duration_ms <= 5),
@@ -176,7 +210,8 @@ SELECT json_build_object(
       'avg_seconds', avg(duration_ms) / 1000.0,
       'p95_seconds', percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) / 1000.0,
       'agent_lookup_failures', count(*) FILTER (WHERE error_class = 'agent_lookup'),
-      'call_tracking_failures', count(*) FILTER (WHERE error_class = 'call_tracking'))
+      'call_tracking_failures', count(*) FILTER (WHERE error_class = 'call_tracking'),
+      'upstream_failures', count(*) FILTER (WHERE error_class = 'upstream'))
     FROM hour)
 )::text";
 
@@ -193,7 +228,7 @@ pub const RECORD_EVENT_QUERY: RowQuery = RowQuery {
     name: "record_event",
     sql: RECORD_EVENT,
     not_found: &[
-        "'no-such-assistant'",
+        "NULL",
         "'status-update:no-such-call:in-progress'",
         "'status-update'",
         "'no-such-call'",
@@ -215,6 +250,13 @@ pub const RECORD_EVENT_QUERY: RowQuery = RowQuery {
         "NULL",
         "100",
         "false",
+        "NULL",
+        "NULL",
+        "'PN-no-such-line'",
+        "'+14155550199'",
+        "NULL",
+        "NULL",
+        "NULL",
     ],
 };
 
@@ -272,8 +314,8 @@ impl RowQuery {
     }
 }
 
-/// The parameters of [`RECORD_EVENT`], in order (`$1`..`$22`).
-pub const RECORD_EVENT_PARAMS: [&str; 22] = [
+/// The parameters of [`RECORD_EVENT`], in order (`$1`..`$29`).
+pub const RECORD_EVENT_PARAMS: [&str; 29] = [
     "assistant_id",
     "event_key",
     "message_type",
@@ -296,6 +338,13 @@ pub const RECORD_EVENT_PARAMS: [&str; 22] = [
     "recording_url",
     "rollout_percent (int8)",
     "is_final_report (bool)",
+    "squad_id",
+    "workflow_id",
+    "line_id",
+    "line_e164",
+    "structured_data (jsonb)",
+    "success_evaluation",
+    "costs (jsonb)",
 ];
 
 #[cfg(test)]

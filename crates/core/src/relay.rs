@@ -3,26 +3,11 @@
 //! delays or fails the webhook. What it says and how it is signed is decided
 //! here; the host adapter only sends the bytes.
 
+use crate::outbound::{self, OutboundPost};
 use crate::standard_webhooks::{self, SigningKey};
-use thiserror::Error;
 
 /// Longest the relay may take, connection to last byte of its answer.
 pub const TIMEOUT_MS: u64 = 2_000;
-
-/// Why a notification got no answer (a non-2xx answer is a status, not this).
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum RelayError {
-    #[error("relay_url: {0}")]
-    InvalidUrl(&'static str),
-    /// The host would not send it (e.g. not in `allowed_outbound_hosts`).
-    #[error("refused: {0}")]
-    Refused(String),
-    #[error("no answer within {TIMEOUT_MS} ms")]
-    Timeout,
-    /// Connecting, writing or reading failed.
-    #[error("{0}")]
-    Transport(String),
-}
 
 /// A notification ready to send.
 pub struct Notification {
@@ -39,25 +24,38 @@ impl Notification {
     /// so no chunked encoding, which some receivers refuse), and the Standard
     /// Webhooks signature when there is a key.
     pub fn headers(&self, now_ms: i64) -> Vec<(String, Vec<u8>)> {
-        let mut headers: Vec<(String, Vec<u8>)> = vec![
-            ("content-type".into(), b"application/json".to_vec()),
-            (
-                "content-length".into(),
-                self.body.len().to_string().into_bytes(),
-            ),
-            ("user-agent".into(), b"vapi-edge".to_vec()),
-        ];
-        if let Some(key) = &self.key {
-            let signed =
-                standard_webhooks::headers(key, &self.message_id, now_ms / 1000, &self.body);
-            headers.extend(
-                signed
-                    .into_iter()
-                    .map(|(name, value)| (name.to_string(), value.into_bytes())),
-            );
-        }
-        headers
+        signed_headers(self.key.as_ref(), &self.message_id, now_ms, &self.body)
     }
+
+    /// The POST that delivers it at `now_ms`.
+    pub fn post(&self, now_ms: i64) -> OutboundPost {
+        OutboundPost {
+            url: self.url.clone(),
+            headers: self.headers(now_ms),
+            body: self.body.clone(),
+            timeout_ms: TIMEOUT_MS,
+        }
+    }
+}
+
+/// JSON headers, signed with Standard Webhooks when there is a key: what the
+/// relay and the upstream receive.
+pub fn signed_headers(
+    key: Option<&SigningKey>,
+    message_id: &str,
+    now_ms: i64,
+    body: &[u8],
+) -> Vec<(String, Vec<u8>)> {
+    let mut headers = outbound::json_headers(body.len());
+    if let Some(key) = key {
+        let signed = standard_webhooks::headers(key, message_id, now_ms / 1000, body);
+        headers.extend(
+            signed
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value.into_bytes())),
+        );
+    }
+    headers
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //! once per request: a bad value is an operator's mistake, reported by name
 //! (the webhook answers 503 and logs CRITICAL) and never quoted if secret.
 
+use crate::call::CallDirection;
 use crate::claim::DEFAULT_LEASE_MS;
+use crate::payload::MessageKind;
 use crate::phone::Country;
 use crate::rollout;
+use crate::standard_webhooks::SigningKey;
 use thiserror::Error;
 
 /// `agent_lookup_retry_ms` when unset: 5 retries, 3.85 s in all.
@@ -21,6 +24,45 @@ pub enum SettingsError {
     RolloutPercent(#[from] rollout::PercentError),
     #[error("claim_lease_ms: expected milliseconds from 1000 to 3600000")]
     LeaseMs,
+    #[error("call_type_aliases: `{0}` is not `<call type>=inbound|outbound|web`")]
+    CallTypeAlias(String),
+    #[error("upstream_url: expected an http:// or https:// URL")]
+    UpstreamUrl,
+    #[error("upstream_secret is not a valid signing key")]
+    UpstreamSecret,
+    #[error("upstream_types: `{0}` is not a message type whose reply Vapi uses")]
+    UpstreamType(String),
+    #[error("upstream_timeout_ms: expected milliseconds from 100 to 300000")]
+    UpstreamTimeout,
+    #[error("campaign_predial_eligible: expected true or false")]
+    PredialEligible,
+}
+
+/// `upstream_types` when unset: every type whose reply Vapi uses. An
+/// `assistant-request` goes upstream only when no local agent answers it.
+pub const DEFAULT_UPSTREAM_TYPES: &str = "tool-calls,transfer-destination-request,\
+handoff-destination-request,knowledge-base-request,call.endpointing.request,voice-request,\
+campaign.predial,assistant-request,function-call";
+
+/// `upstream_timeout_ms` when unset: Vapi advises answering an
+/// `assistant-request` within about 6 s (its limit is 7.5 s end to end).
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 6_000;
+
+/// Where the messages that this edge cannot answer itself go.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: String,
+    /// Signs forwarded requests (Standard Webhooks); `None` sends them unsigned.
+    pub key: Option<SigningKey>,
+    /// The message types forwarded, as Vapi names them.
+    pub types: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+impl Upstream {
+    pub fn handles(&self, message_type: &str) -> bool {
+        self.types.iter().any(|t| t == message_type)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -33,13 +75,18 @@ pub enum RetryDelaysError {
     TooLong,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub country: Country,
     /// Delays between retries of the agent lookup (live deliveries only).
     pub retry_delays: Vec<u64>,
     pub rollout_percent: u32,
     pub lease_ms: i64,
+    /// Call types Vapi added after this version, mapped by the operator.
+    pub call_type_aliases: Vec<(String, CallDirection)>,
+    pub upstream: Option<Upstream>,
+    /// The answer to a `campaign.predial` when no upstream gives one.
+    pub predial_eligible: bool,
 }
 
 impl Settings {
@@ -60,13 +107,87 @@ impl Settings {
                 _ => return Err(SettingsError::LeaseMs),
             },
         };
+        let call_type_aliases = parse_call_type_aliases(get("call_type_aliases").as_deref())?;
+        let predial_eligible = match get("campaign_predial_eligible").as_deref().map(str::trim) {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(_) => return Err(SettingsError::PredialEligible),
+        };
         Ok(Settings {
             country,
             retry_delays,
             rollout_percent,
             lease_ms,
+            call_type_aliases,
+            upstream: upstream(&get)?,
+            predial_eligible,
         })
     }
+}
+
+/// `call_type_aliases`: `vapi.sipCall=inbound,...`.
+fn parse_call_type_aliases(
+    text: Option<&str>,
+) -> Result<Vec<(String, CallDirection)>, SettingsError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (kind, direction) = entry
+                .split_once('=')
+                .map(|(k, d)| (k.trim(), d.trim()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| SettingsError::CallTypeAlias(entry.to_string()))?;
+            let direction = CallDirection::from_name(direction)
+                .ok_or_else(|| SettingsError::CallTypeAlias(entry.to_string()))?;
+            Ok((kind.to_string(), direction))
+        })
+        .collect()
+}
+
+fn upstream(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Upstream>, SettingsError> {
+    let Some(url) = get("upstream_url") else {
+        return Ok(None);
+    };
+    let url = url.trim().to_string();
+    if crate::http::split_url(&url).is_err() {
+        return Err(SettingsError::UpstreamUrl);
+    }
+    let key = match get("upstream_secret") {
+        None => None,
+        Some(secret) => {
+            Some(SigningKey::from_secret(&secret).map_err(|_| SettingsError::UpstreamSecret)?)
+        }
+    };
+    let types = get("upstream_types").unwrap_or_else(|| DEFAULT_UPSTREAM_TYPES.to_string());
+    let types = types
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            if MessageKind::from_type(t).expects_reply() {
+                Ok(t.to_string())
+            } else {
+                Err(SettingsError::UpstreamType(t.to_string()))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let timeout_ms = match get("upstream_timeout_ms") {
+        None => DEFAULT_UPSTREAM_TIMEOUT_MS,
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(ms) if (100..=300_000).contains(&ms) => ms,
+            _ => return Err(SettingsError::UpstreamTimeout),
+        },
+    };
+    Ok(Some(Upstream {
+        url,
+        key,
+        types,
+        timeout_ms,
+    }))
 }
 
 /// Reads `agent_lookup_retry_ms`: comma-separated milliseconds, at most 10
@@ -142,6 +263,52 @@ mod tests {
         ] {
             assert_eq!(settings(&vars).unwrap_err().to_string(), expected);
         }
+    }
+
+    #[test]
+    fn call_type_aliases_and_the_upstream_are_read_and_checked() {
+        let s = settings(&[
+            ("call_type_aliases", "vapi.sipCall=inbound, x=web"),
+            ("upstream_url", "https://tools.example.com/vapi"),
+            ("upstream_types", "tool-calls, campaign.predial"),
+            ("campaign_predial_eligible", "false"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.call_type_aliases,
+            [
+                ("vapi.sipCall".to_string(), CallDirection::Inbound),
+                ("x".to_string(), CallDirection::Web)
+            ]
+        );
+        let upstream = s.upstream.unwrap();
+        assert!(upstream.handles("tool-calls"));
+        assert!(!upstream.handles("knowledge-base-request"));
+        assert_eq!(upstream.timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
+        assert!(!s.predial_eligible);
+        let defaults = settings(&[("upstream_url", "http://127.0.0.1:9/x")]).unwrap();
+        assert!(defaults.upstream.unwrap().handles("assistant-request"));
+        for (vars, expected) in [
+            (
+                vec![("call_type_aliases", "vapi.sipCall=sideways")],
+                "call_type_aliases: `vapi.sipCall=sideways` is not `<call type>=inbound|outbound|web`",
+            ),
+            (
+                vec![("upstream_url", "ftp://x")],
+                "upstream_url: expected an http:// or https:// URL",
+            ),
+            (
+                vec![("upstream_url", "http://x/"), ("upstream_types", "status-update")],
+                "upstream_types: `status-update` is not a message type whose reply Vapi uses",
+            ),
+            (
+                vec![("upstream_url", "http://x/"), ("upstream_timeout_ms", "50")],
+                "upstream_timeout_ms: expected milliseconds from 100 to 300000",
+            ),
+        ] {
+            assert_eq!(settings(&vars).unwrap_err().to_string(), expected);
+        }
+        assert!(settings(&[]).unwrap().upstream.is_none());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The embedded store: SQLite twins of the Postgres statements in
-//! [`crate::sql`], and the SQLite migrations the component applies itself.
+//! [`crate::pg_sql`], and the SQLite migrations the component applies itself.
 //!
 //! SQLite has no data-modifying CTEs, so [`crate::pg_sql::RECORD_EVENT`] becomes a
 //! `BEGIN IMMEDIATE` transaction of the statements below on one connection
@@ -19,6 +19,23 @@ macro_rules! now {
 /// The agent that owns an assistant id: `?1` assistant id → (id, org_id, name).
 pub const AGENT_BY_ASSISTANT: &str =
     "SELECT id, org_id, name FROM agents WHERE vapi_assistant_id = ?1";
+
+/// Without an assistant id: the agent mapped to the squad (`?1`) or the
+/// workflow (`?2`) → (id, org_id, name, via).
+pub const AGENT_BY_ROUTE: &str = "
+SELECT id, org_id, name, CASE WHEN vapi_squad_id = ?1 THEN 'squad' ELSE 'workflow' END
+FROM agents
+WHERE vapi_squad_id = ?1 OR vapi_workflow_id = ?2
+ORDER BY (vapi_squad_id = ?1) DESC NULLS LAST
+LIMIT 1";
+
+/// Else: the organisation that owns the line, by Vapi phone-number id (`?1`)
+/// or E.164 number (`?2`) → (org_id).
+pub const ORG_BY_LINE: &str = "
+SELECT org_id FROM phone_numbers
+WHERE vapi_phone_number_id = ?1 OR phone_e164 = ?2
+ORDER BY (vapi_phone_number_id = ?1) DESC NULLS LAST
+LIMIT 1";
 
 /// Claims an event in the durable record; returns a row only for the first
 /// attempt that commits. `?1` event key, `?2` message type, `?3` call id, `?4` org id.
@@ -42,6 +59,7 @@ ON CONFLICT (vapi_call_id) DO UPDATE SET
                   THEN excluded.status ELSE t.status END,
     status_rank = CASE WHEN excluded.status_rank > coalesce(t.status_rank, 0)
                        THEN excluded.status_rank ELSE t.status_rank END,
+    agent_id = coalesce(t.agent_id, excluded.agent_id),
     from_number = coalesce(t.from_number, excluded.from_number),
     to_number = coalesce(t.to_number, excluded.to_number),
     updated_at = ",
@@ -55,24 +73,27 @@ ON CONFLICT (vapi_call_id) DO UPDATE SET
 /// E.164 (lead lookup), `?5` status, `?6` rank, `?7` metadata JSON, `?8`
 /// direction, `?9` from, `?10` to, `?11` started ms, `?12` ended ms, `?13`
 /// ended reason, `?14` duration s, `?15` cost, `?16` summary, `?17`
-/// transcript, `?18` recording URL, `?19` is final report (0/1).
+/// transcript, `?18` recording URL, `?19` is final report (0/1), `?20`
+/// structured data JSON, `?21` success evaluation, `?22` costs JSON.
 pub const LOG_CALL: &str = concat!(
     "
 INSERT INTO call_logs AS l
     (vapi_call_id, org_id, agent_id, lead_id, status, status_rank, metadata,
      direction, from_number, to_number, started_at, ended_at, ended_reason,
-     duration_seconds, cost, summary, transcript, recording_url)
+     duration_seconds, cost, summary, transcript, recording_url,
+     structured_data, success_evaluation, costs)
 VALUES (?1, ?2, ?3,
         (SELECT id FROM leads WHERE org_id = ?2 AND phone_e164 = ?4),
         ?5, ?6, json(?7), ?8, ?9, ?10,
         strftime('%Y-%m-%dT%H:%M:%fZ', ?11 / 1000.0, 'unixepoch'),
         strftime('%Y-%m-%dT%H:%M:%fZ', ?12 / 1000.0, 'unixepoch'),
-        ?13, ?14, ?15, ?16, ?17, ?18)
+        ?13, ?14, ?15, ?16, ?17, ?18, json(?20), ?21, json(?22))
 ON CONFLICT (vapi_call_id) DO UPDATE SET
     status = CASE WHEN excluded.status_rank > coalesce(l.status_rank, 0)
                   THEN excluded.status ELSE l.status END,
     status_rank = CASE WHEN excluded.status_rank > coalesce(l.status_rank, 0)
                        THEN excluded.status_rank ELSE l.status_rank END,
+    agent_id = coalesce(l.agent_id, excluded.agent_id),
     lead_id = coalesce(l.lead_id, excluded.lead_id),
     metadata = json_patch(l.metadata, excluded.metadata),
     from_number = coalesce(l.from_number, excluded.from_number),
@@ -88,6 +109,9 @@ ON CONFLICT (vapi_call_id) DO UPDATE SET
     summary = coalesce(excluded.summary, l.summary),
     transcript = coalesce(excluded.transcript, l.transcript),
     recording_url = coalesce(excluded.recording_url, l.recording_url),
+    structured_data = coalesce(excluded.structured_data, l.structured_data),
+    success_evaluation = coalesce(excluded.success_evaluation, l.success_evaluation),
+    costs = coalesce(excluded.costs, l.costs),
     updated_at = ",
     now!(),
     "
@@ -165,6 +189,8 @@ pub fn metrics_snapshot() -> String {
                (SELECT count(*) FROM webhook_events WHERE error_class = 'agent_lookup'),
            'call_tracking_failures_total',
                (SELECT count(*) FROM webhook_events WHERE error_class = 'call_tracking'),
+           'upstream_failures_total',
+               (SELECT count(*) FROM webhook_events WHERE error_class = 'upstream'),
            'processing', json((SELECT json_object(
                'buckets', json_array({buckets}),
                'count', count(*),
@@ -180,7 +206,8 @@ pub fn metrics_snapshot() -> String {
                                FROM position JOIN ranked lo ON lo.i = position.k
                                LEFT JOIN ranked hi ON hi.i = position.k + 1),
                'agent_lookup_failures', count(*) FILTER (WHERE error_class = 'agent_lookup'),
-               'call_tracking_failures', count(*) FILTER (WHERE error_class = 'call_tracking'))
+               'call_tracking_failures', count(*) FILTER (WHERE error_class = 'call_tracking'),
+               'upstream_failures', count(*) FILTER (WHERE error_class = 'upstream'))
              FROM hour))
          )",
         buckets = buckets.join(", ")
@@ -198,7 +225,7 @@ pub struct Migration {
 /// `migrations/sqlite/*.sql`, in order. The component applies what is missing
 /// when it opens the store, so `spin up` needs no migrate step; a test keeps
 /// this list equal to the folder.
-pub const MIGRATIONS: [Migration; 2] = [
+pub const MIGRATIONS: [Migration; 3] = [
     Migration {
         version: "0001_init",
         sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -206,6 +233,10 @@ pub const MIGRATIONS: [Migration; 2] = [
     Migration {
         version: "0002_operations",
         sql: include_str!("../../../migrations/sqlite/0002_operations.sql"),
+    },
+    Migration {
+        version: "0003_every_call",
+        sql: include_str!("../../../migrations/sqlite/0003_every_call.sql"),
     },
 ];
 
@@ -305,8 +336,13 @@ mod tests {
                     "{}: {statement}",
                     migration.version
                 );
+                // Additive only: new tables and indexes, new columns.
                 let head = statement.split_whitespace().next().unwrap_or("");
-                assert_eq!(head, "CREATE", "{}: {statement}", migration.version);
+                assert!(
+                    head == "CREATE" || (head == "ALTER" && statement.contains("ADD COLUMN")),
+                    "{}: {statement}",
+                    migration.version
+                );
             }
         }
     }

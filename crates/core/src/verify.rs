@@ -43,14 +43,20 @@ pub mod var {
     pub const HMAC_SECRET_BASE64: &str = "vapi_hmac_secret_base64";
     pub const TIMESTAMP_TOLERANCE_S: &str = "vapi_timestamp_tolerance_s";
     pub const SERVER_SECRET: &str = "vapi_server_secret";
+    pub const SERVER_SECRET_HEADER: &str = "vapi_server_secret_header";
+    pub const SIGNATURE_URL: &str = "vapi_signature_url";
+    pub const MESSAGE_ID_HEADER: &str = "vapi_message_id_header";
 }
 
 /// Everything that proves a request came from Vapi.
 #[derive(Debug, Clone)]
 pub struct VerifyConfig {
     pub hmac: Option<HmacScheme>,
-    /// Accepted values of `x-vapi-secret` or `Authorization: Bearer`; several for rotation.
+    /// Accepted values of the shared-secret header or `Authorization`; several for rotation.
     pub shared_secrets: Vec<Secret>,
+    /// Lower-case name of the header of Vapi's Bearer credential (its
+    /// `headerName`; `x-vapi-secret` for the legacy `serverUrlSecret`).
+    pub shared_secret_header: String,
 }
 
 /// Which methods a request passed, for logs.
@@ -134,6 +140,17 @@ impl VerifyConfig {
         )?
         .unwrap_or(DEFAULT_TOLERANCE_S);
         let prefix = value(var::SIGNATURE_PREFIX).unwrap_or_default();
+        let url = value(var::SIGNATURE_URL);
+        if payload_format.uses_url() && url.is_none() {
+            return Err(ConfigError::UrlWithoutSignatureUrl);
+        }
+        let message_id_header = match raw(var::MESSAGE_ID_HEADER) {
+            None => None,
+            Some(v) => Some(header_name(var::MESSAGE_ID_HEADER, &v)?),
+        };
+        if payload_format.uses_message_id() && message_id_header.is_none() {
+            return Err(ConfigError::MessageIdWithoutHeader);
+        }
 
         // The HMAC settings are validated even without a secret, so a typo is reported
         // when it is made rather than when the secret is added later.
@@ -149,7 +166,13 @@ impl VerifyConfig {
                 prefix,
                 algorithm,
                 tolerance_s,
+                url,
+                message_id_header,
             })
+        };
+        let shared_secret_header = match raw(var::SERVER_SECRET_HEADER) {
+            None => SHARED_SECRET_HEADER.to_owned(),
+            Some(v) => header_name(var::SERVER_SECRET_HEADER, &v)?,
         };
         let shared_secrets = list_items(raw(var::SERVER_SECRET).as_deref())
             .map(Secret::from)
@@ -157,6 +180,7 @@ impl VerifyConfig {
         Ok(VerifyConfig {
             hmac,
             shared_secrets,
+            shared_secret_header,
         })
     }
 
@@ -174,16 +198,27 @@ impl VerifyConfig {
         body: &[u8],
         now_unix_ms: i64,
     ) -> Result<Verified, VerifyError> {
+        self.verify_request("POST", headers, body, now_unix_ms)
+    }
+
+    /// [`VerifyConfig::verify`] for a request of any method (`{method}`).
+    pub fn verify_request(
+        &self,
+        method: &str,
+        headers: &Headers,
+        body: &[u8],
+        now_unix_ms: i64,
+    ) -> Result<Verified, VerifyError> {
         if !self.is_configured() {
             return Err(VerifyError::NotConfigured);
         }
         let mut methods = Vec::new();
         if let Some(scheme) = self.hmac.as_ref().filter(|s| s.has_secret()) {
-            scheme.verify(headers, body, now_unix_ms)?;
+            scheme.verify_request(method, headers, body, now_unix_ms)?;
             methods.push("hmac");
         }
         if self.shared_secrets.iter().any(|s| !s.is_empty()) {
-            verify_shared_secret(&self.shared_secrets, headers)?;
+            verify_shared_secret(&self.shared_secrets, &self.shared_secret_header, headers)?;
             methods.push("shared-secret");
         }
         Ok(Verified { methods })
@@ -211,9 +246,13 @@ pub enum ConfigError {
     #[error("vapi_signature_payload: must contain {{body}}")]
     MissingBodyPlaceholder,
     #[error(
-        "vapi_signature_payload: unsupported placeholder `{{{0}}}` (only {{timestamp}} and {{body}} are supported)"
+        "vapi_signature_payload: unsupported placeholder `{{{0}}}` (Vapi's are {{timestamp}}, {{body}}, {{method}}, {{url}} and {{svix-id}})"
     )]
     UnknownPlaceholder(String),
+    #[error("vapi_signature_payload: uses {{url}} but vapi_signature_url is not set (the server URL exactly as Vapi has it)")]
+    UrlWithoutSignatureUrl,
+    #[error("vapi_signature_payload: uses {{svix-id}} but vapi_message_id_header is not set")]
+    MessageIdWithoutHeader,
     #[error("vapi_signature_payload: `{{` without a closing `}}`")]
     UnclosedPlaceholder,
     #[error(

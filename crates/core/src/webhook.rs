@@ -8,8 +8,9 @@
 //! search terms; the request ends with one summary line.
 
 use crate::claim::{self, Claim};
-use crate::db::{Agent, DbError, DeadLetter, EventRow, Recorded};
+use crate::db::{Agent, DbError, DeadLetter, EventRow, Owner, OwnerVia, Recorded};
 use crate::effects::Effects;
+use crate::event_key;
 use crate::handling::{self, CallRecord, Plan, PlanError};
 use crate::http::{Request, Response};
 use crate::kv::KeyValue;
@@ -20,6 +21,7 @@ use crate::phone;
 use crate::relay::Notification;
 use crate::settings::Settings;
 use crate::standard_webhooks::SigningKey;
+use crate::upstream::{self, UpstreamFailure};
 use crate::verify::VerifyConfig;
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -47,8 +49,15 @@ pub enum Outcome {
     DatabaseUnavailable,
     DatabaseError,
     AgentNotFound,
-    /// A call with no assistant id (not recorded).
-    Skipped,
+    /// A reply-expecting message answered here, in Vapi's shape.
+    Replied,
+    /// A reply-expecting message answered by the upstream.
+    Forwarded,
+    /// The upstream failed; the fallback answered.
+    UpstreamFailed,
+    /// A call without an assistant id whose squad, workflow or line maps to
+    /// no organisation (yet).
+    OrgNotFound,
 }
 
 impl Outcome {
@@ -69,7 +78,10 @@ impl Outcome {
             Outcome::DatabaseUnavailable => "database_unavailable",
             Outcome::DatabaseError => "database_error",
             Outcome::AgentNotFound => "agent_not_found",
-            Outcome::Skipped => "skipped",
+            Outcome::Replied => "replied",
+            Outcome::Forwarded => "forwarded",
+            Outcome::UpstreamFailed => "upstream_failed",
+            Outcome::OrgNotFound => "org_not_found",
         }
     }
 
@@ -86,6 +98,7 @@ enum ErrorClass {
     CallTracking,
     CallLogs,
     Database,
+    Upstream,
 }
 
 impl ErrorClass {
@@ -95,6 +108,7 @@ impl ErrorClass {
             ErrorClass::CallTracking => "call_tracking",
             ErrorClass::CallLogs => "call_logs",
             ErrorClass::Database => "database",
+            ErrorClass::Upstream => "upstream",
         }
     }
 }
@@ -108,6 +122,8 @@ struct Context {
     verified: bool,
     error_class: Option<ErrorClass>,
     dead_letter: Option<DeadLetter>,
+    /// When the request arrived: the upstream's deadline counts from here.
+    started: Option<Instant>,
 }
 
 impl Context {
@@ -144,6 +160,21 @@ impl Context {
         self.set("org_id", agent.org_id.as_str());
         self.set("agent_id", agent.id.as_str());
         self.set("agent", agent.name.as_str());
+    }
+
+    fn note_owner(&mut self, owner: &Owner) {
+        match &owner.agent {
+            Some(agent) => self.note_agent(agent),
+            None => self.set("org_id", owner.org_id.as_str()),
+        }
+        if owner.via != OwnerVia::Assistant {
+            self.set("owner_via", owner.via.as_str());
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started
+            .map_or(0, |started| started.elapsed().as_millis() as u64)
     }
 }
 
@@ -199,10 +230,11 @@ impl After {
             }
         }
         if let Some((notification, failure_line)) = self.notification {
-            let status = effects.send_notification(&notification).await;
-            let failure_line = match status {
-                Ok(status) if (200..300).contains(&status) => return,
-                Ok(status) => failure_line.field("relay_status", status),
+            let now = effects.now_ms();
+            let answer = effects.post(&notification.post(now)).await;
+            let failure_line = match answer {
+                Ok(reply) if (200..300).contains(&reply.status) => return,
+                Ok(reply) => failure_line.field("relay_status", reply.status),
                 Err(error) => failure_line.field("error", error.to_string()),
             };
             effects.emit(&failure_line);
@@ -220,7 +252,10 @@ enum Mode {
 /// Answers one `POST /webhooks/vapi`; the [`After`] runs once the response is out.
 pub async fn handle<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
     let started = Instant::now();
-    let mut context = Context::default();
+    let mut context = Context {
+        started: Some(started),
+        ..Context::default()
+    };
     let answer = process(effects, request, &mut context).await;
     finish(effects, answer, context, started).await
 }
@@ -346,7 +381,12 @@ async fn process<E: Effects>(effects: &mut E, request: &Request, context: &mut C
             ),
             Err(error) => return misconfigured(effects, context, &error.to_string()),
         };
-    if let Err(error) = verifier.verify(&request.headers, &request.body, effects.now_ms()) {
+    if let Err(error) = verifier.verify_request(
+        &request.method,
+        &request.headers,
+        &request.body,
+        effects.now_ms(),
+    ) {
         let reason = error.public_reason();
         context.log(
             effects,
@@ -403,11 +443,14 @@ async fn process_verified<E: Effects>(
         Err(problem) => return misconfigured(effects, context, &problem.to_string()),
     };
     if message.kind == MessageKind::AssistantRequest {
-        return answer_assistant_request(effects, &message, &settings, context).await;
+        return answer_assistant_request(effects, &message, body, &settings, context).await;
+    }
+    if message.kind.expects_reply() {
+        return answer_reply(effects, &message, body, &settings, context).await;
     }
 
     // 3. Decide, with the call type explicit.
-    let record = match handling::plan(&message, &settings.country) {
+    let record = match handling::plan(&message, &settings) {
         Ok(Plan::Record(record)) => record,
         Ok(Plan::Acknowledge { reason }) => {
             context.set("reason", reason);
@@ -420,6 +463,18 @@ async fn process_verified<E: Effects>(
                 terms::CANNOT_DETERMINE_CALL_TYPE,
                 &[("error", error.to_string().into())],
             );
+            // Kept, so that once the type is known (a new version, or
+            // `call_type_aliases`) a replay records the call's events.
+            if let Some(key) = event_key::for_message(&message) {
+                context.dead_letter = Some(DeadLetter {
+                    event_key: key.to_string(),
+                    message_type: Some(message.message_type.clone()),
+                    call_id: message.call_id().map(str::to_string),
+                    reason: Outcome::InvalidCallType.as_str().to_string(),
+                    headers: json!({ "content-type": "application/json" }),
+                    body: body.to_vec(),
+                });
+            }
             return Answer::with(
                 Outcome::InvalidCallType,
                 Response::bad_request(
@@ -427,15 +482,6 @@ async fn process_verified<E: Effects>(
                     &format!("cannot determine call type: {error}"),
                 ),
             );
-        }
-        Err(PlanError::NoAssistant) => {
-            context.log(
-                effects,
-                Level::Warn,
-                "Call has no assistant id; not recorded",
-                &[],
-            );
-            return Answer::ok(Outcome::Skipped);
         }
     };
     context.set("direction", record.direction.as_str());
@@ -533,6 +579,7 @@ async fn process_verified<E: Effects>(
 async fn answer_assistant_request<E: Effects>(
     effects: &mut E,
     message: &ServerMessage,
+    body: &[u8],
     settings: &Settings,
     context: &mut Context,
 ) -> Answer {
@@ -556,6 +603,16 @@ async fn answer_assistant_request<E: Effects>(
                 Response::json(200, &json!({ "assistantId": assistant_id })),
             )
         }
+        // No local agent: the upstream may know the line (it answers the
+        // way Vapi asks: an assistant, a squad, a workflow, a destination).
+        Ok(None)
+            if settings
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.handles(&message.message_type)) =>
+        {
+            answer_reply(effects, message, body, settings, context).await
+        }
         Ok(None) => {
             context.error_class = Some(ErrorClass::AgentLookup);
             context.log(
@@ -569,13 +626,69 @@ async fn answer_assistant_request<E: Effects>(
             );
             Answer::with(
                 Outcome::NoAgent,
-                Response::json(
-                    200,
-                    &json!({ "error": "Sorry, this line cannot take calls right now. Please try again later." }),
-                ),
+                upstream::fallback(message, settings.predial_eligible),
             )
         }
         Err(error) => database_unavailable(effects, context, &error),
+    }
+}
+
+/// A message whose reply Vapi uses: the upstream's answer when one is
+/// configured for its type and answers in time, else the fallback in Vapi's
+/// shape. Nothing is recorded but the event row; the upstream gets a
+/// `webhook-id` from the event key and drops repeats itself.
+async fn answer_reply<E: Effects>(
+    effects: &mut E,
+    message: &ServerMessage,
+    body: &[u8],
+    settings: &Settings,
+    context: &mut Context,
+) -> Answer {
+    let fallback = || upstream::fallback(message, settings.predial_eligible);
+    let Some(upstream) = settings
+        .upstream
+        .as_ref()
+        .filter(|u| u.handles(&message.message_type))
+    else {
+        return Answer::with(Outcome::Replied, fallback());
+    };
+    let key = event_key::reply_key(message);
+    let reply =
+        match upstream::deadline_ms(&message.kind, upstream.timeout_ms, context.elapsed_ms()) {
+            Some(timeout_ms) => {
+                if upstream.key.is_none() {
+                    context.log(
+                        effects,
+                        Level::Warn,
+                        "upstream_secret is not set; forwarded request is unsigned",
+                        &[],
+                    );
+                }
+                let post = upstream::forward(upstream, &key, body, effects.now_ms(), timeout_ms);
+                upstream::relay_reply(&message.kind, effects.post(&post).await)
+            }
+            None => Err(UpstreamFailure::NoTime),
+        };
+    match reply {
+        Ok(response) => Answer::with(Outcome::Forwarded, response),
+        Err(failure) => {
+            context.error_class = Some(ErrorClass::Upstream);
+            let level = match failure {
+                UpstreamFailure::Status(_) | UpstreamFailure::InvalidBody(_) => Level::Error,
+                _ => Level::Warn,
+            };
+            context.log(
+                effects,
+                level,
+                terms::UPSTREAM_FAILED,
+                &[
+                    ("reason", failure.reason().into()),
+                    ("error", failure.detail().into()),
+                    ("webhook_id", key.message_id().into()),
+                ],
+            );
+            Answer::with(Outcome::UpstreamFailed, fallback())
+        }
     }
 }
 
@@ -611,21 +724,24 @@ async fn record_with_retry<E: Effects>(
     loop {
         match effects.record_event(record, settings.rollout_percent).await {
             Ok(Recorded::New {
-                agent,
+                owner,
                 tracked,
                 lead_id,
             }) => {
-                context.note_agent(&agent);
+                context.note_owner(&owner);
                 if let Some(lead_id) = &lead_id {
                     context.set("lead_id", lead_id.as_str());
                 }
+                if owner.agent.is_none() {
+                    warn_no_agent(effects, context, record);
+                }
                 let mut answer = Answer::ok(Outcome::Recorded);
                 answer.notification =
-                    notification(effects, record, &agent, tracked, lead_id, message, context);
+                    notification(effects, record, &owner, tracked, lead_id, message, context);
                 return answer;
             }
-            Ok(Recorded::Duplicate { agent }) => {
-                context.note_agent(&agent);
+            Ok(Recorded::Duplicate { owner }) => {
+                context.note_owner(&owner);
                 let guard = effects.database().name();
                 context.log(
                     effects,
@@ -635,8 +751,8 @@ async fn record_with_retry<E: Effects>(
                 );
                 return Answer::ok(Outcome::Duplicate);
             }
-            Ok(Recorded::OutsideRollout { agent }) => {
-                context.note_agent(&agent);
+            Ok(Recorded::OutsideRollout { owner }) => {
+                context.note_owner(&owner);
                 context.log(
                     effects,
                     Level::Info,
@@ -645,23 +761,52 @@ async fn record_with_retry<E: Effects>(
                 );
                 return Answer::ok(Outcome::OutsideRollout);
             }
-            Ok(Recorded::AgentNotFound) => match retries.next() {
+            Ok(Recorded::OwnerNotFound) => match retries.next() {
                 Some(delay) => effects.sleep_ms(*delay).await,
                 None => {
                     context.error_class = Some(ErrorClass::AgentLookup);
-                    context.log(
-                        effects,
-                        Level::Error,
-                        terms::AGENT_LOOKUP_FAILED,
-                        &[
-                            ("assistant_id", record.assistant_id.as_str().into()),
-                            ("attempts", (delays.len() + 1).into()),
-                        ],
-                    );
-                    return Answer::with(
-                        Outcome::AgentNotFound,
-                        Response::error(500, "no agent has this assistant id yet; retry later"),
-                    );
+                    let attempts = (delays.len() + 1).into();
+                    return match &record.assistant_id {
+                        Some(assistant_id) => {
+                            context.log(
+                                effects,
+                                Level::Error,
+                                terms::AGENT_LOOKUP_FAILED,
+                                &[
+                                    ("assistant_id", assistant_id.as_str().into()),
+                                    ("attempts", attempts),
+                                ],
+                            );
+                            Answer::with(
+                                Outcome::AgentNotFound,
+                                Response::error(
+                                    500,
+                                    "no agent has this assistant id yet; retry later",
+                                ),
+                            )
+                        }
+                        None => {
+                            context.log(
+                                effects,
+                                Level::Error,
+                                terms::ORG_LOOKUP_FAILED,
+                                &[
+                                    ("squad_id", record.squad_id.clone().into()),
+                                    ("workflow_id", record.workflow_id.clone().into()),
+                                    ("line_id", record.line_id.clone().into()),
+                                    ("line", record.line_e164.as_deref().map(phone::mask).into()),
+                                    ("attempts", attempts),
+                                ],
+                            );
+                            Answer::with(
+                                Outcome::OrgNotFound,
+                                Response::error(
+                                    500,
+                                    "no organisation owns this call's line yet; retry later",
+                                ),
+                            )
+                        }
+                    };
                 }
             },
             Err(error) if error.unreachable => {
@@ -690,11 +835,27 @@ async fn record_with_retry<E: Effects>(
     }
 }
 
+/// A call recorded for its organisation alone: say why it has no agent, so
+/// an operator can map its squad or workflow, or see the failed call.
+fn warn_no_agent(effects: &mut impl Effects, context: &Context, record: &CallRecord) {
+    let reason = match (&record.squad_id, &record.workflow_id) {
+        (Some(_), _) => "no agent is mapped to the call's squad (agents.vapi_squad_id)",
+        (None, Some(_)) => "no agent is mapped to the call's workflow (agents.vapi_workflow_id)",
+        (None, None) => "the call has no assistant, squad or workflow",
+    };
+    context.log(
+        effects,
+        Level::Warn,
+        "Call recorded without an agent",
+        &[("reason", reason.into())],
+    );
+}
+
 /// The dashboard event for a newly recorded call event, if a relay is set.
 fn notification(
     effects: &mut impl Effects,
     record: &CallRecord,
-    agent: &Agent,
+    owner: &Owner,
     tracked: bool,
     lead_id: Option<String>,
     message: &ServerMessage,
@@ -733,9 +894,9 @@ fn notification(
         "type": "call.event",
         "event_type": record.message_type,
         "vapi_call_id": record.call_id,
-        "org_id": agent.org_id,
-        "agent_id": agent.id,
-        "agent_name": agent.name,
+        "org_id": owner.org_id,
+        "agent_id": owner.agent.as_ref().map(|a| a.id.as_str()),
+        "agent_name": owner.agent.as_ref().map(|a| a.name.as_str()),
         "direction": record.direction.as_str(),
         "channel": record.direction.channel(),
         "status": record.status,

@@ -13,6 +13,8 @@ pub enum RelayMode {
     Ok,
     Fail500,
     Slow(Duration),
+    /// 200 with this JSON body, after this delay (an upstream).
+    Answer(&'static str, Duration),
 }
 
 /// One notification as the relay received it.
@@ -53,15 +55,27 @@ impl Relay {
                                     .map(|b| b.to_bytes().to_vec())
                                     .unwrap_or_default();
                                 recorded.lock().unwrap().push(RelayHit { headers, body });
-                                let status = match mode {
-                                    RelayMode::Ok => 204,
-                                    RelayMode::Fail500 => 500,
+                                let (status, body) = match mode {
+                                    RelayMode::Ok => (204, ""),
+                                    RelayMode::Fail500 => (500, ""),
                                     RelayMode::Slow(delay) => {
                                         tokio::time::sleep(delay).await;
-                                        204
+                                        (204, "")
+                                    }
+                                    RelayMode::Answer(body, delay) => {
+                                        tokio::time::sleep(delay).await;
+                                        (200, body)
                                     }
                                 };
-                                let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                                let mut response = hyper::Response::new(Full::new(
+                                    Bytes::from_static(body.as_bytes()),
+                                ));
+                                if !body.is_empty() {
+                                    response.headers_mut().insert(
+                                        "content-type",
+                                        hyper::header::HeaderValue::from_static("application/json"),
+                                    );
+                                }
                                 *response.status_mut() =
                                     hyper::StatusCode::from_u16(status).unwrap();
                                 Ok::<_, std::convert::Infallible>(response)
@@ -79,6 +93,11 @@ impl Relay {
 
     pub fn url(&self) -> String {
         format!("http://{}/events", self.addr)
+    }
+
+    /// `scheme://host:port`, for `*_allowed_host`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn hits(&self) -> Vec<RelayHit> {

@@ -1,25 +1,32 @@
-//! The shared secret: Vapi's `x-vapi-secret` header (a Bearer credential with
-//! the prefix off, or the legacy `serverUrlSecret`) or `Authorization: Bearer`,
-//! compared in constant time; and the operator routes' bearer tokens.
+//! The shared secret: the header of Vapi's Bearer credential (`x-vapi-secret`
+//! by default: a Bearer credential with that header name and the prefix off,
+//! or the legacy `serverUrlSecret`), or `Authorization` with or without the
+//! `Bearer` prefix, compared in constant time; and the operator routes' bearer
+//! tokens.
 
 use super::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// `x-vapi-secret` decides when present, so a wrong value cannot be rescued by adding an
-/// `Authorization` header.
+/// The credential's own header decides when present, so a wrong value cannot
+/// be rescued by adding an `Authorization` header. `Authorization` carries the
+/// token after `Bearer `, or alone when the credential turns the prefix off.
 pub(super) fn verify_shared_secret(
     secrets: &[Secret],
+    header: &str,
     headers: &Headers,
 ) -> Result<(), VerifyError> {
-    let presented = match optional_header(headers, SHARED_SECRET_HEADER)? {
+    let presented = match optional_header(headers, header)? {
+        Some(value) if header == AUTHORIZATION_HEADER => token_of_authorization(value),
         Some(value) => value,
         None => match optional_header(headers, AUTHORIZATION_HEADER)? {
-            Some(value) => bearer_token(value)
-                .ok_or_else(|| VerifyError::MalformedHeader(AUTHORIZATION_HEADER.to_owned()))?,
+            Some(value) => token_of_authorization(value),
+            None if header == AUTHORIZATION_HEADER => {
+                return Err(VerifyError::MissingHeader(AUTHORIZATION_HEADER.to_owned()))
+            }
             None => {
                 return Err(VerifyError::MissingHeader(format!(
-                    "{SHARED_SECRET_HEADER} or {AUTHORIZATION_HEADER}"
+                    "{header} or {AUTHORIZATION_HEADER}"
                 )))
             }
         },
@@ -38,6 +45,12 @@ pub(super) fn verify_shared_secret(
     } else {
         Err(VerifyError::SharedSecretMismatch)
     }
+}
+
+/// The token of an `Authorization` value: after `Bearer `, or the whole value
+/// when the credential sends it without the prefix.
+fn token_of_authorization(value: &str) -> &str {
+    bearer_token(value).unwrap_or(value.trim())
 }
 
 /// Compares MACs keyed by the secret instead of the raw strings: `verify_slice` is constant

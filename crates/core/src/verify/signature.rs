@@ -109,11 +109,27 @@ pub(super) enum Segment {
     Literal(String),
     Timestamp,
     Body,
+    /// `{method}`: the request's method.
+    Method,
+    /// `{url}`: the server URL as configured in Vapi (`vapi_signature_url`).
+    Url,
+    /// `{svix-id}`: the value of the message id header (`vapi_message_id_header`).
+    MessageId,
+}
+
+/// What a signed message is made of, besides its fixed text.
+pub(super) struct SignedParts<'a> {
+    pub timestamp: &'a str,
+    pub method: &'a str,
+    pub url: &'a str,
+    pub message_id: &'a str,
+    pub body: &'a [u8],
 }
 
 impl PayloadFormat {
-    /// Accepts `{timestamp}` and `{body}`; any other `{name}` is refused rather than
-    /// signed literally, since Vapi would substitute it and no signature could match.
+    /// Accepts Vapi's placeholders (`{timestamp}`, `{body}`, `{method}`, `{url}`,
+    /// `{svix-id}`); any other `{name}` is refused rather than signed literally,
+    /// since Vapi would substitute it and no signature could match.
     pub fn parse(format: &str) -> Result<PayloadFormat, ConfigError> {
         let mut segments = Vec::new();
         let mut rest = format;
@@ -127,6 +143,9 @@ impl PayloadFormat {
             segments.push(match name {
                 "timestamp" => Segment::Timestamp,
                 "body" => Segment::Body,
+                "method" => Segment::Method,
+                "url" => Segment::Url,
+                "svix-id" => Segment::MessageId,
                 other => return Err(ConfigError::UnknownPlaceholder(other.to_owned())),
             });
             rest = after_close;
@@ -147,17 +166,28 @@ impl PayloadFormat {
         self.segments.contains(&Segment::Timestamp)
     }
 
+    pub fn uses_url(&self) -> bool {
+        self.segments.contains(&Segment::Url)
+    }
+
+    pub fn uses_message_id(&self) -> bool {
+        self.segments.contains(&Segment::MessageId)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
     /// Feeds the signed message piece by piece, so the body is never copied.
-    fn feed(&self, mac: &mut MacState, timestamp: &str, body: &[u8]) {
+    fn feed(&self, mac: &mut MacState, parts: &SignedParts<'_>) {
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => mac.update(text.as_bytes()),
-                Segment::Timestamp => mac.update(timestamp.as_bytes()),
-                Segment::Body => mac.update(body),
+                Segment::Timestamp => mac.update(parts.timestamp.as_bytes()),
+                Segment::Body => mac.update(parts.body),
+                Segment::Method => mac.update(parts.method.as_bytes()),
+                Segment::Url => mac.update(parts.url.as_bytes()),
+                Segment::MessageId => mac.update(parts.message_id.as_bytes()),
             }
         }
     }
@@ -185,6 +215,10 @@ pub struct HmacScheme {
     pub algorithm: Algorithm,
     /// Accepted clock skew, both ways.
     pub tolerance_s: u64,
+    /// What `{url}` stands for: the server URL exactly as Vapi has it.
+    pub url: Option<String>,
+    /// Lower-case name of the header whose value `{svix-id}` stands for.
+    pub message_id_header: Option<String>,
 }
 
 impl HmacScheme {
@@ -207,6 +241,8 @@ impl HmacScheme {
             prefix: String::new(),
             algorithm: Algorithm::Sha256,
             tolerance_s: DEFAULT_TOLERANCE_S,
+            url: None,
+            message_id_header: None,
         }
     }
 
@@ -218,6 +254,17 @@ impl HmacScheme {
     /// the signed message under one of the secrets.
     pub fn verify(
         &self,
+        headers: &Headers,
+        body: &[u8],
+        now_unix_ms: i64,
+    ) -> Result<(), VerifyError> {
+        self.verify_request("POST", headers, body, now_unix_ms)
+    }
+
+    /// [`HmacScheme::verify`] for a request of any method (`{method}`).
+    pub fn verify_request(
+        &self,
+        method: &str,
         headers: &Headers,
         body: &[u8],
         now_unix_ms: i64,
@@ -238,13 +285,24 @@ impl HmacScheme {
             }
             None => "",
         };
+        let message_id = match &self.message_id_header {
+            Some(name) if self.payload_format.uses_message_id() => required_header(headers, name)?,
+            _ => "",
+        };
         let candidates = self.decode_candidates(signature_value)?;
+        let parts = SignedParts {
+            timestamp,
+            method,
+            url: self.url.as_deref().unwrap_or_default(),
+            message_id,
+            body,
+        };
 
         for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
             let Some(mut mac) = MacState::new(self.algorithm, secret.as_bytes()) else {
                 continue;
             };
-            self.payload_format.feed(&mut mac, timestamp, body);
+            self.payload_format.feed(&mut mac, &parts);
             if candidates.iter().any(|candidate| mac.matches(candidate)) {
                 return Ok(());
             }
@@ -257,7 +315,14 @@ impl HmacScheme {
     pub fn sign(&self, timestamp: &str, body: &[u8]) -> Option<String> {
         let secret = self.secrets.iter().find(|s| !s.is_empty())?;
         let mut mac = MacState::new(self.algorithm, secret.as_bytes())?;
-        self.payload_format.feed(&mut mac, timestamp, body);
+        let parts = SignedParts {
+            timestamp,
+            method: "POST",
+            url: self.url.as_deref().unwrap_or_default(),
+            message_id: "",
+            body,
+        };
+        self.payload_format.feed(&mut mac, &parts);
         let tag = mac.finish();
         let encoded = match self.encoding {
             SignatureEncoding::Hex => hex::encode(tag),

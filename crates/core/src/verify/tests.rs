@@ -508,6 +508,7 @@ fn empty_or_absent_secrets_mean_not_configured() {
     let cfg = VerifyConfig {
         hmac: Some(HmacScheme::new(vec![Secret::from("")])),
         shared_secrets: vec![Secret::from("")],
+        shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     assert!(!cfg.is_configured());
     let empty_sig = hex(&hmac_bytes(
@@ -535,7 +536,7 @@ fn empty_presented_shared_secret_never_matches() {
     );
     assert_eq!(
         cfg.verify(&headers(&[("authorization", "Bearer ")]), BODY, NOW_MS),
-        Err(VerifyError::MalformedHeader("authorization".into()))
+        Err(VerifyError::SharedSecretMismatch)
     );
 }
 
@@ -546,6 +547,7 @@ fn inconsistent_hand_built_scheme_fails_closed() {
     let cfg = VerifyConfig {
         hmac: Some(scheme),
         shared_secrets: Vec::new(),
+        shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     let sig = default_signature(SECRET, "", BODY);
     assert_eq!(
@@ -559,6 +561,7 @@ fn hand_built_default_scheme_matches_from_variables() {
     let cfg = VerifyConfig {
         hmac: Some(HmacScheme::new(vec![Secret::from(SECRET)])),
         shared_secrets: Vec::new(),
+        shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     let sig = default_signature(SECRET, TS, BODY);
     assert!(cfg.verify(&signed_headers(&sig), BODY, NOW_MS).is_ok());
@@ -635,12 +638,10 @@ fn shared_secret_by_header_or_bearer() {
     );
     assert_eq!(
         ok(&[("authorization", "Basic Zmlyc3Q=")]),
-        Err(VerifyError::MalformedHeader("authorization".into()))
+        Err(VerifyError::SharedSecretMismatch)
     );
-    assert_eq!(
-        ok(&[("authorization", "first")]),
-        Err(VerifyError::MalformedHeader("authorization".into()))
-    );
+    // A Bearer credential with its prefix turned off sends the token alone.
+    assert!(ok(&[("authorization", "first")]).is_ok());
     // x-vapi-secret decides when present.
     assert_eq!(
         ok(&[
@@ -728,7 +729,18 @@ fn config_errors_name_the_variable() {
         ),
         (
             &[(var::SIGNATURE_PAYLOAD, "{timestamp}.{url}.{body}")],
-            "vapi_signature_payload: unsupported placeholder `{url}`",
+            "vapi_signature_payload: uses {url} but vapi_signature_url is not set",
+        ),
+        (
+            &[
+                (var::SIGNATURE_PAYLOAD, "{svix-id}.{body}"),
+                (var::TIMESTAMP_HEADER, "none"),
+            ],
+            "vapi_signature_payload: uses {svix-id} but vapi_message_id_header is not set",
+        ),
+        (
+            &[(var::SIGNATURE_PAYLOAD, "{timestamp}.{path}.{body}")],
+            "vapi_signature_payload: unsupported placeholder `{path}`",
         ),
         (
             &[(var::SIGNATURE_PAYLOAD, "{body}.{timestamp")],
@@ -807,5 +819,82 @@ fn public_reasons_never_carry_the_expected_signature() {
     assert_eq!(
         VerifyError::MissingHeader("x-signature".into()).public_reason(),
         "missing header x-signature"
+    );
+}
+
+#[test]
+fn a_bearer_credential_with_its_own_header_name() {
+    let cfg = config(&[
+        (var::SERVER_SECRET, "tok"),
+        (var::SERVER_SECRET_HEADER, "X-Custom-Auth"),
+    ])
+    .expect("config");
+    let check = |h: &[(&str, &str)]| cfg.verify(&headers(h), BODY, NOW_MS).map(|_| ());
+    assert_eq!(check(&[("x-custom-auth", "tok")]), Ok(()));
+    assert_eq!(
+        check(&[("x-custom-auth", "nope"), ("authorization", "Bearer tok")]),
+        Err(VerifyError::SharedSecretMismatch),
+        "the credential's own header decides"
+    );
+    assert_eq!(check(&[("authorization", "Bearer tok")]), Ok(()));
+    assert_eq!(
+        check(&[("x-vapi-secret", "tok")]),
+        Err(VerifyError::MissingHeader(
+            "x-custom-auth or authorization".into()
+        ))
+    );
+    // `Authorization` as the credential's header, prefix on or off.
+    let cfg = config(&[
+        (var::SERVER_SECRET, "tok"),
+        (var::SERVER_SECRET_HEADER, "Authorization"),
+    ])
+    .expect("config");
+    for value in ["tok", "Bearer tok"] {
+        assert!(cfg
+            .verify(&headers(&[("authorization", value)]), BODY, NOW_MS)
+            .is_ok());
+    }
+}
+
+#[test]
+fn method_url_and_message_id_placeholders_are_signed() {
+    let url = "https://edge.example.com/webhooks/vapi";
+    let cfg = config(&[
+        (var::HMAC_SECRET, SECRET),
+        (
+            var::SIGNATURE_PAYLOAD,
+            "{method} {url}.{svix-id}.{timestamp}.{body}",
+        ),
+        (var::SIGNATURE_URL, url),
+        (var::MESSAGE_ID_HEADER, "Svix-Id"),
+    ])
+    .expect("config");
+    let message = format!("POST {url}.msg_1.{TS}.");
+    let mut signed = message.into_bytes();
+    signed.extend_from_slice(BODY);
+    let signature = hex(&hmac_bytes(Algorithm::Sha256, SECRET.as_bytes(), &signed));
+    let h = headers(&[
+        ("x-signature", &signature),
+        ("x-timestamp", TS),
+        ("svix-id", "msg_1"),
+    ]);
+    assert!(cfg.verify_request("POST", &h, BODY, NOW_MS).is_ok());
+    assert_eq!(
+        cfg.verify_request("PUT", &h, BODY, NOW_MS),
+        Err(VerifyError::NoMatchingSignature)
+    );
+    let other_id = headers(&[
+        ("x-signature", &signature),
+        ("x-timestamp", TS),
+        ("svix-id", "msg_2"),
+    ]);
+    assert_eq!(
+        cfg.verify_request("POST", &other_id, BODY, NOW_MS),
+        Err(VerifyError::NoMatchingSignature)
+    );
+    let without_id = headers(&[("x-signature", &signature), ("x-timestamp", TS)]);
+    assert_eq!(
+        cfg.verify_request("POST", &without_id, BODY, NOW_MS),
+        Err(VerifyError::MissingHeader("svix-id".into()))
     );
 }

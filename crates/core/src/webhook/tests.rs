@@ -3,21 +3,25 @@
 //! told, and every log line kept.
 
 use super::*;
-use crate::db::{Database, PendingLetter};
+use crate::db::{Database, OwnerVia, PendingLetter};
 use crate::kv::fake::MapStore;
 use crate::kv::KvError;
-use crate::relay::RelayError;
+use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
 use crate::test_support::block_on;
 use std::collections::{HashMap, VecDeque};
 
 const SECRET: &str = "shared-secret-1";
 const ORG: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
 
-fn ava() -> Agent {
-    Agent {
-        id: "agent-1".into(),
+fn ava() -> Owner {
+    Owner {
         org_id: ORG.into(),
-        name: "Ava".into(),
+        agent: Some(Agent {
+            id: "agent-1".into(),
+            org_id: ORG.into(),
+            name: "Ava".into(),
+        }),
+        via: OwnerVia::Assistant,
     }
 }
 
@@ -37,8 +41,12 @@ struct Fake {
     event_rows: Vec<EventRow>,
     pending: Vec<PendingLetter>,
     replayed: Vec<(i64, String)>,
-    notified: Vec<Vec<u8>>,
+    /// Every POST sent (relay notifications, upstream forwards).
+    posted: Vec<OutboundPost>,
     relay_status: u16,
+    /// The upstream's answer, when set; otherwise every POST gets
+    /// `relay_status` with an empty body.
+    upstream_reply: Option<Result<OutboundReply, OutboundError>>,
 }
 
 impl Fake {
@@ -115,7 +123,7 @@ impl Effects for Fake {
         self.down()?;
         self.record_calls += 1;
         self.record_answers.pop_front().unwrap_or(Ok(Recorded::New {
-            agent: ava(),
+            owner: ava(),
             tracked: true,
             lead_id: None,
         }))
@@ -160,9 +168,16 @@ impl Effects for Fake {
         self.down()?;
         Err(DbError::lasting("not in this fake"))
     }
-    async fn send_notification(&mut self, notification: &Notification) -> Result<u16, RelayError> {
-        self.notified.push(notification.body.clone());
-        Ok(self.relay_status)
+    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
+        self.posted.push(post.clone());
+        match &self.upstream_reply {
+            Some(reply) => reply.clone(),
+            None => Ok(OutboundReply {
+                status: self.relay_status,
+                content_type: None,
+                body: Vec::new(),
+            }),
+        }
     }
 }
 
@@ -244,7 +259,7 @@ fn a_new_event_is_recorded_once_claimed_and_marked_done() {
     assert_eq!(fake.event_rows[0].org_id.as_deref(), Some(ORG));
     assert_eq!(summary(&fake).get("agent"), Some(&json!("Ava")));
     // No relay_url: nothing to notify.
-    assert!(fake.notified.is_empty());
+    assert!(fake.posted.is_empty());
 }
 
 #[test]
@@ -262,7 +277,7 @@ fn a_second_delivery_stops_at_the_done_key_without_touching_the_database() {
 fn a_duplicate_the_store_forgot_is_caught_by_the_database() {
     let mut fake = Fake::new();
     fake.record_answers
-        .push_back(Ok(Recorded::Duplicate { agent: ava() }));
+        .push_back(Ok(Recorded::Duplicate { owner: ava() }));
     let response = deliver(&mut fake, &call_start());
     assert_eq!(outcome(&response), "duplicate");
     let duplicate = fake.lines_with(terms::DUPLICATE_EVENT);
@@ -329,7 +344,7 @@ fn with_the_store_down_the_database_alone_guards_the_event() {
 fn an_unknown_assistant_is_retried_on_the_schedule_then_500_and_kept() {
     let mut fake = Fake::new().var("agent_lookup_retry_ms", "10,20,30");
     for _ in 0..4 {
-        fake.record_answers.push_back(Ok(Recorded::AgentNotFound));
+        fake.record_answers.push_back(Ok(Recorded::OwnerNotFound));
     }
     let response = deliver(&mut fake, &call_start());
     assert_eq!(response.status, 500);
@@ -351,8 +366,8 @@ fn an_unknown_assistant_is_retried_on_the_schedule_then_500_and_kept() {
 #[test]
 fn an_agent_that_appears_during_the_retries_is_found() {
     let mut fake = Fake::new();
-    fake.record_answers.push_back(Ok(Recorded::AgentNotFound));
-    fake.record_answers.push_back(Ok(Recorded::AgentNotFound));
+    fake.record_answers.push_back(Ok(Recorded::OwnerNotFound));
+    fake.record_answers.push_back(Ok(Recorded::OwnerNotFound));
     let response = deliver(&mut fake, &call_start());
     assert_eq!(outcome(&response), "recorded");
     assert_eq!(fake.slept, [100, 250]);
@@ -413,7 +428,7 @@ fn with_both_down_the_dead_letter_is_lost_and_critical() {
 fn outside_the_rollout_nothing_is_done_and_the_claim_is_given_back() {
     let mut fake = Fake::new();
     fake.record_answers
-        .push_back(Ok(Recorded::OutsideRollout { agent: ava() }));
+        .push_back(Ok(Recorded::OutsideRollout { owner: ava() }));
     let response = deliver(&mut fake, &call_start());
     assert_eq!(outcome(&response), "outside_rollout");
     assert!(!fake
@@ -493,7 +508,7 @@ fn an_unknown_call_type_is_400_with_the_search_term() {
 #[test]
 fn assistant_requests_are_answered_both_ways() {
     let mut fake = Fake::new();
-    fake.line_agent = Some((ava(), "asst-1".into()));
+    fake.line_agent = Some((ava().agent.unwrap(), "asst-1".into()));
     let request = signed(example("01-inbound-assistant-request.json"));
     let response = deliver(&mut fake, &request);
     assert_eq!(
@@ -521,14 +536,14 @@ fn a_recorded_event_notifies_the_relay_once_and_a_failure_is_a_warning() {
         .var("relay_url", "http://127.0.0.1:8787/events")
         .var("relay_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
     deliver(&mut fake, &call_start());
-    assert_eq!(fake.notified.len(), 1);
-    let event: Value = serde_json::from_slice(&fake.notified[0]).unwrap();
+    assert_eq!(fake.posted.len(), 1);
+    let event: Value = serde_json::from_slice(&fake.posted[0].body).unwrap();
     assert_eq!(event["org_id"], ORG);
     assert_eq!(event["status"], "in-progress");
     assert!(fake.lines_with("Relay notification failed").is_empty());
     // A duplicate does not notify again.
     deliver(&mut fake, &call_start());
-    assert_eq!(fake.notified.len(), 1);
+    assert_eq!(fake.posted.len(), 1);
 
     let mut fake = Fake::new().var("relay_url", "http://127.0.0.1:8787/events");
     fake.relay_status = 500;
@@ -584,8 +599,209 @@ fn every_outcome_has_its_own_word() {
         Outcome::DatabaseUnavailable,
         Outcome::DatabaseError,
         Outcome::AgentNotFound,
-        Outcome::Skipped,
+        Outcome::Replied,
+        Outcome::Forwarded,
+        Outcome::UpstreamFailed,
+        Outcome::OrgNotFound,
     ];
     let words: std::collections::HashSet<_> = all.iter().map(|o| o.as_str()).collect();
     assert_eq!(words.len(), all.len());
+}
+
+fn tool_calls() -> Request {
+    signed(
+        serde_json::to_vec(&json!({"message": {"type": "tool-calls", "timestamp": 1,
+            "call": {"id": "call-1", "type": "inboundPhoneCall"},
+            "toolCallList": [
+                {"id": "t1", "type": "function", "function": {"name": "book"}},
+                {"id": "t2", "type": "function", "function": {"name": "cancel"}}]}}))
+        .unwrap(),
+    )
+}
+
+#[test]
+fn without_an_upstream_tool_calls_get_a_result_each_and_nothing_is_recorded() {
+    let mut fake = Fake::new();
+    let response = deliver(&mut fake, &tool_calls());
+    assert_eq!(response.status, 200);
+    let results = response.body_json().unwrap()["results"].clone();
+    assert_eq!(results.as_array().unwrap().len(), 2);
+    assert_eq!(results[1]["toolCallId"], "t2");
+    assert_eq!(fake.record_calls, 0);
+    assert!(fake.posted.is_empty());
+    assert_eq!(fake.event_rows[0].outcome, "replied");
+}
+
+#[test]
+fn with_an_upstream_its_answer_goes_back_verbatim_and_the_request_is_signed() {
+    let mut fake = Fake::new()
+        .var("upstream_url", "http://127.0.0.1:9901/vapi")
+        .var("upstream_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    let answer = br#"{"results":[{"toolCallId":"t1","result":"booked"}]}"#;
+    fake.upstream_reply = Some(Ok(OutboundReply {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: answer.to_vec(),
+    }));
+    let request = tool_calls();
+    let response = deliver(&mut fake, &request);
+    assert_eq!(response.body, answer);
+    assert_eq!(fake.event_rows[0].outcome, "forwarded");
+    assert!(fake.lines_with(UNSIGNED_UPSTREAM).is_empty());
+    let post = &fake.posted[0];
+    assert_eq!(post.url, "http://127.0.0.1:9901/vapi");
+    assert_eq!(post.body, request.body, "the verified body, as it came");
+    let headers: crate::headers::Headers = post.headers.iter().cloned().collect();
+    assert!(
+        headers.one("x-vapi-secret").unwrap().is_none(),
+        "never Vapi's credential"
+    );
+    let key = SigningKey::from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    crate::standard_webhooks::verify(&key, &headers, &post.body, fake.now_ms / 1000).unwrap();
+    assert_eq!(
+        headers.one("webhook-id").unwrap().unwrap(),
+        event_key::for_message(&payload::parse(&request.body).unwrap())
+            .unwrap()
+            .message_id()
+    );
+}
+
+#[test]
+fn a_failing_upstream_gets_the_fallback_a_search_term_and_a_count() {
+    for (reply, reason) in [
+        (Err(OutboundError::Timeout(6000)), "timeout"),
+        (
+            Ok(OutboundReply {
+                status: 502,
+                content_type: None,
+                body: Vec::new(),
+            }),
+            "status",
+        ),
+        (
+            Ok(OutboundReply {
+                status: 200,
+                content_type: None,
+                body: b"not json".to_vec(),
+            }),
+            "invalid_body",
+        ),
+    ] {
+        let mut fake = Fake::new().var("upstream_url", "http://127.0.0.1:9901/vapi");
+        fake.upstream_reply = Some(reply);
+        let response = deliver(&mut fake, &tool_calls());
+        assert_eq!(response.status, 200, "{reason}");
+        assert_eq!(
+            response.body_json().unwrap()["results"][0]["toolCallId"],
+            "t1"
+        );
+        let failed = fake.lines_with(terms::UPSTREAM_FAILED);
+        assert_eq!(failed[0].get("reason"), Some(&json!(reason)));
+        assert_eq!(fake.event_rows[0].outcome, "upstream_failed");
+        assert_eq!(fake.event_rows[0].error_class.as_deref(), Some("upstream"));
+        assert_eq!(
+            fake.lines_with(UNSIGNED_UPSTREAM).len(),
+            1,
+            "no upstream_secret"
+        );
+    }
+}
+
+const UNSIGNED_UPSTREAM: &str = "upstream_secret is not set; forwarded request is unsigned";
+
+#[test]
+fn an_assistant_request_goes_upstream_only_when_no_local_agent_answers() {
+    let mut fake = Fake::new().var("upstream_url", "http://127.0.0.1:9901/vapi");
+    fake.line_agent = Some((ava().agent.unwrap(), "asst-1".into()));
+    let request = signed(example("01-inbound-assistant-request.json"));
+    deliver(&mut fake, &request);
+    assert!(fake.posted.is_empty(), "the local agent answered");
+
+    let mut fake = Fake::new().var("upstream_url", "http://127.0.0.1:9901/vapi");
+    fake.upstream_reply = Some(Ok(OutboundReply {
+        status: 200,
+        content_type: None,
+        body: br#"{"squadId":"squad-9"}"#.to_vec(),
+    }));
+    let response = deliver(&mut fake, &request);
+    assert_eq!(response.body, br#"{"squadId":"squad-9"}"#);
+    assert_eq!(fake.posted.len(), 1);
+}
+
+fn line_owner() -> Owner {
+    Owner {
+        org_id: ORG.into(),
+        agent: None,
+        via: OwnerVia::Line,
+    }
+}
+
+#[test]
+fn a_call_without_an_assistant_is_recorded_for_its_line_with_a_warning() {
+    let mut fake = Fake::new();
+    fake.record_answers.push_back(Ok(Recorded::New {
+        owner: line_owner(),
+        tracked: true,
+        lead_id: None,
+    }));
+    let mut body: Value =
+        serde_json::from_slice(&example("03-inbound-status-update-in-progress.json")).unwrap();
+    body["message"]["call"]["assistantId"] = Value::Null;
+    body["message"]["assistant"] = Value::Null;
+    body["message"]["phoneNumber"]["assistantId"] = Value::Null;
+    body["message"]["call"]["squadId"] = json!("squad-1");
+    let response = deliver(&mut fake, &signed(serde_json::to_vec(&body).unwrap()));
+    assert_eq!(outcome(&response), "recorded");
+    let warning = fake.lines_with("Call recorded without an agent");
+    assert!(warning[0]
+        .get("reason")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("squad"));
+    assert_eq!(summary(&fake).get("owner_via"), Some(&json!("line")));
+    assert_eq!(fake.event_rows[0].org_id.as_deref(), Some(ORG));
+}
+
+#[test]
+fn a_call_nobody_owns_is_retried_then_500_org_not_found_and_kept() {
+    let mut fake = Fake::new().var("agent_lookup_retry_ms", "5");
+    fake.record_answers.push_back(Ok(Recorded::OwnerNotFound));
+    fake.record_answers.push_back(Ok(Recorded::OwnerNotFound));
+    let mut body: Value =
+        serde_json::from_slice(&example("03-inbound-status-update-in-progress.json")).unwrap();
+    body["message"]["call"]["assistantId"] = Value::Null;
+    body["message"]["assistant"] = Value::Null;
+    body["message"]["phoneNumber"]["assistantId"] = Value::Null;
+    let response = deliver(&mut fake, &signed(serde_json::to_vec(&body).unwrap()));
+    assert_eq!(response.status, 500);
+    assert_eq!(outcome_of_summary(&fake), "org_not_found");
+    assert_eq!(fake.lines_with(terms::ORG_LOOKUP_FAILED).len(), 1);
+    assert!(fake.lines_with(terms::AGENT_LOOKUP_FAILED).is_empty());
+    assert_eq!(fake.dead_letters.len(), 1);
+}
+
+#[test]
+fn an_unknown_call_type_is_kept_and_replays_once_an_alias_names_it() {
+    let mut fake = Fake::new();
+    let mut body: Value =
+        serde_json::from_slice(&example("03-inbound-status-update-in-progress.json")).unwrap();
+    body["message"]["call"]["type"] = json!("vapi.sipCall");
+    let response = deliver(&mut fake, &signed(serde_json::to_vec(&body).unwrap()));
+    assert_eq!(response.status, 400);
+    assert_eq!(fake.dead_letters.len(), 1);
+    assert_eq!(fake.dead_letters[0].reason, "invalid_call_type");
+    fake.pending.push(PendingLetter {
+        id: 3,
+        body: fake.dead_letters[0].body.clone(),
+    });
+    // Still unknown: the replay fails and the letter stays.
+    let report = block_on(replay(&mut fake, 50)).body_json().unwrap();
+    assert_eq!(report["replayed"], 0);
+    // The operator maps the new type; the replay records the call.
+    fake.vars
+        .insert("call_type_aliases", "vapi.sipCall=inbound".into());
+    let report = block_on(replay(&mut fake, 50)).body_json().unwrap();
+    assert_eq!(report["replayed"], 1);
+    assert_eq!(fake.replayed, [(3, "recorded".to_string())]);
 }
