@@ -414,6 +414,67 @@ async fn an_unknown_call_type_is_kept_and_replayed_once_known(store: StoreKind, 
     assert_eq!(direction.text(0), "inbound");
 }
 
+/// A call without an assistant id on a line no organisation owns yet: the
+/// lookup retries, then 500 `org_not_found` and a dead letter (Vapi retries);
+/// once the line is configured, the replay records it.
+async fn a_call_nobody_owns_is_refused_then_recorded_once_its_line_exists(
+    store: StoreKind,
+    host: HostKind,
+) {
+    let mut extra = tokens();
+    extra.push(("agent_lookup_retry_ms".into(), "20,20".into()));
+    let app = WebhookApp::start(AppOptions {
+        host,
+        store,
+        extra,
+        ..Default::default()
+    })
+    .await;
+    let call_id = unique_id("call");
+    let body = start_without_assistant(&call_id, json!({"squadId": "squad-unknown"}));
+    let started = Instant::now();
+    let response = app.deliver(&body).await;
+    assert_eq!(response.status, 500, "{}", response.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded");
+    let failed = app.logs("Organisation lookup failed").await;
+    assert_eq!(failed[0]["attempts"], 3, "{failed:?}");
+    assert_eq!(call_rows(&app.db, &call_id).await, (0, 0, 0));
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM dead_letters WHERE reason = 'org_not_found'")
+            .await,
+        1
+    );
+
+    app.db
+        .rows(
+            "INSERT INTO phone_numbers (org_id, phone_e164) VALUES ($1, $2)",
+            &[ORG_ID, LINE],
+        )
+        .await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let report = send(
+        app.host.addr,
+        "POST",
+        "/admin/replay",
+        &[("authorization", &bearer)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(report.json()["replayed"], 1, "{}", report.text());
+    assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 1));
+    let row = app
+        .db
+        .row(
+            "SELECT org_id, agent_id FROM call_logs WHERE vapi_call_id = $1",
+            &[&call_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.text(0), ORG_ID);
+    assert_eq!(row.opt(1), None);
+}
+
 conformance! {
     every_store: [
         tool_calls_without_an_upstream_get_a_result_each,
@@ -422,6 +483,7 @@ conformance! {
         every_reply_type_is_answered_in_vapis_shape,
         calls_no_single_assistant_ran_are_recorded,
         an_unknown_call_type_is_kept_and_replayed_once_known,
+        a_call_nobody_owns_is_refused_then_recorded_once_its_line_exists,
     ],
     postgres: [],
     sqlite: [],
