@@ -30,20 +30,6 @@ async fn get_with_token(host: &Host, path: &str, token: Option<&str>) -> TestRes
     send(host.addr, "GET", path, &headers, Vec::new()).await
 }
 
-async fn replay(host: &Host) -> Value {
-    let bearer = format!("Bearer {ADMIN_TOKEN}");
-    let response = send(
-        host.addr,
-        "POST",
-        "/admin/replay",
-        &[("authorization", &bearer)],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json()
-}
-
 /// Samples of a Prometheus text exposition: series (with labels) → value.
 fn parse_exposition(text: &str) -> HashMap<String, f64> {
     text.lines()
@@ -310,7 +296,7 @@ async fn dead_letters_from_an_outage_are_replayed_exactly_once(store: StoreKind,
         1,
         "no partial rows"
     );
-    let report = replay(&app.host).await;
+    let report = app.replay().await;
     assert_eq!(report["moved_from_key_value"], 3, "{report}");
     assert_eq!(report["replayed"], 3, "{report}");
     assert_eq!(report["remaining"], 0, "{report}");
@@ -325,7 +311,7 @@ async fn dead_letters_from_an_outage_are_replayed_exactly_once(store: StoreKind,
         assert_eq!(rows, 1, "{call_id}");
     }
     // Replaying again does nothing; Vapi's retry of the same bytes is a duplicate.
-    assert_eq!(replay(&app.host).await["replayed"], 0);
+    assert_eq!(app.replay().await["replayed"], 0);
     let retry = app.deliver(&lost[0]).await;
     assert_eq!(retry.json()["outcome"], "duplicate");
     assert_eq!(app.db.count("SELECT count(*) FROM call_tracking").await, 4);
@@ -416,7 +402,7 @@ async fn parked_dead_letters_are_found_among_many_other_keys() {
     }
     proxy.up();
 
-    let report = replay(&app.host).await;
+    let report = app.replay().await;
     assert_eq!(report["moved_from_key_value"], 2, "{report}");
     assert_eq!(report["replayed"], 2, "{report}");
     assert_eq!(report["remaining"], 0, "{report}");
@@ -459,7 +445,7 @@ async fn dead_letters_wait_for_their_agent(store: StoreKind) {
         "credentials kept: {stored}"
     );
 
-    let report = replay(&app.host).await;
+    let report = app.replay().await;
     assert_eq!(
         (report["replayed"].as_i64(), report["remaining"].as_i64()),
         (Some(0), Some(1)),

@@ -103,14 +103,7 @@ async fn tool_calls_go_to_the_upstream_and_its_answer_comes_back(store: StoreKin
         hit.headers["content-length"].to_str().unwrap(),
         body.len().to_string()
     );
-    let headers: vapi_edge_core::headers::Headers = hit
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
-        .collect();
-    let key = vapi_edge_core::standard_webhooks::SigningKey::from_secret(UPSTREAM_SECRET).unwrap();
-    vapi_edge_core::standard_webhooks::verify(&key, &headers, &hit.body, now_ms() / 1000)
-        .expect("the forwarded request is signed with upstream_secret");
+    let headers = hit.verified_headers(UPSTREAM_SECRET);
     assert!(headers
         .one("webhook-id")
         .unwrap()
@@ -391,17 +384,8 @@ async fn an_unknown_call_type_is_kept_and_replayed_once_known(store: StoreKind, 
             ..Default::default()
         },
     );
-    let bearer = format!("Bearer {ADMIN_TOKEN}");
-    let report = send(
-        app.host.addr,
-        "POST",
-        "/admin/replay",
-        &[("authorization", &bearer)],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(report.status, 200, "{}", report.text());
-    assert_eq!(report.json()["replayed"], 1, "{}", report.text());
+    let report = app.replay().await;
+    assert_eq!(report["replayed"], 1, "{report}");
     assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 1));
     let direction = app
         .db
@@ -452,16 +436,8 @@ async fn a_call_nobody_owns_is_refused_then_recorded_once_its_line_exists(
             &[ORG_ID, LINE],
         )
         .await;
-    let bearer = format!("Bearer {ADMIN_TOKEN}");
-    let report = send(
-        app.host.addr,
-        "POST",
-        "/admin/replay",
-        &[("authorization", &bearer)],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(report.json()["replayed"], 1, "{}", report.text());
+    let report = app.replay().await;
+    assert_eq!(report["replayed"], 1, "{report}");
     assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 1));
     let row = app
         .db

@@ -461,6 +461,21 @@ impl WebhookApp {
             .await
     }
 
+    /// `POST /admin/replay` with the admin token: its 200 report.
+    pub async fn replay(&self) -> serde_json::Value {
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
+        let response = send(
+            self.host.addr,
+            "POST",
+            "/admin/replay",
+            &[("authorization", &bearer)],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()
+    }
+
     /// Log lines with this `msg`, once at least one has arrived (the host's
     /// output reaches the test through a pipe, a moment after the response).
     pub async fn logs(&self, msg: &str) -> Vec<serde_json::Value> {

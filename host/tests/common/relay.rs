@@ -24,6 +24,24 @@ pub struct RelayHit {
     pub body: Vec<u8>,
 }
 
+impl RelayHit {
+    /// Its headers, once its Standard Webhooks signature under `secret`
+    /// verifies (panics naming the failure otherwise).
+    pub fn verified_headers(&self, secret: &str) -> vapi_edge_core::headers::Headers {
+        use vapi_edge_core::standard_webhooks::{verify, SigningKey};
+        let headers: vapi_edge_core::headers::Headers = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+            .collect();
+        let key = SigningKey::from_secret(secret).unwrap();
+        if let Err(error) = verify(&key, &headers, &self.body, super::now_ms() / 1000) {
+            panic!("the Standard Webhooks signature does not verify: {error:?}");
+        }
+        headers
+    }
+}
+
 /// A dashboard relay on loopback that records what it receives.
 pub struct Relay {
     pub addr: SocketAddr,
