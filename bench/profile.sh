@@ -11,8 +11,8 @@
 #   TOP=30 bash bench/profile.sh unique 300   # also the component's 30 costliest functions
 #
 # It builds the host and the component with symbols (cargo profile `profiling`:
-# release plus strip=false and line tables, in the shared target dir; the first
-# build takes as long as a release build; OPT_LEVEL overrides the release
+# dist (as deployed) plus strip=false and line tables, in the shared target dir; the first
+# build takes as long as a dist build; OPT_LEVEL overrides the
 # profile's opt-level, in its own profile `profiling-<level>`), creates a fresh database (dropped on
 # exit), starts `vapi-edge-host up` with VAPI_EDGE_PERF_MAP=1 (wasmtime writes
 # /tmp/perf-PID.map, naming the component's compiled functions) and a Redis
@@ -41,7 +41,7 @@ concurrency=${CONCURRENCY:-1}
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/vapi-edge-target}"
 name=profiling${OPT_LEVEL:+-${OPT_LEVEL}}
-profile=(--profile "$name" --config "profile.${name}.inherits=\"release\""
+profile=(--profile "$name" --config "profile.${name}.inherits=\"dist\""
     --config "profile.${name}.strip=false")
 # The component's own profile, unstripped: `component` (LTO) as shipped.
 wasm_profile=(--profile "${name}-wasm" --config "profile.${name}-wasm.inherits=\"component\""

@@ -12,7 +12,7 @@
 # builds can be measured alternately on the same .wasm.
 #
 # It builds the component (wasm32-wasip2, profile component) and vapi-edge-host plus
-# vapi-edge-bench (release), prints the size of the .wasm, creates a fresh
+# vapi-edge-bench (profile dist: as deployed), prints the size of the .wasm, creates a fresh
 # database vapi_edge_bench_<pid> (dropped on exit), migrates it, and starts
 # `vapi-edge-host up` on 127.0.0.1:<free port> with the key-value store in
 # Redis. It reports the host's start-up time (process start to its `Serving`
@@ -80,12 +80,12 @@ else
     fi
     say "building the component: cargo build --target wasm32-wasip2 --profile component -p vapi-edge"
     cargo build --target wasm32-wasip2 --profile component -p vapi-edge
-    say "building the host, the bench and the native baseline: cargo build --release -p vapi-edge-host -p vapi-edge-bench"
-    cargo build --release -p vapi-edge-host -p vapi-edge-bench
+    say "building the host, the bench and the native baseline: cargo build --profile dist -p vapi-edge-host -p vapi-edge-bench"
+    cargo build --profile dist -p vapi-edge-host -p vapi-edge-bench
     wasm="${WASM:-${CARGO_TARGET_DIR}/wasm32-wasip2/component/vapi_edge.wasm}"
-    host_bin="${CARGO_TARGET_DIR}/release/vapi-edge-host"
-    bench_bin="${CARGO_TARGET_DIR}/release/vapi-edge-bench"
-    native_bin="${CARGO_TARGET_DIR}/release/vapi-edge-native"
+    host_bin="${CARGO_TARGET_DIR}/dist/vapi-edge-host"
+    bench_bin="${CARGO_TARGET_DIR}/dist/vapi-edge-bench"
+    native_bin="${CARGO_TARGET_DIR}/dist/vapi-edge-native"
 fi
 [[ -f $wasm ]] || die "${wasm} was not built"
 [[ -x $host_bin ]] || die "${host_bin} was not built"
@@ -93,7 +93,7 @@ fi
 ((native == 0)) || [[ -x $native_bin ]] || die "${native_bin} was not built"
 wasm_bytes=$(stat -c %s "$wasm")
 wasm_kib=$(awk -v b="$wasm_bytes" 'BEGIN { printf "%.1f", b / 1024 }')
-say "vapi_edge.wasm (release): ${wasm_bytes} bytes = ${wasm_kib} KiB (${wasm})"
+say "vapi_edge.wasm (component): ${wasm_bytes} bytes = ${wasm_kib} KiB (${wasm})"
 
 # --- database, configuration, clean-up ---------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vapi-edge-bench.XXXXXX")

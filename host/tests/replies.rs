@@ -139,6 +139,12 @@ async fn a_slow_upstream_gets_the_fallback_within_the_deadline(store: StoreKind,
         elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_millis(4000),
         "answered after {elapsed:?}"
     );
+    println!(
+        "[replies] {} {}: upstream sleeping 10 s, upstream_timeout_ms 1500: fallback after {} ms",
+        host.name(),
+        store.name(),
+        elapsed.as_millis()
+    );
     let failed = app.logs("Upstream failed").await;
     assert_eq!(failed[0]["reason"], "timeout");
     // The event row is written after the response.
