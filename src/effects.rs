@@ -11,6 +11,7 @@ use crate::db::{Connection, Target};
 use crate::outbound;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 use std::io::Write;
+use vapi_edge_core::dashboard::Read;
 use vapi_edge_core::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
 use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
@@ -178,6 +179,10 @@ impl Effects for SpinEffects {
 
     async fn metrics_snapshot(&mut self) -> Result<String, DbError> {
         self.db()?.metrics_snapshot()
+    }
+
+    async fn dashboard_read(&mut self, read: &Read) -> Result<Option<String>, DbError> {
+        self.db()?.dashboard_read(read)
     }
 
     async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {

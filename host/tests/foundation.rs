@@ -27,7 +27,7 @@ async fn healthz_is_200_when_postgres_schema_and_redis_are_up(_store: StoreKind,
     assert_eq!(body["checks"]["postgres"]["ok"], true);
     assert_eq!(
         body["checks"]["postgres"]["schema_version"],
-        "0003_every_call"
+        "0004_dashboard"
     );
     assert_eq!(body["checks"]["key_value"]["ok"], true);
 }

@@ -8,6 +8,7 @@
 mod postgres;
 mod sqlite;
 
+use vapi_edge_core::dashboard::Read;
 use vapi_edge_core::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
 use vapi_edge_core::handling::CallRecord;
 
@@ -106,5 +107,9 @@ impl Connection {
 
     pub fn schema_version(&self) -> Result<Option<String>, DbError> {
         dispatch!(self.schema_version())
+    }
+
+    pub fn dashboard_read(&self, read: &Read) -> Result<Option<String>, DbError> {
+        dispatch!(self.dashboard_read(read))
     }
 }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError, RowSet};
+use vapi_edge_core::dashboard::{Param, Read};
 use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded};
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::pg_sql::{self, RowQuery};
@@ -259,4 +260,18 @@ pub fn metrics_snapshot(db: &Connection) -> Result<String, DbError> {
     let rows = query(db, &pg_sql::METRICS_SNAPSHOT_QUERY, &[]).map_err(db_error)?;
     text(rows.rows.first().and_then(|r| r.first()))
         .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
+}
+
+/// A dashboard read: its one row's JSON text, `None` for a NULL row.
+pub fn dashboard_read(db: &Connection, read: &Read) -> Result<Option<String>, DbError> {
+    let params: Vec<ParameterValue> = read
+        .params()
+        .into_iter()
+        .map(|param| match param {
+            Param::Text(value) => optional_text(&value),
+            Param::Int(n) => ParameterValue::Int64(n),
+        })
+        .collect();
+    let rows = query(db, &read.pg_query(), &params).map_err(db_error)?;
+    Ok(text(rows.rows.first().and_then(|r| r.first())))
 }

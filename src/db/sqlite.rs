@@ -7,6 +7,7 @@
 
 use spin_sdk::sqlite3::{Connection, Error, QueryResult, Value};
 use vapi_edge_core::call::CallDirection;
+use vapi_edge_core::dashboard::{Param, Read};
 use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded};
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::rollout;
@@ -368,4 +369,18 @@ pub fn metrics_snapshot(db: &Connection) -> Result<String, DbError> {
     let rows = run(db, &sql::metrics_snapshot(), &[])?;
     text(first(&rows).and_then(|row| row.first()))
         .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
+}
+
+/// A dashboard read: its one row's JSON text, `None` for a NULL row.
+pub fn dashboard_read(db: &Connection, read: &Read) -> Result<Option<String>, DbError> {
+    let params: Vec<Value> = read
+        .params()
+        .into_iter()
+        .map(|param| match param {
+            Param::Text(value) => optional_text(&value),
+            Param::Int(n) => Value::Integer(n),
+        })
+        .collect();
+    let rows = run(db, read.sqlite_statement(), &params)?;
+    Ok(text(first(&rows).and_then(|row| row.first())))
 }

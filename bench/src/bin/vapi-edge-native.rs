@@ -32,6 +32,7 @@ use vapi_edge_backends::allowed_hosts::AllowedHosts;
 use vapi_edge_backends::kv::KvStore;
 use vapi_edge_backends::pg::PgPools;
 use vapi_edge_core::app;
+use vapi_edge_core::dashboard::{Param, Read};
 use vapi_edge_core::db::{
     Agent, Database, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded,
 };
@@ -483,6 +484,25 @@ impl Effects for NativeEffects {
         rows.first()
             .and_then(|row| text(row, 0))
             .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
+    }
+
+    async fn dashboard_read(&mut self, read: &Read) -> Result<Option<String>, DbError> {
+        let params: Vec<Box<dyn ToSql + Sync + Send>> = read
+            .params()
+            .into_iter()
+            .map(|param| -> Box<dyn ToSql + Sync + Send> {
+                match param {
+                    Param::Text(value) => Box::new(value),
+                    Param::Int(n) => Box::new(n),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = self.rows(read.pg_query().sql, &refs).await?;
+        Ok(rows.first().and_then(|row| text(row, 0)))
     }
 
     async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {

@@ -1,8 +1,10 @@
 //! Which handler answers which method and path (the contract in DESIGN.md,
 //! "Routes", plus `POST /admin/replay`), and the operator routes themselves:
-//! `/healthz`, `/metrics` and the replay. A host calls [`route`] with a fully
+//! `/healthz`, `/metrics` and the replay; the dashboard's routes are in
+//! [`crate::dashboard`]. A host calls [`route`] with a fully
 //! read request, sends the response, then runs the returned [`After`].
 
+use crate::dashboard;
 use crate::db::DbError;
 use crate::effects::Effects;
 use crate::health::{self, Check};
@@ -19,6 +21,9 @@ pub const REPLAY_BATCH: i64 = 50;
 
 /// The response, and work to do once it has been sent.
 pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
+    if let Some(response) = dashboard::route(effects, request).await {
+        return (response, After::none());
+    }
     let response = match (request.route(), request.method.as_str()) {
         ("/webhooks/vapi", "POST") => return webhook::handle(effects, request).await,
         ("/webhooks/vapi", _) => Response::method_not_allowed("POST"),

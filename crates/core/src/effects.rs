@@ -6,6 +6,7 @@
 //! Async so that a native host can await its I/O; the component's calls
 //! complete at once (Spin's interfaces it uses are blocking).
 
+use crate::dashboard::Read;
 use crate::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
 use crate::handling::CallRecord;
 use crate::kv::KeyValue;
@@ -52,6 +53,9 @@ pub trait Effects: KeyValue {
     async fn schema_version(&mut self) -> Result<Option<String>, DbError>;
     /// The metrics snapshot as JSON text (see `metrics::Snapshot`).
     async fn metrics_snapshot(&mut self) -> Result<String, DbError>;
+    /// A dashboard read: the JSON text of its statement's one row, `None`
+    /// when that row is NULL (see `dashboard::Read::statement`).
+    async fn dashboard_read(&mut self, read: &Read) -> Result<Option<String>, DbError>;
 
     /// Sends a POST (to the relay, to the upstream) and reads the answer,
     /// within the post's own timeout.

@@ -5,9 +5,11 @@
 //! tested natively with `cargo test -p vapi-edge-core`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod app;
 pub mod call;
 pub mod claim;
+pub mod dashboard;
 pub mod db;
 pub mod effects;
 pub mod event_key;

@@ -215,6 +215,117 @@ SELECT json_build_object(
     FROM hour)
 )::text";
 
+/// The dashboard's statements share their parameters' meaning: `$1` the
+/// organisations a token opens, comma-separated, or NULL for all of them.
+macro_rules! pg_org_filter {
+    ($column:literal) => {
+        concat!(
+            "($1::text IS NULL OR ",
+            $column,
+            "::text = ANY (string_to_array($1::text, ',')))"
+        )
+    };
+}
+
+/// `GET /api/calls`: one page of calls, newest first, as one JSON text
+/// `{"calls": [...]}`. `$2` the cursor `created_at|id` of the last call of the
+/// previous page (or NULL), `$3` a status, `$4` a direction (NULL: any), `$5`
+/// how many rows (the page's size plus one, to tell whether another follows).
+/// Keyset pagination on (created_at, id): calls recorded meanwhile come before
+/// the first page, so the following pages neither repeat nor skip a call.
+pub const DASHBOARD_CALLS: &str = concat!(
+    "SELECT json_build_object('calls', coalesce((SELECT json_agg(r) FROM (
+  SELECT c.id, c.vapi_call_id, c.org_id, c.direction, c.status, c.from_number, c.to_number,
+         c.agent_id, a.name AS agent_name, c.lead_id, l.name AS lead_name,
+         c.started_at, c.ended_at, c.ended_reason, c.duration_seconds, c.cost, c.summary,
+         c.recording_url, c.created_at, c.updated_at,
+         to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS cursor_at
+  FROM call_logs c
+  LEFT JOIN agents a ON a.id = c.agent_id
+  LEFT JOIN leads l ON l.id = c.lead_id
+  WHERE ",
+    pg_org_filter!("c.org_id"),
+    "
+    AND ($2::text IS NULL OR (c.created_at, c.id) <
+         (split_part($2::text, '|', 1)::timestamptz, split_part($2::text, '|', 2)::uuid))
+    AND ($3::text IS NULL OR c.status = $3::text)
+    AND ($4::text IS NULL OR c.direction = $4::text)
+  ORDER BY c.created_at DESC, c.id DESC
+  LIMIT $5::bigint) r), '[]'::json))::text"
+);
+
+/// `GET /api/calls/{id}`: the call with its tracking row and every delivery of
+/// its events (`webhook_events`), as one JSON text, or one NULL when the call
+/// is not there or not the token's. `$2` the Vapi call id.
+pub const DASHBOARD_CALL: &str = concat!(
+    "SELECT (SELECT json_build_object(
+  'id', c.id, 'vapi_call_id', c.vapi_call_id, 'org_id', c.org_id, 'direction', c.direction,
+  'status', c.status, 'from_number', c.from_number, 'to_number', c.to_number,
+  'agent_id', c.agent_id, 'agent_name', a.name, 'lead_id', c.lead_id, 'lead_name', l.name,
+  'started_at', c.started_at, 'ended_at', c.ended_at, 'ended_reason', c.ended_reason,
+  'duration_seconds', c.duration_seconds, 'cost', c.cost, 'costs', c.costs,
+  'summary', c.summary, 'transcript', c.transcript, 'recording_url', c.recording_url,
+  'structured_data', c.structured_data, 'success_evaluation', c.success_evaluation,
+  'metadata', c.metadata, 'created_at', c.created_at, 'updated_at', c.updated_at,
+  'tracking', (SELECT json_build_object('status', t.status, 'from_number', t.from_number,
+                                        'to_number', t.to_number, 'created_at', t.created_at,
+                                        'updated_at', t.updated_at)
+               FROM call_tracking t WHERE t.vapi_call_id = c.vapi_call_id),
+  'events', coalesce((SELECT json_agg(json_build_object(
+                'received_at', e.received_at, 'message_type', e.message_type,
+                'outcome', e.outcome, 'status_code', e.status_code,
+                'duration_ms', e.duration_ms) ORDER BY e.received_at, e.id)
+              FROM webhook_events e WHERE e.vapi_call_id = c.vapi_call_id), '[]'::json))
+  FROM call_logs c
+  LEFT JOIN agents a ON a.id = c.agent_id
+  LEFT JOIN leads l ON l.id = c.lead_id
+  WHERE c.vapi_call_id = $2::text AND ",
+    pg_org_filter!("c.org_id"),
+    ")::text"
+);
+
+/// `GET /api/summary`: the figures at the top of the dashboard, as one JSON
+/// text: calls today (UTC), calls in progress (a live status, updated within
+/// 12 h: a call whose end was never reported does not count forever), the
+/// last hour's deliveries (the `/metrics` figures, for these organisations),
+/// agent lookup failures, and calls per hour of the last 24 h. Deliveries that
+/// no organisation owns (an unknown assistant) count for all-organisation
+/// tokens only.
+pub const DASHBOARD_SUMMARY: &str = concat!(
+    "SELECT json_build_object(
+  'calls_today', (SELECT count(*) FROM call_logs
+      WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+        AND ",
+    pg_org_filter!("org_id"),
+    "),
+  'in_progress', (SELECT count(*) FROM call_logs
+      WHERE status IN ('scheduled', 'queued', 'ringing', 'in-progress', 'forwarding')
+        AND updated_at > now() - interval '12 hours' AND ",
+    pg_org_filter!("org_id"),
+    "),
+  'hourly', (SELECT coalesce(json_agg(json_build_object('hour', h, 'calls', n) ORDER BY h), '[]'::json)
+      FROM (SELECT to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'),
+                           'YYYY-MM-DD\"T\"HH24:00:00\"Z\"') AS h, count(*) AS n
+            FROM call_logs WHERE created_at > now() - interval '24 hours' AND ",
+    pg_org_filter!("org_id"),
+    "
+            GROUP BY 1) x),
+  'last_hour', (SELECT json_build_object(
+      'requests', count(*),
+      'succeeded', count(*) FILTER (WHERE status_code < 300),
+      'failed', count(*) FILTER (WHERE status_code >= 500),
+      'p95_seconds', percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) / 1000.0,
+      'agent_lookup_failures', count(*) FILTER (WHERE error_class = 'agent_lookup'))
+    FROM webhook_events WHERE received_at > now() - interval '1 hour' AND ",
+    pg_org_filter!("org_id"),
+    "),
+  'agent_lookup_failures_24h', (SELECT count(*) FROM webhook_events
+      WHERE error_class = 'agent_lookup' AND received_at > now() - interval '24 hours' AND ",
+    pg_org_filter!("org_id"),
+    ")
+)::text"
+);
+
 /// A statement the component sends with `query`, and parameters (as SQL
 /// literals, in `$n` order) with which it finds nothing in an empty schema.
 #[derive(Debug, Clone, Copy)]
@@ -284,6 +395,24 @@ pub const INBOUND_AGENT_FOR_LINE_QUERY: RowQuery = RowQuery {
     not_found: &["'PN-no-such-line'", "'+14155550199'"],
 };
 
+pub const DASHBOARD_CALLS_QUERY: RowQuery = RowQuery {
+    name: "dashboard_calls",
+    sql: DASHBOARD_CALLS,
+    not_found: &["NULL", "NULL", "NULL", "NULL", "26"],
+};
+
+pub const DASHBOARD_CALL_QUERY: RowQuery = RowQuery {
+    name: "dashboard_call",
+    sql: DASHBOARD_CALL,
+    not_found: &["'6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40'", "'no-such-call'"],
+};
+
+pub const DASHBOARD_SUMMARY_QUERY: RowQuery = RowQuery {
+    name: "dashboard_summary",
+    sql: DASHBOARD_SUMMARY,
+    not_found: &["'6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40'"],
+};
+
 pub const METRICS_SNAPSHOT_QUERY: RowQuery = RowQuery {
     name: "metrics_snapshot",
     sql: METRICS_SNAPSHOT,
@@ -299,6 +428,9 @@ pub const ROW_QUERIES: &[RowQuery] = &[
     COUNT_PENDING_DEAD_LETTERS_QUERY,
     INBOUND_AGENT_FOR_LINE_QUERY,
     METRICS_SNAPSHOT_QUERY,
+    DASHBOARD_CALLS_QUERY,
+    DASHBOARD_CALL_QUERY,
+    DASHBOARD_SUMMARY_QUERY,
 ];
 
 impl RowQuery {

@@ -214,6 +214,121 @@ pub fn metrics_snapshot() -> String {
     )
 }
 
+/// The organisations a dashboard token opens (`?1`, comma-separated, NULL for
+/// all), as a condition on `column`: the twin of `pg_sql`'s filter.
+macro_rules! sqlite_org_filter {
+    ($column:literal) => {
+        concat!(
+            "(?1 IS NULL OR instr(',' || lower(?1) || ',', ',' || lower(",
+            $column,
+            ") || ',') > 0)"
+        )
+    };
+}
+
+/// The columns of a call in the dashboard's list, as a JSON object.
+macro_rules! call_columns {
+    () => {
+        "'id', c.id, 'vapi_call_id', c.vapi_call_id, 'org_id', c.org_id,
+         'direction', c.direction, 'status', c.status, 'from_number', c.from_number,
+         'to_number', c.to_number, 'agent_id', c.agent_id, 'agent_name', a.name,
+         'lead_id', c.lead_id, 'lead_name', l.name, 'started_at', c.started_at,
+         'ended_at', c.ended_at, 'ended_reason', c.ended_reason,
+         'duration_seconds', c.duration_seconds, 'cost', c.cost, 'summary', c.summary,
+         'recording_url', c.recording_url, 'created_at', c.created_at,
+         'updated_at', c.updated_at"
+    };
+}
+
+/// Twin of [`crate::pg_sql::DASHBOARD_CALLS`]: `?2` cursor `created_at|id`,
+/// `?3` status, `?4` direction, `?5` rows. The page's order is restored in
+/// Rust (`dashboard`), which does not rely on `json_group_array`'s order.
+pub const DASHBOARD_CALLS: &str = concat!(
+    "SELECT json_object('calls', json(coalesce((SELECT json_group_array(json(r)) FROM (
+  SELECT json_object(",
+    call_columns!(),
+    ", 'cursor_at', c.created_at) AS r
+  FROM call_logs c
+  LEFT JOIN agents a ON a.id = c.agent_id
+  LEFT JOIN leads l ON l.id = c.lead_id
+  WHERE ",
+    sqlite_org_filter!("c.org_id"),
+    "
+    AND (?2 IS NULL OR (c.created_at, c.id) <
+         (substr(?2, 1, instr(?2, '|') - 1), substr(?2, instr(?2, '|') + 1)))
+    AND (?3 IS NULL OR c.status = ?3)
+    AND (?4 IS NULL OR c.direction = ?4)
+  ORDER BY c.created_at DESC, c.id DESC
+  LIMIT ?5)), '[]')))"
+);
+
+/// Twin of [`crate::pg_sql::DASHBOARD_CALL`]: `?2` the Vapi call id.
+pub const DASHBOARD_CALL: &str = concat!(
+    "SELECT (SELECT json_object(",
+    call_columns!(),
+    ", 'costs', json(c.costs), 'transcript', c.transcript,
+  'structured_data', json(c.structured_data), 'success_evaluation', c.success_evaluation,
+  'metadata', json(c.metadata),
+  'tracking', (SELECT json_object('status', t.status, 'from_number', t.from_number,
+                                  'to_number', t.to_number, 'created_at', t.created_at,
+                                  'updated_at', t.updated_at)
+               FROM call_tracking t WHERE t.vapi_call_id = c.vapi_call_id),
+  'events', json(coalesce((SELECT json_group_array(json(x)) FROM (
+                SELECT json_object('received_at', e.received_at, 'message_type', e.message_type,
+                                   'outcome', e.outcome, 'status_code', e.status_code,
+                                   'duration_ms', e.duration_ms) AS x
+                FROM webhook_events e WHERE e.vapi_call_id = c.vapi_call_id
+                ORDER BY e.received_at, e.id)), '[]')))
+  FROM call_logs c
+  LEFT JOIN agents a ON a.id = c.agent_id
+  LEFT JOIN leads l ON l.id = c.lead_id
+  WHERE c.vapi_call_id = ?2 AND ",
+    sqlite_org_filter!("c.org_id"),
+    ")"
+);
+
+/// Twin of [`crate::pg_sql::DASHBOARD_SUMMARY`]; p95 interpolated by hand as
+/// in [`metrics_snapshot`].
+pub const DASHBOARD_SUMMARY: &str = concat!(
+    "WITH hour AS (
+     SELECT duration_ms, status_code, error_class FROM webhook_events
+     WHERE received_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour') AND ",
+    sqlite_org_filter!("org_id"),
+    "),
+ ranked AS (SELECT duration_ms AS d, row_number() OVER (ORDER BY duration_ms) - 1 AS i FROM hour),
+ position AS (SELECT 0.95 * (count(*) - 1) AS p, CAST(0.95 * (count(*) - 1) AS INTEGER) AS k FROM hour)
+SELECT json_object(
+  'calls_today', (SELECT count(*) FROM call_logs
+      WHERE created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now') AND ",
+    sqlite_org_filter!("org_id"),
+    "),
+  'in_progress', (SELECT count(*) FROM call_logs
+      WHERE status IN ('scheduled', 'queued', 'ringing', 'in-progress', 'forwarding')
+        AND updated_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-12 hours') AND ",
+    sqlite_org_filter!("org_id"),
+    "),
+  'hourly', json((SELECT json_group_array(json_object('hour', h, 'calls', n)) FROM (
+      SELECT strftime('%Y-%m-%dT%H:00:00Z', created_at) AS h, count(*) AS n
+      FROM call_logs WHERE created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-24 hours') AND ",
+    sqlite_org_filter!("org_id"),
+    "
+      GROUP BY 1 ORDER BY 1))),
+  'last_hour', json((SELECT json_object(
+      'requests', count(*),
+      'succeeded', count(*) FILTER (WHERE status_code < 300),
+      'failed', count(*) FILTER (WHERE status_code >= 500),
+      'p95_seconds', (SELECT (lo.d + (position.p - position.k) * (coalesce(hi.d, lo.d) - lo.d)) / 1000.0
+                      FROM position JOIN ranked lo ON lo.i = position.k
+                      LEFT JOIN ranked hi ON hi.i = position.k + 1),
+      'agent_lookup_failures', count(*) FILTER (WHERE error_class = 'agent_lookup'))
+    FROM hour)),
+  'agent_lookup_failures_24h', (SELECT count(*) FROM webhook_events
+      WHERE error_class = 'agent_lookup'
+        AND received_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-24 hours') AND ",
+    sqlite_org_filter!("org_id"),
+    "))"
+);
+
 /// One migration of the embedded store.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
@@ -225,7 +340,7 @@ pub struct Migration {
 /// `migrations/sqlite/*.sql`, in order. The component applies what is missing
 /// when it opens the store, so `spin up` needs no migrate step; a test keeps
 /// this list equal to the folder.
-pub const MIGRATIONS: [Migration; 3] = [
+pub const MIGRATIONS: [Migration; 4] = [
     Migration {
         version: "0001_init",
         sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -237,6 +352,10 @@ pub const MIGRATIONS: [Migration; 3] = [
     Migration {
         version: "0003_every_call",
         sql: include_str!("../../../migrations/sqlite/0003_every_call.sql"),
+    },
+    Migration {
+        version: "0004_dashboard",
+        sql: include_str!("../../../migrations/sqlite/0004_dashboard.sql"),
     },
 ];
 

@@ -10,8 +10,8 @@ mod signature;
 #[cfg(test)]
 mod tests;
 
-pub use self::shared_secret::bearer_matches;
 use self::shared_secret::*;
+pub use self::shared_secret::{bearer_matches, bearer_token, secret_matches};
 pub(crate) use self::signature::decode_base64_any;
 pub use self::signature::{Algorithm, HmacScheme, PayloadFormat, Secret, SignatureEncoding};
 use crate::headers::{HeaderError, Headers};

@@ -991,4 +991,4 @@ pub async fn key_value_probe(kv: &mut impl KeyValue) -> Result<i64, crate::kv::K
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -55,7 +55,7 @@ fn token_of_authorization(value: &str) -> &str {
 
 /// Compares MACs keyed by the secret instead of the raw strings: `verify_slice` is constant
 /// time, and the secret's length does not show in the timing either.
-pub(super) fn secret_matches(secret: &[u8], presented: &[u8]) -> bool {
+pub fn secret_matches(secret: &[u8], presented: &[u8]) -> bool {
     let Ok(keyed) = Hmac::<Sha256>::new_from_slice(secret) else {
         return false;
     };
@@ -80,7 +80,7 @@ pub fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
 }
 
 /// `Bearer <token>`, scheme case-insensitive.
-pub(super) fn bearer_token(value: &str) -> Option<&str> {
+pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(|c: char| c.is_ascii_whitespace())?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -26,17 +26,17 @@ fn ava() -> Owner {
 }
 
 #[derive(Default)]
-struct Fake {
+pub(crate) struct Fake {
     kv: MapStore,
     vars: HashMap<&'static str, String>,
-    now_ms: i64,
+    pub(crate) now_ms: i64,
     slept: Vec<u64>,
     lines: Vec<LogLine>,
     /// Answers of `record_event`, in order; when empty, `Recorded::New`.
     record_answers: VecDeque<Result<Recorded, DbError>>,
     record_calls: usize,
     line_agent: Option<(Agent, String)>,
-    database_down: bool,
+    pub(crate) database_down: bool,
     dead_letters: Vec<DeadLetter>,
     event_rows: Vec<EventRow>,
     pending: Vec<PendingLetter>,
@@ -47,10 +47,14 @@ struct Fake {
     /// The upstream's answer, when set; otherwise every POST gets
     /// `relay_status` with an empty body.
     upstream_reply: Option<Result<OutboundReply, OutboundError>>,
+    /// Every dashboard read asked for, and the answers to give, in order
+    /// (when empty: one NULL row).
+    pub(crate) dashboard_reads: Vec<crate::dashboard::Read>,
+    pub(crate) dashboard_answers: VecDeque<Result<Option<String>, DbError>>,
 }
 
 impl Fake {
-    fn new() -> Fake {
+    pub(crate) fn new() -> Fake {
         let mut fake = Fake {
             now_ms: 1_796_000_000_000,
             relay_status: 200,
@@ -60,12 +64,12 @@ impl Fake {
         fake
     }
 
-    fn var(mut self, name: &'static str, value: &str) -> Fake {
+    pub(crate) fn var(mut self, name: &'static str, value: &str) -> Fake {
         self.vars.insert(name, value.into());
         self
     }
 
-    fn lines_with(&self, msg: &str) -> Vec<&LogLine> {
+    pub(crate) fn lines_with(&self, msg: &str) -> Vec<&LogLine> {
         self.lines.iter().filter(|l| l.msg() == msg).collect()
     }
 
@@ -167,6 +171,14 @@ impl Effects for Fake {
     async fn metrics_snapshot(&mut self) -> Result<String, DbError> {
         self.down()?;
         Err(DbError::lasting("not in this fake"))
+    }
+    async fn dashboard_read(
+        &mut self,
+        read: &crate::dashboard::Read,
+    ) -> Result<Option<String>, DbError> {
+        self.down()?;
+        self.dashboard_reads.push(read.clone());
+        self.dashboard_answers.pop_front().unwrap_or(Ok(None))
     }
     async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
         self.posted.push(post.clone());
