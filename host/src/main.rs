@@ -5,7 +5,8 @@
 //! Layers, each using only those before it: the services themselves
 //! (`vapi_edge_backends`, plain Rust types) ← `bindings` (generated from WIT)
 //! ← `outbound`, `state` ← `interfaces` (one module per WIT interface, which
-//! converts) ← `server` ← the commands (`main`, `migrate`, `seed`, ...).
+//! converts) ← `server` ← the commands (`main`, `migrate`, `seed`, `relay`,
+//! ...).
 //! `host/tests/layering.rs` checks that no module imports a later one.
 
 mod bindings;
@@ -14,6 +15,7 @@ mod interfaces;
 mod manifest;
 mod migrate;
 mod outbound;
+mod relay;
 mod runtime_config;
 mod seed;
 mod server;
@@ -99,6 +101,11 @@ enum Command {
         #[arg(long)]
         timestamp: Option<String>,
     },
+    /// Run the dashboard relay: accept the component's signed event
+    /// notifications on POST /events and push them to dashboards over SSE
+    /// (GET /events/stream) and WebSocket (GET /ws), each token seeing only
+    /// its organisations. With --redis-url, replicas share events through Redis.
+    Relay(relay::RelayArgs),
     /// Drain dead letters through a running service's POST /admin/replay.
     Replay {
         #[arg(long, default_value = "http://127.0.0.1:3000")]
@@ -211,6 +218,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Sign { secret, timestamp } => sign(secret, timestamp),
         Command::Replay { url, token } => replay(&url, token).await,
+        Command::Relay(args) => relay::run(args).await,
     }
 }
 

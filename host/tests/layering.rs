@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["interfaces"],
     &["manifest", "runtime_config"],
     &["server"],
-    &["instantiate_bench", "migrate", "seed"],
+    &["instantiate_bench", "migrate", "relay", "seed"],
     &["main"],
 ];
 
