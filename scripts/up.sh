@@ -11,6 +11,8 @@
 # verification secret it makes a local HMAC secret in .spin/dev-hmac-secret
 # (the service stays closed to unsigned requests). LISTEN sets the address
 # (default 127.0.0.1:3000); any extra arguments are passed to `vapi-edge-host up`.
+# It also starts the dashboard's relay on RELAY_LISTEN (default 127.0.0.1:3001)
+# unless SPIN_VARIABLE_RELAY_URL is set or RELAY=0, and prints the dashboard's URL.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -109,19 +111,54 @@ fi
 # 5. Schema: migrations/ on PostgreSQL, or migrations/sqlite/ on the built-in store.
 "$host_bin" migrate
 
+# A local secret kept in FILE (made once, 24 random bytes in hex).
+local_secret() {
+    local file=$1
+    if [[ ! -s $file ]]; then
+        mkdir -p .spin
+        (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$file")
+    fi
+    cat "$file"
+}
+
 # 6. Verification. The component refuses everything without a secret (fail
 # closed); for a local run, make one and keep it for the next run.
 if [[ -z ${SPIN_VARIABLE_VAPI_HMAC_SECRET:-} && -z ${SPIN_VARIABLE_VAPI_SERVER_SECRET:-} ]]; then
     secret_file=.spin/dev-hmac-secret
-    if [[ ! -s $secret_file ]]; then
-        mkdir -p .spin
-        (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$secret_file")
-        say "made a local HMAC secret in ${secret_file}"
-    fi
-    SPIN_VARIABLE_VAPI_HMAC_SECRET="$(cat "$secret_file")"
+    SPIN_VARIABLE_VAPI_HMAC_SECRET="$(local_secret "$secret_file")"
     export SPIN_VARIABLE_VAPI_HMAC_SECRET
     say "no verification secret set: using ${secret_file} (sign with: ${host_bin} sign --secret \"\$(cat ${secret_file})\" < body.json)"
 fi
 
-# 7. Serve.
-exec "$host_bin" up --listen "${LISTEN:-127.0.0.1:3000}" "$@"
+# 7. The dashboard and its relay: unless a relay is configured (or RELAY=0),
+# start `vapi-edge-host relay` beside the host with a local relay secret, and
+# open the dashboard with a local operator token (all organisations); both are
+# kept in .spin/ for the next run.
+listen="${LISTEN:-127.0.0.1:3000}"
+if [[ -z ${SPIN_VARIABLE_DASHBOARD_TOKEN:-} ]]; then
+    SPIN_VARIABLE_DASHBOARD_TOKEN="$(local_secret .spin/dev-dashboard-token)"
+    export SPIN_VARIABLE_DASHBOARD_TOKEN
+    say "dashboard token (all organisations): .spin/dev-dashboard-token"
+fi
+relay_pid=''
+if [[ ${RELAY:-1} != 0 && -z ${SPIN_VARIABLE_RELAY_URL:-} ]]; then
+    relay_listen="${RELAY_LISTEN:-127.0.0.1:3001}"
+    if [[ -z ${SPIN_VARIABLE_RELAY_SECRET:-} ]]; then
+        SPIN_VARIABLE_RELAY_SECRET="$(local_secret .spin/dev-relay-secret)"
+        export SPIN_VARIABLE_RELAY_SECRET
+    fi
+    export SPIN_VARIABLE_RELAY_URL="http://${relay_listen}/events"
+    export SPIN_VARIABLE_RELAY_ALLOWED_HOST="http://${relay_listen}"
+    export SPIN_VARIABLE_DASHBOARD_RELAY_URL="${SPIN_VARIABLE_DASHBOARD_RELAY_URL:-http://${relay_listen}}"
+    "$host_bin" relay --listen "$relay_listen" &
+    relay_pid=$!
+    trap 'kill "$relay_pid" 2>/dev/null || true' EXIT
+    say "relay on http://${relay_listen} (live updates for the dashboard)"
+fi
+say "dashboard: http://${listen}/dashboard (sign in with the token in .spin/dev-dashboard-token, or yours)"
+
+# 8. Serve.
+if [[ -z $relay_pid ]]; then
+    exec "$host_bin" up --listen "$listen" "$@"
+fi
+"$host_bin" up --listen "$listen" "$@"
