@@ -217,7 +217,9 @@ async fn sign_in(browser: &Browser, dashboard: &str, token: &str) {
             Duration::from_secs(10),
         )
         .await;
-    // Records the wall-clock time at which each (call, status) first shows.
+    // Records the wall-clock time at which each (call, status) first shows: at
+    // the first animation frame after the row entered the page (the frame
+    // that paints it).
     browser
         .script(
             "window.seenAt = {};
@@ -228,15 +230,16 @@ async fn sign_in(browser: &Browser, dashboard: &str, token: &str) {
                }
              };
              mark();
-             new MutationObserver(mark).observe(document.getElementById('calls'),
-                                                {childList: true, subtree: true});",
+             new MutationObserver(() => requestAnimationFrame(mark))
+               .observe(document.getElementById('calls'), {childList: true, subtree: true});",
             json!([]),
         )
         .await;
 }
 
 /// Sends `body` and returns how long, in ms, until the page showed the call
-/// with `status` (wall clock of this machine, read by the page's `Date.now()`).
+/// with `status`: from just before the POST to the animation frame that
+/// paints the row (wall clock of this machine, read by the page's `Date.now()`).
 async fn webhook_to_row(app: &WebhookApp, browser: &Browser, body: &Value, status: &str) -> f64 {
     let call_id = body["message"]["call"]["id"].as_str().unwrap().to_string();
     let sent_ms = now_ms();
@@ -351,7 +354,10 @@ async fn calls_appear_live_in_a_real_browser() {
         .await;
     assert_eq!(shown, json!([]), "org B's page shows org A's calls");
     let scope = browser
-        .script("return document.getElementById('scope').textContent;", json!([]))
+        .script(
+            "return document.getElementById('scope').textContent;",
+            json!([]),
+        )
         .await;
     assert_eq!(scope, json!(format!("organisation {OTHER_ORG_ID}")));
     let empty = browser
