@@ -23,6 +23,16 @@ fn dashboard_vars() -> Vec<(String, String)> {
     )]
 }
 
+async fn dashboard_app(store: StoreKind, host: HostKind) -> WebhookApp {
+    WebhookApp::start(AppOptions {
+        host,
+        store,
+        extra: dashboard_vars(),
+        ..Default::default()
+    })
+    .await
+}
+
 async fn api(host: &Host, path: &str, token: &str) -> TestResponse {
     let bearer = format!("Bearer {token}");
     send(
@@ -54,13 +64,7 @@ fn call_ids(page: &Value) -> Vec<String> {
 /// inbound call ended with its report (org A), an outbound call ringing
 /// (org B).
 async fn the_dashboard_shows_each_organisation_its_own_calls(store: StoreKind, host: HostKind) {
-    let app = WebhookApp::start(AppOptions {
-        host,
-        store,
-        extra: dashboard_vars(),
-        ..Default::default()
-    })
-    .await;
+    let app = dashboard_app(store, host).await;
     let ava = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let otto = app.db.seed_agent(OTHER_ORG_ID, "outbound", "Otto").await;
     let in_progress = unique_id("call");
@@ -197,13 +201,7 @@ async fn the_dashboard_shows_each_organisation_its_own_calls(store: StoreKind, h
 /// Seven calls read three at a time while two more arrive between pages:
 /// the pages hold the seven, each once, and the new ones top the first page.
 async fn paging_neither_repeats_nor_skips_while_calls_arrive(store: StoreKind, host: HostKind) {
-    let app = WebhookApp::start(AppOptions {
-        host,
-        store,
-        extra: dashboard_vars(),
-        ..Default::default()
-    })
-    .await;
+    let app = dashboard_app(store, host).await;
     let ava = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
     let mut before = Vec::new();
     for _ in 0..7 {

@@ -37,15 +37,6 @@ pub const MAX_LIMIT: i64 = 100;
 const PAGE: &str = include_str!("../assets/dashboard.html");
 const SCRIPT: &str = include_str!("../assets/dashboard.js");
 
-/// Statuses a call can have (`call::status_rank`), for the `status` filter.
-const STATUSES: [&str; 6] = [
-    "scheduled",
-    "queued",
-    "ringing",
-    "in-progress",
-    "forwarding",
-    "ended",
-];
 const DIRECTIONS: [&str; 3] = ["inbound", "outbound", "web"];
 
 /// What the dashboard reads from the database: each answered by one
@@ -228,7 +219,7 @@ async fn calls(
                 .ok_or_else(|| Response::bad_request("cursor", "is not a cursor this API gave"))?,
         ),
     };
-    let status = one_of(query, "status", &STATUSES)?;
+    let status = one_of(query, "status", &crate::call::STATUSES)?;
     let direction = one_of(query, "direction", &DIRECTIONS)?;
     let read = Read::Calls {
         orgs,

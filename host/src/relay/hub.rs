@@ -147,6 +147,22 @@ pub struct Subscription {
     hub: Arc<Hub>,
 }
 
+/// Puts `frames` in the subscriber's buffer without waiting: `false` (remove
+/// it) when the buffer is full, after telling its connection to close and
+/// noting it in `dropped`, or when its connection has already ended.
+fn offer(id: u64, subscriber: &Subscriber, frames: &Arc<Frames>, dropped: &mut Vec<u64>) -> bool {
+    match subscriber.sender.try_send(frames.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            subscriber.close.notify_one();
+            dropped.push(id);
+            false
+        }
+        // Its connection has ended; the subscription's drop is on its way.
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.state().subscribers.remove(&self.id);
@@ -193,16 +209,7 @@ impl Hub {
             if !subscriber.scope.allows(&envelope.org_id) {
                 return true;
             }
-            match subscriber.sender.try_send(frames.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    subscriber.close.notify_one();
-                    dropped.push(*id);
-                    false
-                }
-                // Its connection has ended; the subscription's drop is on its way.
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
+            offer(*id, subscriber, &frames, &mut dropped)
         });
         dropped
     }
@@ -215,17 +222,9 @@ impl Hub {
         let mut state = self.state();
         state.ring.clear();
         let mut dropped = Vec::new();
-        state.subscribers.retain(|id, subscriber| {
-            match subscriber.sender.try_send(frames.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    subscriber.close.notify_one();
-                    dropped.push(*id);
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        state
+            .subscribers
+            .retain(|id, subscriber| offer(*id, subscriber, &frames, &mut dropped));
         dropped
     }
 
