@@ -47,6 +47,10 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         limits: LimitArgs,
+        /// On SIGTERM or SIGINT: stop accepting, then give in-flight requests
+        /// (and their event rows and relay notifications) this long to finish.
+        #[arg(long, default_value_t = 10_000)]
+        shutdown_grace_ms: u64,
     },
     /// Time what `up` does per request before the guest runs (a fresh store,
     /// WASI and HTTP contexts, instantiation) and the drop of the store, COUNT
@@ -173,18 +177,33 @@ fn main() {
     }
 }
 
+/// Resolves with the signal's name on the first SIGTERM (Kubernetes, systemd,
+/// Docker) or SIGINT (Ctrl-C).
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Up {
             app,
             listen,
             limits,
+            shutdown_grace_ms,
         } => {
             let server = Arc::new(load_server(&app, &limits)?);
-            tokio::select! {
-                result = server.serve(listen) => result,
-                _ = tokio::signal::ctrl_c() => Ok(()),
-            }
+            let grace = Duration::from_millis(shutdown_grace_ms);
+            server.serve(listen, stop_signal(), grace).await
         }
         Command::BenchInstantiate {
             app,

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use vapi_edge_backends::allowed_hosts::AllowedHosts;
 use vapi_edge_backends::log;
 use vapi_edge_backends::sqlite::SqliteDatabase;
@@ -26,7 +26,6 @@ use wasmtime::{
     StoreLimitsBuilder,
 };
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -35,6 +34,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Lingering close (see [`linger`]): the longest wait for more of a body, and
+/// the longest drain in all.
+const LINGER_IDLE: Duration = Duration::from_millis(1_000);
+const LINGER_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -84,6 +87,56 @@ pub struct Server {
     /// one from before its store exists until the store is dropped, so the
     /// pool is never exhausted and excess requests queue instead of failing.
     instance_slots: Option<Arc<Semaphore>>,
+    /// Connections and request tasks still running: what a shutdown waits for.
+    in_flight: InFlight,
+}
+
+/// Counts the work in flight: each connection and each request task holds a
+/// token from [`InFlight::enter`] until it ends (a request task runs on after
+/// its response, to write the event row and notify the relay).
+#[derive(Default)]
+struct InFlight(Arc<()>);
+
+impl InFlight {
+    fn enter(&self) -> Arc<()> {
+        self.0.clone()
+    }
+
+    fn count(&self) -> usize {
+        Arc::strong_count(&self.0) - 1
+    }
+
+    async fn idle(&self) {
+        while self.count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// After a connection ends, reads and discards what the client still sends
+/// for a while before closing, as nginx's lingering close does: a client that
+/// sends a whole oversized body before reading then gets its 413 instead of a
+/// connection reset (closing a socket with unread data sends RST, and the
+/// client's unread response is lost with it). Stops at end of stream, after
+/// `LINGER_IDLE` without data, or after `LINGER_MAX` in all.
+async fn linger(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_MAX;
+    let mut sink = vec![0u8; 64 * 1024];
+    loop {
+        let idle = tokio::time::sleep(LINGER_IDLE);
+        let read = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                read = stream.read(&mut sink) => read.ok(),
+                _ = idle => None,
+            }
+        });
+        match read.await {
+            Ok(Some(n)) if n > 0 => continue,
+            _ => return,
+        }
+    }
 }
 
 /// The engine, and the number of pooled instances (`None`: on demand). If the
@@ -237,6 +290,7 @@ impl Server {
             components,
             limits,
             instance_slots: pooled.map(|n| Arc::new(Semaphore::new(n as usize))),
+            in_flight: InFlight::default(),
         })
     }
 
@@ -348,9 +402,17 @@ impl Server {
             .map_err(wasm_error)
     }
 
-    /// Accepts connections until the process is stopped. Prints the address
-    /// actually bound (useful with port 0) the way `spin up` does.
-    pub async fn serve(self: Arc<Self>, listen: SocketAddr) -> Result<()> {
+    /// Accepts connections until `shutdown` resolves, then stops accepting,
+    /// lets every in-flight request finish, with its after-response work (the
+    /// event row, the relay notification), for at most `grace`, and returns.
+    /// Prints the address actually bound (useful with port 0) the way `spin up`
+    /// does.
+    pub async fn serve(
+        self: Arc<Self>,
+        listen: SocketAddr,
+        shutdown: impl std::future::Future<Output = &'static str>,
+        grace: Duration,
+    ) -> Result<()> {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -371,26 +433,77 @@ impl Server {
         use std::io::Write;
         let _ = std::io::stdout().flush();
 
-        loop {
-            let (stream, client) = listener.accept().await?;
+        let (stopping, _) = watch::channel(false);
+        tokio::pin!(shutdown);
+        let signal = loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => accepted?,
+                signal = &mut shutdown => break signal,
+            };
             // A response's head can go out before the guest has written its
             // body; with Nagle's algorithm the body then waits for the
             // client's delayed ACK (~40 ms on Linux).
             let _ = stream.set_nodelay(true);
             let server = self.clone();
+            let mut stop = stopping.subscribe();
+            let busy = self.in_flight.enter();
             tokio::spawn(async move {
+                let _busy = busy;
+                // Boxed: `poll_without_shutdown` needs an `Unpin` service.
                 let service = hyper::service::service_fn(move |request| {
                     let server = server.clone();
-                    async move {
+                    Box::pin(async move {
                         Ok::<_, std::convert::Infallible>(server.handle(request, client).await)
-                    }
+                    })
                 });
-                let _ = http1::Builder::new()
+                let mut connection = http1::Builder::new()
                     .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let mut stopping = false;
+                let served = loop {
+                    tokio::select! {
+                        served = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
+                            break served;
+                        }
+                        _ = stop.wait_for(|stop| *stop), if !stopping => {
+                            // Finish the request in progress, then close.
+                            stopping = true;
+                            std::pin::Pin::new(&mut connection).graceful_shutdown();
+                        }
+                    }
+                };
+                if served.is_ok() {
+                    linger(connection.into_parts().io.into_inner()).await;
+                }
             });
+        };
+        drop(listener);
+        let in_flight = self.in_flight.count();
+        log::info(
+            "Shutting down",
+            &[
+                ("signal", signal),
+                ("in_flight", &in_flight.to_string()),
+                ("grace_ms", &grace.as_millis().to_string()),
+            ],
+        );
+        let _ = stopping.send(true);
+        let started = Instant::now();
+        let drained = tokio::time::timeout(grace, self.in_flight.idle())
+            .await
+            .is_ok();
+        if drained {
+            log::info(
+                "Stopped",
+                &[("waited_ms", &started.elapsed().as_millis().to_string())],
+            );
+        } else {
+            log::warn(
+                "Stopped with work still running at the end of the grace period",
+                &[("running", &self.in_flight.count().to_string())],
+            );
         }
+        Ok(())
     }
 
     async fn handle(
@@ -442,7 +555,11 @@ impl Server {
         } = self.prepare(&route.component, route, request, client)?;
         let pre = component.pre.clone();
         let timeout = self.limits.request_timeout;
+        // The task outlives the response (the guest's after-response work):
+        // a shutdown waits for it.
+        let busy = self.in_flight.enter();
         let task = tokio::spawn(async move {
+            let _busy = busy;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy

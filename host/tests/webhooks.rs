@@ -287,6 +287,13 @@ async fn relay_notifications_are_signed_and_their_failure_never_fails_the_webhoo
     assert_eq!(hits.len(), 1);
     let hit = &hits[0];
     hit.verified_headers(RELAY_SECRET);
+    // The body is known: sent with its length, never chunked (some
+    // receivers and proxies refuse chunked POSTs).
+    assert_eq!(
+        hit.headers["content-length"].to_str().unwrap(),
+        hit.body.len().to_string()
+    );
+    assert!(hit.headers.get("transfer-encoding").is_none());
     let event: Value = serde_json::from_slice(&hit.body).unwrap();
     assert_eq!(event["vapi_call_id"], call_id.as_str());
     assert_eq!(event["org_id"], ORG_ID);

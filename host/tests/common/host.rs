@@ -258,6 +258,30 @@ impl Host {
     ) -> TestResponse {
         send(self.addr, "POST", path, headers, body.into()).await
     }
+
+    /// Sends `signal` (`TERM`, `INT`, ...) to the host process itself.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `timeout` for the host to exit by itself: its exit status,
+    /// or `None` while it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Values that must never reach a log line: the suite's secrets, and the
