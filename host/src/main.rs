@@ -15,6 +15,7 @@ mod interfaces;
 mod manifest;
 mod migrate;
 mod outbound;
+mod prune;
 mod relay;
 mod runtime_config;
 mod seed;
@@ -110,6 +111,23 @@ enum Command {
     /// (GET /events/stream) and WebSocket (GET /ws), each token seeing only
     /// its organisations. With --redis-url, replicas share events through Redis.
     Relay(relay::RelayArgs),
+    /// Delete what only grows: delivery records (webhook_events) and replayed
+    /// dead letters older than --keep-days, idempotency records older than
+    /// --keep-keys-days (never one with a pending dead letter), in batches.
+    /// Calls, leads and agents are never deleted. Prints the counts as JSON.
+    Prune {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+        keep_days: u32,
+        /// Keep idempotency records longer than Vapi may retry and than you
+        /// would replay a dead letter: an event whose record is gone is
+        /// recorded again if it is delivered again.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+        keep_keys_days: u32,
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
     /// Drain dead letters through a running service's POST /admin/replay.
     Replay {
         #[arg(long, default_value = "http://127.0.0.1:3000")]
@@ -238,6 +256,24 @@ async fn run(command: Command) -> Result<()> {
         Command::Sign { secret, timestamp } => sign(secret, timestamp),
         Command::Replay { url, token } => replay(&url, token).await,
         Command::Relay(args) => relay::run(args).await,
+        Command::Prune {
+            database,
+            keep_days,
+            keep_keys_days,
+            batch,
+        } => {
+            let retention = prune::Retention {
+                keep_days,
+                keep_keys_days,
+                batch,
+            };
+            let pruned = match database.database()? {
+                Database::Postgres { url } => prune::postgres(&url, &retention).await?,
+                Database::Sqlite { path } => prune::sqlite(&path, &retention)?,
+            };
+            println!("{}", serde_json::to_string(&pruned)?);
+            Ok(())
+        }
     }
 }
 

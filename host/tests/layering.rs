@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["interfaces"],
     &["manifest", "runtime_config"],
     &["server"],
-    &["instantiate_bench", "migrate", "relay", "seed"],
+    &["instantiate_bench", "migrate", "prune", "relay", "seed"],
     &["main"],
 ];
 

@@ -1,0 +1,133 @@
+//! `vapi-edge-host prune`: deletes what grows with every delivery and is only
+//! needed for a while, in batches (short transactions, no long locks), on
+//! PostgreSQL or the SQLite store:
+//!
+//! - `webhook_events` older than `keep_days`: the delivery log behind
+//!   `/metrics` and the dashboard's figures (its totals restart lower, which
+//!   Prometheus reads as a counter reset);
+//! - `processed_webhook_events` older than `keep_keys_days`: the durable
+//!   idempotency record. A delivery of an event whose row is gone would be
+//!   recorded again, so keep it longer than Vapi can still retry and than
+//!   you would replay a dead letter; the row of an event with a pending dead
+//!   letter is always kept, whatever its age;
+//! - dead letters replayed more than `keep_days` ago (pending ones never).
+//!
+//! The calls themselves (`call_tracking`, `call_logs`, leads, agents) are the
+//! business's records and are never pruned here.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::Path;
+
+pub struct Retention {
+    pub keep_days: u32,
+    pub keep_keys_days: u32,
+    /// Rows per statement.
+    pub batch: u32,
+}
+
+/// Rows deleted, by table.
+#[derive(Debug, Default, Serialize)]
+pub struct Pruned {
+    pub webhook_events: u64,
+    pub processed_webhook_events: u64,
+    pub dead_letters: u64,
+}
+
+/// One statement per table, for each engine: `$1` / `?1` the age in days,
+/// `$2` / `?2` the batch size.
+struct Statements {
+    webhook_events: &'static str,
+    processed_webhook_events: &'static str,
+    dead_letters: &'static str,
+}
+
+const POSTGRES: Statements = Statements {
+    webhook_events: "DELETE FROM webhook_events WHERE id IN (
+        SELECT id FROM webhook_events
+        WHERE received_at < now() - make_interval(days => $1::int)
+        ORDER BY id LIMIT $2::int)",
+    processed_webhook_events: "DELETE FROM processed_webhook_events WHERE event_key IN (
+        SELECT p.event_key FROM processed_webhook_events p
+        WHERE p.processed_at < now() - make_interval(days => $1::int)
+          AND NOT EXISTS (SELECT 1 FROM dead_letters d
+                          WHERE d.event_key = p.event_key AND d.replayed_at IS NULL)
+        LIMIT $2::int)",
+    dead_letters: "DELETE FROM dead_letters WHERE id IN (
+        SELECT id FROM dead_letters
+        WHERE replayed_at IS NOT NULL
+          AND replayed_at < now() - make_interval(days => $1::int)
+        ORDER BY id LIMIT $2::int)",
+};
+
+const SQLITE: Statements = Statements {
+    webhook_events: "DELETE FROM webhook_events WHERE id IN (
+        SELECT id FROM webhook_events
+        WHERE received_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' days')
+        ORDER BY id LIMIT ?2)",
+    processed_webhook_events: "DELETE FROM processed_webhook_events WHERE event_key IN (
+        SELECT p.event_key FROM processed_webhook_events p
+        WHERE p.processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' days')
+          AND NOT EXISTS (SELECT 1 FROM dead_letters d
+                          WHERE d.event_key = p.event_key AND d.replayed_at IS NULL)
+        LIMIT ?2)",
+    dead_letters: "DELETE FROM dead_letters WHERE id IN (
+        SELECT id FROM dead_letters
+        WHERE replayed_at IS NOT NULL
+          AND replayed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' days')
+        ORDER BY id LIMIT ?2)",
+};
+
+pub async fn postgres(url: &str, retention: &Retention) -> Result<Pruned> {
+    let (client, connection) = tokio_postgres::connect(url, vapi_edge_backends::pg_tls::connector())
+        .await
+        .context("cannot connect to PostgreSQL at pg_url (TLS is verified unless it has sslmode=disable, as in Spin)")?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let days = |d: u32| d as i32;
+    let batch = retention.batch as i32;
+    let run = async |sql: &str, age: u32| -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = client
+                .execute(sql, &[&days(age), &batch])
+                .await
+                .context("prune statement failed (is the schema migrated?)")?;
+            total += deleted;
+            if deleted < u64::from(retention.batch) {
+                return Ok(total);
+            }
+        }
+    };
+    Ok(Pruned {
+        webhook_events: run(POSTGRES.webhook_events, retention.keep_days).await?,
+        processed_webhook_events: run(POSTGRES.processed_webhook_events, retention.keep_keys_days)
+            .await?,
+        dead_letters: run(POSTGRES.dead_letters, retention.keep_days).await?,
+    })
+}
+
+pub fn sqlite(path: &Path, retention: &Retention) -> Result<Pruned> {
+    let connection = rusqlite::Connection::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    let run = |sql: &str, age: u32| -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = connection
+                .execute(sql, rusqlite::params![age, retention.batch])
+                .context("prune statement failed (is the schema migrated?)")?
+                as u64;
+            total += deleted;
+            if deleted < u64::from(retention.batch) {
+                return Ok(total);
+            }
+        }
+    };
+    Ok(Pruned {
+        webhook_events: run(SQLITE.webhook_events, retention.keep_days)?,
+        processed_webhook_events: run(SQLITE.processed_webhook_events, retention.keep_keys_days)?,
+        dead_letters: run(SQLITE.dead_letters, retention.keep_days)?,
+    })
+}
