@@ -7,6 +7,8 @@
 //! [key_value_store.default]
 //! type = "redis"
 //! url = "redis://127.0.0.1:6379"
+//! # This host only (Spin ignores it): keys under a prefix expire (seconds).
+//! expire = { "vapi-edge/claim/" = 7200, "vapi-edge/done/" = 604800 }
 //!
 //! [key_value_store.cache]
 //! type = "spin"
@@ -45,6 +47,10 @@ struct RawStore {
     kind: String,
     url: Option<String>,
     path: Option<PathBuf>,
+    /// This host's addition for Redis (Spin ignores it): key prefix → time
+    /// to live in seconds.
+    #[serde(default)]
+    expire: BTreeMap<String, u64>,
 }
 
 /// Where each key-value label and SQLite database lives. Without an entry,
@@ -74,12 +80,17 @@ impl RuntimeConfig {
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         let mut key_value_stores = HashMap::new();
         for (label, store) in raw.key_value_store {
+            if !store.expire.is_empty() && store.kind != "redis" {
+                bail!("key_value_store.{label}: expire is supported by redis stores only");
+            }
             let backend = match store.kind.as_str() {
                 "redis" => {
                     let Some(url) = store.url else {
                         bail!("key_value_store.{label}: type \"redis\" needs a url");
                     };
                     KvStore::redis(&url)?
+                        .expire_under(store.expire.clone().into_iter().collect())
+                        .with_context(|| format!("key_value_store.{label}"))?
                 }
                 "spin" => {
                     let path = store.path.map(|path| base.join(path));
@@ -167,6 +178,28 @@ mod tests {
         .err()
         .unwrap();
         assert!(format!("{err:#}").contains("azure_cosmos"));
+    }
+
+    #[test]
+    fn expire_rules_are_for_redis_stores_and_need_a_time() {
+        let base = Path::new(".");
+        let redis = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\
+             expire = { \"vapi-edge/done/\" = 60 }\n",
+            base,
+        );
+        assert!(redis.is_ok());
+        let zero = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\
+             expire = { \"vapi-edge/done/\" = 0 }\n",
+            base,
+        );
+        assert!(format!("{:#}", zero.err().unwrap()).contains("at least 1 s"));
+        let memory = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"memory\"\nexpire = { \"a/\" = 5 }\n",
+            base,
+        );
+        assert!(format!("{:#}", memory.err().unwrap()).contains("redis stores only"));
     }
 
     #[test]

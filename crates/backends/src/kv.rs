@@ -47,6 +47,10 @@ pub struct SqliteStore {
 
 pub struct RedisStore {
     client: redis::Client,
+    /// Key prefixes whose keys expire, with their time to live in seconds
+    /// (the runtime config's `expire`): `set` and `increment` of such a key
+    /// (re)start its clock. Longest prefix wins.
+    expire: Vec<(String, u64)>,
     // Connected lazily so the host starts while Redis is down, and each
     // request reports the store's state instead of the process dying.
     connection: tokio::sync::Mutex<Link>,
@@ -122,8 +126,29 @@ impl KvStore {
             .map_err(|e| anyhow::anyhow!("invalid Redis url for key-value store: {e}"))?;
         Ok(KvStore::Redis(Arc::new(RedisStore {
             client,
+            expire: Vec::new(),
             connection: tokio::sync::Mutex::new(Link::default()),
         })))
+    }
+
+    /// Gives keys under each prefix a time to live in seconds (Redis only: the
+    /// other stores have no expiry, like Spin's).
+    pub fn expire_under(self, rules: Vec<(String, u64)>) -> Result<Self> {
+        match self {
+            KvStore::Redis(store) => {
+                let store = Arc::try_unwrap(store)
+                    .map_err(|_| anyhow::anyhow!("the store is already in use"))?;
+                if let Some((prefix, _)) = rules.iter().find(|(_, seconds)| *seconds == 0) {
+                    anyhow::bail!("expire: \"{prefix}\" needs a time to live of at least 1 s");
+                }
+                Ok(KvStore::Redis(Arc::new(RedisStore {
+                    expire: rules,
+                    ..store
+                })))
+            }
+            _ if rules.is_empty() => Ok(self),
+            _ => anyhow::bail!("expire is supported by redis stores only"),
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
@@ -153,12 +178,12 @@ impl KvStore {
             }),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_error)
+                let mut set = redis::cmd("SET");
+                set.arg(key).arg(value);
+                if let Some(seconds) = store.ttl_of(key) {
+                    set.arg("EX").arg(seconds);
+                }
+                set.query_async(&mut conn).await.map_err(redis_error)
             }
         }
     }
@@ -243,12 +268,30 @@ impl KvStore {
             KvStore::Sqlite(store) => store.increment(key, delta),
             KvStore::Redis(store) => {
                 let mut conn = store.connection().await?;
-                redis::cmd("INCRBY")
-                    .arg(key)
-                    .arg(delta)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_error)
+                match store.ttl_of(key) {
+                    None => redis::cmd("INCRBY")
+                        .arg(key)
+                        .arg(delta)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_error),
+                    // Both or neither, in one round trip.
+                    Some(seconds) => {
+                        let (sum,): (i64,) = redis::pipe()
+                            .atomic()
+                            .cmd("INCRBY")
+                            .arg(key)
+                            .arg(delta)
+                            .cmd("EXPIRE")
+                            .arg(key)
+                            .arg(seconds)
+                            .ignore()
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(redis_error)?;
+                        Ok(sum)
+                    }
+                }
             }
         }
     }
@@ -369,6 +412,15 @@ fn sqlite_error(error: rusqlite::Error) -> KvError {
 }
 
 impl RedisStore {
+    /// The time to live of `key`, from the longest matching `expire` prefix.
+    fn ttl_of(&self, key: &str) -> Option<u64> {
+        self.expire
+            .iter()
+            .filter(|(prefix, _)| key.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, seconds)| *seconds)
+    }
+
     async fn connection(&self) -> Result<ConnectionManager, KvError> {
         let mut link = self.connection.lock().await;
         if let Some(conn) = link.connection.as_ref() {
@@ -482,5 +534,52 @@ mod tests {
             Ok(true)
         );
         assert_eq!(store.get("k").await, Ok(Some(b"b".to_vec())));
+    }
+
+    /// Against the Redis every machine of this kind runs (127.0.0.1:6379):
+    /// keys under an `expire` prefix get its time to live, on `set` and on
+    /// `increment`; other keys none; the longest prefix wins.
+    #[tokio::test]
+    async fn redis_keys_under_an_expire_prefix_get_its_ttl() {
+        let store = KvStore::redis("redis://127.0.0.1:6379")
+            .unwrap()
+            .expire_under(vec![
+                ("kv-ttl-test/".into(), 60),
+                ("kv-ttl-test/short/".into(), 5),
+            ])
+            .unwrap();
+        let unique = format!("{}-{:?}", std::process::id(), std::time::Instant::now());
+        let (long, short, plain) = (
+            format!("kv-ttl-test/{unique}"),
+            format!("kv-ttl-test/short/{unique}"),
+            format!("kv-ttl-plain/{unique}"),
+        );
+        store.set(&long, b"1").await.unwrap();
+        store.increment(&short, 1).await.unwrap();
+        store.set(&plain, b"1").await.unwrap();
+        let KvStore::Redis(redis_store) = &store else {
+            unreachable!()
+        };
+        let mut conn = redis_store.connection().await.unwrap();
+        let ttl = |key: String| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("TTL")
+                    .arg(&key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!((55..=60).contains(&ttl(long.clone()).await));
+        assert!((1..=5).contains(&ttl(short.clone()).await));
+        assert_eq!(ttl(plain.clone()).await, -1);
+        let _: () = redis::cmd("DEL")
+            .arg(&long)
+            .arg(&short)
+            .arg(&plain)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
