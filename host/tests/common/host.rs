@@ -131,6 +131,9 @@ pub struct Host {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// Reaped by [`Host::kill_hard`]: its process group id may belong to
+    /// another process by the time this is dropped.
+    reaped: bool,
 }
 
 impl Host {
@@ -211,7 +214,29 @@ impl Host {
             child,
             lines,
             readers,
+            reaped: false,
         }
+    }
+
+    /// The host's process id (the leader of its own process group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`: the process dies wherever it is, with no chance to finish a
+    /// request, give back a claim or send a notification, as when a node or
+    /// pod is lost. Its output so far stays readable.
+    pub fn kill_hard(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reaped = true;
     }
 
     /// Every line written so far.
@@ -305,12 +330,7 @@ impl Drop for Host {
     /// phone number, or be anything but one JSON object.
     fn drop(&mut self) {
         // The whole process group (see `start`), then the leader itself.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill_hard();
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
@@ -397,12 +417,40 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> TestResponse {
+    match try_send(addr, method, path, headers, body).await {
+        Ok(response) => response,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// Why [`try_send`] got no response: the host refused the connection, or
+/// dropped it before the whole response arrived (it died, say).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect to host: {0}")]
+    Connect(std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("response: {0}")]
+    Response(hyper::Error),
+    #[error("body: {0}")]
+    Body(hyper::Error),
+}
+
+/// [`send`], with a failed connection as a value: a client that retries.
+pub async fn try_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<TestResponse, SendError> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .expect("connect to host");
+        .map_err(SendError::Connect)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .expect("handshake");
+        .map_err(SendError::Handshake)?;
     tokio::spawn(connection);
     let mut request = http::Request::builder()
         .method(method)
@@ -412,21 +460,24 @@ pub async fn send(
         request = request.header(*name, *value);
     }
     let request = request.body(Full::new(Bytes::from(body))).unwrap();
-    let response = sender.send_request(request).await.expect("response");
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(SendError::Response)?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
-        .expect("body")
+        .map_err(SendError::Body)?
         .to_bytes()
         .to_vec();
-    TestResponse {
+    Ok(TestResponse {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// A host serving the real component with verification, Postgres, a Redis
@@ -522,30 +573,60 @@ impl WebhookApp {
         options: AppOptions,
         customize: impl FnOnce(HostOptions) -> HostOptions,
     ) -> WebhookApp {
-        let mut host_options = db
-            .host_options()
-            .on(options.host)
-            .var("vapi_hmac_secret", HMAC_SECRET)
-            .var("relay_secret", RELAY_SECRET);
-        let dir = host_options.manifest.parent().unwrap().to_path_buf();
-        if let Some(url) = &options.relay_url {
-            let target = url.split('/').take(3).collect::<Vec<_>>().join("/");
-            host_options = host_options
-                .var("relay_url", url)
-                .var("relay_allowed_host", target);
-        }
-        if let Some(retry) = &options.retry_ms {
-            host_options = host_options.var("agent_lookup_retry_ms", retry);
-        }
-        for (name, value) in &options.extra {
-            host_options = host_options.var(name, value);
-        }
-        if options.redis {
-            host_options = host_options.redis_kv(&dir);
-        }
         WebhookApp {
-            host: Host::start(customize(host_options)),
+            host: Host::start(customize(webhook_host_options(&db, &options))),
             db,
         }
+    }
+}
+
+/// The options of a host that serves the real component on `db` as `options` say.
+fn webhook_host_options(db: &TestDb, options: &AppOptions) -> HostOptions {
+    let mut host_options = db
+        .host_options()
+        .on(options.host)
+        .var("vapi_hmac_secret", HMAC_SECRET)
+        .var("relay_secret", RELAY_SECRET);
+    let dir = host_options.manifest.parent().unwrap().to_path_buf();
+    if let Some(url) = &options.relay_url {
+        let target = url.split('/').take(3).collect::<Vec<_>>().join("/");
+        host_options = host_options
+            .var("relay_url", url)
+            .var("relay_allowed_host", target);
+    }
+    if let Some(retry) = &options.retry_ms {
+        host_options = host_options.var("agent_lookup_retry_ms", retry);
+    }
+    for (name, value) in &options.extra {
+        host_options = host_options.var(name, value);
+    }
+    if options.redis {
+        host_options = host_options.redis_kv(&dir);
+    }
+    host_options
+}
+
+/// Several hosts serving the real component on one database and one
+/// key-value store, as a deployment with `replicas: N` runs it: each host has
+/// its own app folder, port and instances, and shares nothing else.
+pub struct WebhookReplicas {
+    pub hosts: Vec<Host>,
+    pub db: TestDb,
+}
+
+impl WebhookReplicas {
+    /// `count` hosts, each started with the same options; `customize` has the
+    /// last word on each (it is called once per host, with that host's own
+    /// app folder in `manifest`).
+    pub fn start_with_db_and(
+        count: usize,
+        db: TestDb,
+        options: AppOptions,
+        customize: impl Fn(HostOptions) -> HostOptions,
+    ) -> WebhookReplicas {
+        let hosts = (0..count)
+            .map(|_| Host::start(customize(webhook_host_options(&db, &options))))
+            .collect();
+        WebhookReplicas { hosts, db }
     }
 }

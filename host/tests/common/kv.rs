@@ -74,3 +74,48 @@ impl Drop for ParkedDeadLetterCleanup {
         });
     }
 }
+
+/// Deletes, when dropped, every key of the Redis at `redis_url` that matches
+/// `pattern` (a `SCAN MATCH` glob): the claims and done-marks that a test's
+/// own calls left in a store that outlives the test.
+pub struct MatchingKeysCleanup {
+    pub redis_url: String,
+    pub pattern: String,
+}
+
+impl Drop for MatchingKeysCleanup {
+    fn drop(&mut self) {
+        let redis_url = std::mem::take(&mut self.redis_url);
+        let pattern = std::mem::take(&mut self.pattern);
+        finish_on_own_thread(async move {
+            let Ok(client) = redis::Client::open(redis_url) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                return;
+            };
+            let mut cursor = 0u64;
+            loop {
+                let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(10_000)
+                    .query_async(&mut conn)
+                    .await
+                else {
+                    return;
+                };
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<i64> =
+                        redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await;
+                }
+                if next == 0 {
+                    return;
+                }
+                cursor = next;
+            }
+        });
+    }
+}
