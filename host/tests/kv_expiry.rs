@@ -83,7 +83,14 @@ async fn an_expired_done_key_costs_one_round_trip_and_no_second_effect() {
     );
     let call_id = unique_id("call");
     let body = inbound_start(&call_id, &agent.assistant_id, CALLER);
+    let from = proxy.executed().len();
     assert_eq!(app.deliver(&body).await.json()["outcome"], "recorded");
+    // Its event row goes after the answer: wait for it, so the counts below
+    // are the redeliveries' own.
+    assert_eq!(
+        statements_after(&proxy, from, 2).await,
+        [RECORD_EVENT, INSERT_EVENT_ROW]
+    );
     let done_ttl = ttl_of(&format!("vapi-edge/done/*{call_id}*")).await;
     assert!(
         matches!(done_ttl, Some(1..=2)),
