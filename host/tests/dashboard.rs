@@ -169,15 +169,12 @@ async fn the_dashboard_shows_each_organisation_its_own_calls(store: StoreKind, h
     // Nothing changed: 304 without a body; a new event changes the answer.
     let first = api(&app.host, "/api/calls", TOKEN_A).await;
     let etag = first.headers["etag"].to_str().unwrap().to_string();
-    let bearer = format!("Bearer {TOKEN_A}");
-    let again = send(
-        app.host.addr,
-        "GET",
-        "/api/calls",
-        &[("authorization", &bearer), ("if-none-match", &etag)],
-        Vec::new(),
-    )
-    .await;
+    let if_changed = || async {
+        let bearer = format!("Bearer {TOKEN_A}");
+        let headers = [("authorization", bearer.as_str()), ("if-none-match", &etag)];
+        send(app.host.addr, "GET", "/api/calls", &headers, Vec::new()).await
+    };
+    let again = if_changed().await;
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
     app.deliver(&inbound_start(
@@ -186,14 +183,7 @@ async fn the_dashboard_shows_each_organisation_its_own_calls(store: StoreKind, h
         CALLER,
     ))
     .await;
-    let changed = send(
-        app.host.addr,
-        "GET",
-        "/api/calls",
-        &[("authorization", &bearer), ("if-none-match", &etag)],
-        Vec::new(),
-    )
-    .await;
+    let changed = if_changed().await;
     assert_eq!(changed.status, 200);
     assert_eq!(call_ids(&changed.json()).len(), 3);
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vapi_edge_core::pg_sql::{INSERT_EVENT_ROW, RECORD_EVENT};
 
 const CALLER: &str = "+12125550187";
@@ -37,15 +37,6 @@ async fn ttl_of(pattern: &str) -> Option<i64> {
             .await
             .unwrap(),
     )
-}
-
-async fn statements_after(proxy: &PgProxy, from: usize, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.executed().len() < from + count && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    proxy.executed()[from..].to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +79,7 @@ async fn an_expired_done_key_costs_one_round_trip_and_no_second_effect() {
     // Its event row goes after the answer: wait for it, so the counts below
     // are the redeliveries' own.
     assert_eq!(
-        statements_after(&proxy, from, 2).await,
+        proxy.statements_since(from, 2).await,
         [RECORD_EVENT, INSERT_EVENT_ROW]
     );
     let done_ttl = ttl_of(&format!("vapi-edge/done/*{call_id}*")).await;
@@ -107,14 +98,14 @@ async fn an_expired_done_key_costs_one_round_trip_and_no_second_effect() {
     // While the done key lives, a duplicate costs no recording statement.
     let from = proxy.executed().len();
     assert_eq!(app.deliver(&body).await.json()["outcome"], "duplicate");
-    assert_eq!(statements_after(&proxy, from, 1).await, [INSERT_EVENT_ROW]);
+    assert_eq!(proxy.statements_since(from, 1).await, [INSERT_EVENT_ROW]);
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(ttl_of(&format!("vapi-edge/done/*{call_id}*")).await, None);
     let from = proxy.executed().len();
     assert_eq!(app.deliver(&body).await.json()["outcome"], "duplicate");
     assert_eq!(
-        statements_after(&proxy, from, 2).await,
+        proxy.statements_since(from, 2).await,
         [RECORD_EVENT, INSERT_EVENT_ROW],
         "an expired done key: one recording statement, which finds the event recorded"
     );

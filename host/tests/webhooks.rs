@@ -754,15 +754,6 @@ async fn unhandled_message_types_are_acknowledged_without_side_effects(store: St
 
 /// The statements the host sent through `proxy` since `from`, once `count` of
 /// them have arrived and nothing more follows for a moment.
-async fn statements_since(proxy: &PgProxy, from: usize, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.executed().len() < from + count && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    proxy.executed()[from..].to_vec()
-}
-
 /// A call-start event costs one database round trip: the recording statement
 /// (agent, lead, idempotency record, call_tracking and call_logs in one).
 /// The only other statement is the event record for /metrics, sent after the
@@ -787,7 +778,7 @@ async fn a_call_start_event_is_one_database_round_trip() {
         let body = inbound_start(&unique_id("call"), &agent.assistant_id, CALLER);
         let from = proxy.executed().len();
         assert_eq!(app.deliver(&body).await.json()["outcome"], "recorded");
-        let sent = statements_since(&proxy, from, 2).await;
+        let sent = proxy.statements_since(from, 2).await;
         assert_eq!(
             sent,
             [RECORD_EVENT, INSERT_EVENT_ROW],
@@ -797,7 +788,7 @@ async fn a_call_start_event_is_one_database_round_trip() {
     }
     let from = proxy.executed().len();
     assert_eq!(app.deliver(&bodies[0]).await.json()["outcome"], "duplicate");
-    assert_eq!(statements_since(&proxy, from, 1).await, [INSERT_EVENT_ROW]);
+    assert_eq!(proxy.statements_since(from, 1).await, [INSERT_EVENT_ROW]);
 }
 
 /// Answers say how long they are (no chunked encoding), and `HEAD /healthz`

@@ -160,6 +160,18 @@ impl PgProxy {
         ]
     }
 
+    /// The statements sent since `from` (an index into [`PgProxy::executed`]),
+    /// once `count` of them have arrived (or after 5 s), plus 200 ms for any
+    /// that should not come.
+    pub async fn statements_since(&self, from: usize, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.executed().len() < from + count && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.executed()[from..].to_vec()
+    }
+
     pub fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         for task in self.connections.lock().unwrap().drain(..) {
