@@ -378,7 +378,9 @@ impl Drop for Host {
                     || !(line.is_empty()
                         || line.starts_with("Logging component stdio to ")
                         || line.starts_with("Storing default ")
-                        || line.starts_with("Using runtime config "))
+                        || line.starts_with("Using runtime config ")
+                        // When compiling the .wasm takes a while (a cold cache, a busy machine).
+                        || line.starts_with("Preparing Wasm modules is taking"))
             })
             .filter(|line| {
                 !serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object())
