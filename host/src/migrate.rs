@@ -57,17 +57,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
 /// Applies what is pending; returns the versions applied by this run.
 pub async fn run(pg_url: &str, dir: &Path) -> Result<Vec<String>> {
     let migrations = read_dir(dir)?;
-    let mut config: tokio_postgres::Config = pg_url
-        .parse()
-        .context("pg_url is not a valid PostgreSQL connection string")?;
-    config.connect_timeout(std::time::Duration::from_secs(5));
-    let (mut client, connection) = config
-        .connect(vapi_edge_backends::pg_tls::connector())
-        .await
-        .context("cannot connect to PostgreSQL at pg_url (TLS is verified unless it has sslmode=disable, as in Spin)")?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let mut client = vapi_edge_backends::pg_tls::connect(pg_url).await?;
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (

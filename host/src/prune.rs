@@ -79,12 +79,7 @@ const SQLITE: Statements = Statements {
 };
 
 pub async fn postgres(url: &str, retention: &Retention) -> Result<Pruned> {
-    let (client, connection) = tokio_postgres::connect(url, vapi_edge_backends::pg_tls::connector())
-        .await
-        .context("cannot connect to PostgreSQL at pg_url (TLS is verified unless it has sslmode=disable, as in Spin)")?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let client = vapi_edge_backends::pg_tls::connect(url).await?;
     let days = |d: u32| d as i32;
     let batch = retention.batch as i32;
     let run = async |sql: &str, age: u32| -> Result<u64> {

@@ -6,7 +6,8 @@
 //! ```toml
 //! [key_value_store.default]
 //! type = "redis"
-//! url = "redis://127.0.0.1:6379"
+//! url = "redis://127.0.0.1:6379"  # rediss://user:password@host:6380 for TLS
+//! # ca_file = "certs/redis-ca.pem"  # rediss:// only: trust this CA instead of the system's
 //! # This host only (Spin ignores it): keys under a prefix expire (seconds).
 //! expire = { "vapi-edge/claim/" = 7200, "vapi-edge/done/" = 604800 }
 //!
@@ -51,6 +52,10 @@ struct RawStore {
     /// to live in seconds.
     #[serde(default)]
     expire: BTreeMap<String, u64>,
+    /// For a `rediss://` url: trust only the CA certificates in this PEM
+    /// file (relative to the config file) instead of the system's roots.
+    /// This host's addition: Spin's Redis store has no such option.
+    ca_file: Option<PathBuf>,
 }
 
 /// Where each key-value label and SQLite database lives. Without an entry,
@@ -88,8 +93,11 @@ impl RuntimeConfig {
                     let Some(url) = store.url else {
                         bail!("key_value_store.{label}: type \"redis\" needs a url");
                     };
-                    KvStore::redis(&url)?
-                        .expire_under(store.expire.clone().into_iter().collect())
+                    let ca_file = store.ca_file.map(|path| base.join(path));
+                    KvStore::redis(&url, ca_file.as_deref())
+                        .and_then(|redis| {
+                            redis.expire_under(store.expire.clone().into_iter().collect())
+                        })
                         .with_context(|| format!("key_value_store.{label}"))?
                 }
                 "spin" => {
@@ -213,6 +221,36 @@ mod tests {
             config.key_value_stores["default"],
             KvStore::Redis(_)
         ));
+    }
+
+    #[test]
+    fn rediss_with_credentials_parses_and_a_bad_ca_file_is_named_without_the_url() {
+        let config = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"rediss://app:s3cret@cache.example.com:6380\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(matches!(
+            config.key_value_stores["default"],
+            KvStore::Redis(_)
+        ));
+        let err = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"rediss://app:s3cret@h:6380\"\n\
+             ca_file = \"certs/missing-ca.pem\"\n",
+            Path::new("/etc/vapi"),
+        )
+        .err()
+        .unwrap();
+        let text = format!("{err:#}");
+        assert!(text.contains("/etc/vapi/certs/missing-ca.pem"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let err = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://h:6379\"\nca_file = \"ca.pem\"\n",
+            Path::new("."),
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{err:#}").contains("needs a rediss://"), "{err:#}");
     }
 
     #[test]

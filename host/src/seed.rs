@@ -28,12 +28,7 @@ ON CONFLICT (phone_e164) DO UPDATE SET org_id = excluded.org_id,
 
 /// Returns the agent's id.
 pub async fn postgres(url: &str, agent: &Agent) -> Result<String> {
-    let (mut client, connection) = tokio_postgres::connect(url, vapi_edge_backends::pg_tls::connector())
-        .await
-        .context("cannot connect to PostgreSQL at pg_url (TLS is verified unless it has sslmode=disable, as in Spin)")?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let mut client = vapi_edge_backends::pg_tls::connect(url).await?;
     let tx = client.transaction().await?;
     let org = agent.org_id.as_str();
     let row = tx

@@ -553,16 +553,13 @@ async fn phase(
 // ---- database --------------------------------------------------------------------
 
 async fn connect_pg(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio::time::timeout(
+    let client = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_postgres::connect(url, vapi_edge_backends::pg_tls::connector()),
+        vapi_edge_backends::pg_tls::connect(url),
     )
     .await
     .map_err(|_| "PostgreSQL did not answer within 10 s")?
-    .map_err(|e| format!("PostgreSQL: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    .map_err(|e| format!("PostgreSQL: {e:#}"))?;
     Ok(client)
 }
 

@@ -117,7 +117,7 @@ fn variables(cli: &Cli) -> anyhow::Result<HashMap<&'static str, String>> {
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     let origin = {
-        let config: tokio_postgres::Config = cli.pg_url.parse()?;
+        let config = vapi_edge_backends::pg_tls::PgTarget::parse(&cli.pg_url)?.config;
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
             _ => anyhow::bail!("--pg-url must name a TCP host"),
@@ -130,7 +130,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         pg_url: cli.pg_url.clone(),
         allowed: AllowedHosts::parse(&[origin])?,
         pools: PgPools::default(),
-        kv: KvStore::redis(&cli.redis_url)?,
+        kv: KvStore::redis(&cli.redis_url, None)?,
         http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http(),
     });

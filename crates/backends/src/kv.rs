@@ -121,9 +121,33 @@ impl KvStore {
         })))
     }
 
-    pub fn redis(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("invalid Redis url for key-value store: {e}"))?;
+    /// A store in Redis. A `rediss://` url is TLS, verified against the
+    /// system's roots, or with `ca_file` against the certificates in that PEM
+    /// file only (the redis crate replaces the roots rather than adding).
+    /// The url may hold a password: errors never include it.
+    pub fn redis(url: &str, ca_file: Option<&Path>) -> Result<Self> {
+        let client = match ca_file {
+            None => redis::Client::open(url)
+                .map_err(|e| anyhow::anyhow!("invalid Redis url for key-value store: {e}"))?,
+            Some(path) => {
+                if !url.starts_with("rediss://") {
+                    anyhow::bail!("ca_file needs a rediss:// url (TLS)");
+                }
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read Redis ca_file {}: {e}", path.display())
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(url, certificates).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid Redis url or ca_file {} for key-value store: {e}",
+                        path.display()
+                    )
+                })?
+            }
+        };
         Ok(KvStore::Redis(Arc::new(RedisStore {
             client,
             expire: Vec::new(),
@@ -541,7 +565,7 @@ mod tests {
     /// `increment`; other keys none; the longest prefix wins.
     #[tokio::test]
     async fn redis_keys_under_an_expire_prefix_get_its_ttl() {
-        let store = KvStore::redis("redis://127.0.0.1:6379")
+        let store = KvStore::redis("redis://127.0.0.1:6379", None)
             .unwrap()
             .expire_under(vec![
                 ("kv-ttl-test/".into(), 60),

@@ -1,6 +1,7 @@
-//! Outbound PostgreSQL: a pool per address (TLS as Spin does it, see
-//! `pg_tls`), statements prepared once per connection, and conversions between
-//! the values of `spin:postgres/postgres@4.0.0` and PostgreSQL's.
+//! Outbound PostgreSQL: a pool per address (TLS from its `sslmode` and
+//! `sslrootcert`, at least as strict as Spin, see `pg_tls`), statements
+//! prepared once per connection, and conversions between the values of
+//! `spin:postgres/postgres@4.0.0` and PostgreSQL's.
 //!
 //! The value, row and error types below mirror that interface's, variant for
 //! variant, as plain Rust: the host converts its generated WIT types to these
@@ -10,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::allowed_hosts::{default_port, AllowedHosts};
+use crate::pg_tls::PgTarget;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rust_decimal::Decimal;
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// A statement parameter (`spin:postgres` `parameter-value`). Ranges and
 /// intervals, which this host does not bind, arrive as `Unsupported`.
@@ -152,6 +155,7 @@ pub struct PgConnection {
     /// was cut off (deadline, trap) mid-statement: the statement is cancelled,
     /// or it could commit after the caller was told the request failed.
     in_flight: Arc<AtomicBool>,
+    tls: MakeRustlsConnect,
 }
 
 /// What a request keeps of each connection it opened, so that when the host
@@ -160,6 +164,8 @@ pub struct PgConnection {
 pub struct InFlight {
     running: Arc<AtomicBool>,
     client: std::sync::Weak<deadpool_postgres::Object>,
+    /// The connection's own TLS settings: a cancel request opens a new connection.
+    tls: MakeRustlsConnect,
 }
 
 impl InFlight {
@@ -177,7 +183,7 @@ impl InFlight {
         };
         let token = client.cancel_token();
         let ended = tokio::time::timeout(Duration::from_secs(5), async {
-            token.cancel_query(crate::pg_tls::connector()).await?;
+            token.cancel_query(self.tls.clone()).await?;
             client.simple_query("SELECT 1").await
         })
         .await;
@@ -190,7 +196,7 @@ impl InFlight {
 /// Pools shared by every request, one per connection string.
 #[derive(Clone, Default)]
 pub struct PgPools {
-    pools: Arc<Mutex<HashMap<String, Pool>>>,
+    pools: Arc<Mutex<HashMap<String, (Pool, MakeRustlsConnect)>>>,
 }
 
 impl PgPools {
@@ -199,7 +205,7 @@ impl PgPools {
         address: &str,
         allowed: &AllowedHosts,
     ) -> Result<PgConnection, PgError> {
-        let pool = self.pool(address, allowed)?;
+        let (pool, tls) = self.pool_and_tls(address, allowed)?;
         let client = pool
             .get()
             .await
@@ -208,22 +214,42 @@ impl PgPools {
             client: Some(Arc::new(client)),
             in_transaction: false,
             in_flight: Arc::new(AtomicBool::new(false)),
+            tls,
         })
     }
 
     /// The pool for `address` (built on first use, after the allow-list check).
     pub fn pool(&self, address: &str, allowed: &AllowedHosts) -> Result<Pool, PgError> {
+        self.pool_and_tls(address, allowed).map(|(pool, _)| pool)
+    }
+
+    fn pool_and_tls(
+        &self,
+        address: &str,
+        allowed: &AllowedHosts,
+    ) -> Result<(Pool, MakeRustlsConnect), PgError> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(pool) = pools.get(address) {
-            return Ok(pool.clone());
+        if let Some(entry) = pools.get(address) {
+            return Ok(entry.clone());
         }
-        let mut config = tokio_postgres::Config::from_str(address)
-            .map_err(|_| PgError::ConnectionFailed("invalid connection string".into()))?;
+        // Not cached on failure: a missing sslrootcert may be put in place
+        // without restarting the host. On success the roots are read once,
+        // for the pool's life: a replaced CA file needs a restart.
+        let PgTarget {
+            mut config, tls, ..
+        } = PgTarget::parse(address).map_err(|e| {
+            // Names the file or the parameter at fault, never the address.
+            crate::log::warn(
+                "postgres connection string rejected",
+                &[("error", &e.to_string())],
+            );
+            PgError::ConnectionFailed(e.to_string())
+        })?;
         check_allowed(&config, allowed)?;
         config.connect_timeout(Duration::from_secs(5));
         let manager = Manager::from_config(
             config,
-            crate::pg_tls::connector(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -235,8 +261,8 @@ impl PgPools {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| PgError::ConnectionFailed(format!("cannot build pool: {e}")))?;
-        pools.insert(address.to_string(), pool.clone());
-        Ok(pool)
+        pools.insert(address.to_string(), (pool.clone(), tls.clone()));
+        Ok((pool, tls))
     }
 }
 
@@ -292,14 +318,10 @@ fn warn_empty_result() {
 }
 
 fn public_pool_error(error: &deadpool_postgres::PoolError) -> String {
-    let detail = error.to_string();
+    let detail = crate::pg_tls::error_chain(error);
     let mut fields = vec![("error", detail.as_str())];
     if detail.contains("TLS") || detail.contains("certificate") {
-        fields.push((
-            "hint",
-            "TLS is verified unless pg_url has sslmode=disable, as in Spin; \
-             for a local server without a trusted certificate add ?sslmode=disable",
-        ));
+        fields.push(("hint", crate::pg_tls::TLS_HINT));
     }
     crate::log::warn("postgres connection failed", &fields);
     match error {
@@ -312,6 +334,7 @@ impl PgConnection {
     pub fn in_flight(&self) -> Option<InFlight> {
         Some(InFlight {
             running: self.in_flight.clone(),
+            tls: self.tls.clone(),
             client: Arc::downgrade(self.client.as_ref()?),
         })
     }

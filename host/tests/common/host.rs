@@ -13,8 +13,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The host binary: `VAPI_EDGE_HOST_BIN` when set, else cargo's. With a
+/// target directory shared between worktrees, cargo's uplifted
+/// `release/vapi-edge-host` is whichever worktree linked last; the
+/// worktree's own is `release/deps/vapi_edge_host-<hash>`.
 pub fn host_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_vapi-edge-host")
+    static BINARY: OnceLock<String> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("VAPI_EDGE_HOST_BIN")
+            .ok()
+            .filter(|path| !path.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_vapi-edge-host").to_string())
+    })
 }
 
 /// Runs the host binary to completion (for `migrate` and start-up errors).
