@@ -494,54 +494,54 @@ async fn up_answers_healthz_over_verify_full() {
     ));
     migrate(&url, &[]).expect("migrate over verify-full");
     let app = Scratch::new("tls-up-app");
-    let host = Host::start(
-        HostOptions {
-            manifest: app_manifest(&app.0),
-            ..Default::default()
-        }
-        .var("pg_url", &url)
-        .var(
-            "pg_allowed_host",
-            format!("postgres://127.0.0.1:{}", server.port),
-        ),
-    );
-    let response = host.get("/healthz").await;
-    println!(
-        "tls up  {:<52} {}    {}",
+    let (response, lines) = healthz_with(
+        &app,
+        &url,
+        server.port,
         "/healthz, pg_url verify-full + sslrootcert",
-        response.status,
-        response.text()
-    );
+    )
+    .await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.json()["checks"]["postgres"]["ok"], true);
-    let lines = host.lines().join("\n");
     assert!(!lines.contains(PASSWORD), "the password leaked: {lines}");
-    drop(host);
 
     // The same, trusting only the system roots: the component's connection
     // fails verification and /healthz says so without details.
+    let (response, lines) = healthz_with(
+        &app,
+        &server.url("sslmode=verify-full"),
+        server.port,
+        "/healthz, pg_url verify-full without the CA",
+    )
+    .await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert!(!lines.contains(PASSWORD), "the password leaked: {lines}");
+    assert!(lines.contains("UnknownIssuer"), "{lines}");
+}
+
+/// `vapi-edge-host up` on the app in `app` with this `pg_url`: its `/healthz`
+/// answer (printed with `label`) and everything the host wrote.
+async fn healthz_with(
+    app: &Scratch,
+    pg_url: &str,
+    port: u16,
+    label: &str,
+) -> (TestResponse, String) {
     let host = Host::start(
         HostOptions {
             manifest: app_manifest(&app.0),
             ..Default::default()
         }
-        .var("pg_url", server.url("sslmode=verify-full"))
-        .var(
-            "pg_allowed_host",
-            format!("postgres://127.0.0.1:{}", server.port),
-        ),
+        .var("pg_url", pg_url)
+        .var("pg_allowed_host", format!("postgres://127.0.0.1:{port}")),
     );
     let response = host.get("/healthz").await;
     println!(
-        "tls up  {:<52} {}    {}",
-        "/healthz, pg_url verify-full without the CA",
+        "tls up  {label:<52} {}    {}",
         response.status,
         response.text()
     );
-    assert_eq!(response.status, 503, "{}", response.text());
-    let lines = host.lines().join("\n");
-    assert!(!lines.contains(PASSWORD), "the password leaked: {lines}");
-    assert!(lines.contains("UnknownIssuer"), "{lines}");
+    (response, host.lines().join("\n"))
 }
 
 /// A Redis with `--tls-port` only, an ACL user with a password; killed when dropped.
