@@ -16,7 +16,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,13 +36,6 @@ fn find(program: &str) -> Option<PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(program))
         .find(|path| path.is_file())
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A child process killed when dropped.
@@ -69,23 +62,6 @@ async fn wait_until_answers(addr: SocketAddr, path: &str) {
     }
 }
 
-/// `vapi-edge-host relay` on a free port.
-async fn start_relay() -> (Process, SocketAddr) {
-    let addr = free_addr();
-    let child = Command::new(host_binary())
-        .args(["relay", "--listen", &addr.to_string()])
-        .env_clear()
-        .env("SPIN_VARIABLE_RELAY_SECRET", RELAY_SECRET)
-        .env("SPIN_VARIABLE_DASHBOARD_TOKEN", dashboard_token())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the relay starts");
-    let process = Process(child);
-    wait_until_answers(addr, "/healthz").await;
-    (process, addr)
-}
-
 /// A WebDriver session in headless Chromium.
 struct Browser {
     driver: SocketAddr,
@@ -95,7 +71,7 @@ struct Browser {
 
 impl Browser {
     async fn start(chromium: &Path, chromedriver: &Path) -> Browser {
-        let driver = free_addr();
+        let driver = dead_address();
         let child = Command::new(chromedriver)
             .arg(format!("--port={}", driver.port()))
             .stdout(Stdio::null())
@@ -268,7 +244,8 @@ async fn calls_appear_live_in_a_real_browser() {
         return;
     };
 
-    let (_relay, relay_addr) = start_relay().await;
+    let relay = RelayProcess::start(RelayOptions::default().tokens(&dashboard_token()));
+    let relay_addr = relay.addr;
     let app = WebhookApp::start(AppOptions {
         relay_url: Some(format!("http://{relay_addr}/events")),
         extra: vec![

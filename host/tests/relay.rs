@@ -15,16 +15,13 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use vapi_edge_core::standard_webhooks::{self, SigningKey};
 
 /// Opens every organisation.
 const OPERATOR_TOKEN: &str = "operator-token-00000001";
@@ -33,7 +30,6 @@ const TOKEN_A: &str = "org-a-dashboard-token-0001";
 /// Opens OTHER_ORG_ID only.
 const TOKEN_B: &str = "org-b-dashboard-token-0002";
 const WRONG_SECRET: &str = "whsec_dGhpcyBpcyBub3QgdGhlIGtleQ==";
-const WAIT: Duration = Duration::from_secs(30);
 
 fn dashboard_tokens() -> String {
     format!("{OPERATOR_TOKEN}, {ORG_ID}:{TOKEN_A}, {OTHER_ORG_ID}:{TOKEN_B}")
@@ -41,234 +37,6 @@ fn dashboard_tokens() -> String {
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-// ---------------------------------------------------------------------------
-// The relay process
-
-/// A running `vapi-edge-host relay`, killed when dropped; then every line it
-/// wrote must be one JSON object holding no secret and no token.
-struct RelayProcess {
-    addr: SocketAddr,
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Default, Clone)]
-struct RelayOptions {
-    /// Dashboard tokens, as SPIN_VARIABLE_DASHBOARD_TOKEN.
-    tokens: Option<String>,
-    /// Share through Redis on this channel.
-    channel: Option<String>,
-    /// Another Redis than REDIS_URL (a proxy that can fail).
-    redis_url: Option<String>,
-    args: Vec<String>,
-}
-
-impl RelayOptions {
-    fn tokens(mut self) -> Self {
-        self.tokens = Some(dashboard_tokens());
-        self
-    }
-
-    fn redis(mut self, channel: &str) -> Self {
-        self.channel = Some(channel.to_string());
-        self
-    }
-
-    fn redis_at(mut self, url: &str, channel: &str) -> Self {
-        self.redis_url = Some(url.to_string());
-        self.redis(channel)
-    }
-
-    fn arg(mut self, arg: &str) -> Self {
-        self.args.push(arg.to_string());
-        self
-    }
-}
-
-fn relay_command(args: &[String], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(host_binary());
-    command
-        .arg("relay")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied());
-    command
-}
-
-impl RelayProcess {
-    fn start(options: RelayOptions) -> RelayProcess {
-        let mut env = vec![("SPIN_VARIABLE_RELAY_SECRET", RELAY_SECRET)];
-        if let Some(tokens) = &options.tokens {
-            env.push(("SPIN_VARIABLE_DASHBOARD_TOKEN", tokens));
-        }
-        let mut args = options.args.clone();
-        if let Some(channel) = &options.channel {
-            let url = options.redis_url.as_deref().unwrap_or(REDIS_URL);
-            env.push(("VAPI_EDGE_RELAY_REDIS_URL", url));
-            args.extend(["--redis-channel".to_string(), channel.clone()]);
-        }
-        let mut child = relay_command(&args, &env)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("relay starts");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let mut readers = Vec::new();
-        let streams: [Box<dyn std::io::Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for stream in streams {
-            let lines = lines.clone();
-            let addr_tx = addr_tx.clone();
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                        if value["msg"] == "Relay serving" {
-                            let addr = value["addr"].as_str().and_then(|a| a.parse().ok());
-                            let _ = addr_tx.send(addr);
-                        }
-                    }
-                    lines.lock().unwrap().push(line);
-                }
-            }));
-        }
-        let addr = match addr_rx.recv_timeout(WAIT) {
-            Ok(Some(addr)) => addr,
-            _ => {
-                let _ = child.kill();
-                panic!(
-                    "relay did not start; output:\n{}",
-                    lines.lock().unwrap().join("\n")
-                );
-            }
-        };
-        RelayProcess {
-            addr,
-            child,
-            lines,
-            readers,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn json_lines(&self) -> Vec<Value> {
-        self.lines()
-            .iter()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-
-    async fn wait_for_log(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.json_lines().into_iter().find(&pred) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no matching log line; output:\n{}",
-                self.lines().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn health(&self) -> Value {
-        let response = send(self.addr, "GET", "/healthz", &[], Vec::new()).await;
-        assert_eq!(response.status, 200);
-        response.json()
-    }
-
-    async fn wait_for_subscribers(&self, n: u64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let health = self.health().await;
-            if health["subscribers"] == n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} subscribers: {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// POSTs `body` signed with `secret` at `timestamp_s`, on a fresh connection.
-    async fn post_signed(&self, id: &str, body: &[u8], secret: &str, ts: i64) -> TestResponse {
-        let headers = signed_headers(id, body, secret, ts);
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        send(self.addr, "POST", "/events", &headers, body.to_vec()).await
-    }
-
-    /// POSTs `body` as the component would.
-    async fn post(&self, id: &str, body: &[u8]) -> TestResponse {
-        self.post_signed(id, body, RELAY_SECRET, now_ms() / 1000)
-            .await
-    }
-
-    /// Sends `signal` ("TERM", "INT"); the exit status.
-    async fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the relay ignored SIG{signal}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        if std::thread::panicking() {
-            return;
-        }
-        let lines = self.lines();
-        for secret in [
-            RELAY_SECRET,
-            &RELAY_SECRET["whsec_".len()..],
-            OPERATOR_TOKEN,
-            TOKEN_A,
-            TOKEN_B,
-            "token=",
-        ] {
-            let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(secret)).collect();
-            assert!(leaks.is_empty(), "a secret in the relay's log: {leaks:?}");
-        }
-        let broken: Vec<&String> = lines
-            .iter()
-            .filter(|l| !serde_json::from_str::<Value>(l).is_ok_and(|v| v.is_object()))
-            .collect();
-        assert!(broken.is_empty(), "not one JSON object each: {broken:?}");
-    }
-}
-
-fn signed_headers(id: &str, body: &[u8], secret: &str, ts: i64) -> Vec<(&'static str, String)> {
-    let key = SigningKey::from_secret(secret).unwrap();
-    let mut headers = vec![("content-type", "application/json".to_string())];
-    headers.extend(standard_webhooks::headers(&key, id, ts, body));
-    headers
 }
 
 /// A notification as the component sends it; `padding` bytes of bulk.
@@ -563,7 +331,7 @@ async fn refuses_to_start_without_a_secret_or_with_a_bad_dashboard_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_signed_fresh_first_time_events_are_accepted_and_delivered() {
-    let mut relay = RelayProcess::start(RelayOptions::default().tokens());
+    let mut relay = RelayProcess::start(RelayOptions::default().tokens(&dashboard_tokens()));
     let mut stream = operator_stream(&relay).await;
     assert_eq!(stream.headers["content-type"], "text/event-stream");
     assert_eq!(stream.headers["cache-control"], "no-store");
@@ -670,7 +438,11 @@ async fn two_hundred_dashboards_get_everything_in_order_and_a_stalled_one_is_dro
     // Bulk so that the stalled connection fills: ~2 KiB an event.
     const PADDING: usize = 2000;
     let channel = unique_id("vapi-edge-test:relay");
-    let relay = RelayProcess::start(RelayOptions::default().tokens().redis(&channel));
+    let relay = RelayProcess::start(
+        RelayOptions::default()
+            .tokens(&dashboard_tokens())
+            .redis(&channel),
+    );
 
     let started = Instant::now();
     let mut readers = Vec::new();
@@ -798,7 +570,7 @@ async fn two_hundred_dashboards_get_everything_in_order_and_a_stalled_one_is_dro
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_dashboard_sees_only_the_organisations_its_token_opens() {
-    let relay = RelayProcess::start(RelayOptions::default().tokens());
+    let relay = RelayProcess::start(RelayOptions::default().tokens(&dashboard_tokens()));
     let mut all = operator_stream(&relay).await;
     // EventSource cannot set headers: the token rides in the query.
     let mut only_b = sse_connect(relay.addr, &format!("/events/stream?token={TOKEN_B}"), &[])
@@ -905,8 +677,16 @@ async fn each_dashboard_sees_only_the_organisations_its_token_opens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_share_events_and_the_replay_guard_through_redis() {
     let channel = unique_id("vapi-edge-test:relay");
-    let a = RelayProcess::start(RelayOptions::default().tokens().redis(&channel));
-    let b = RelayProcess::start(RelayOptions::default().tokens().redis(&channel));
+    let a = RelayProcess::start(
+        RelayOptions::default()
+            .tokens(&dashboard_tokens())
+            .redis(&channel),
+    );
+    let b = RelayProcess::start(
+        RelayOptions::default()
+            .tokens(&dashboard_tokens())
+            .redis(&channel),
+    );
     let mut on_a = operator_stream(&a).await;
     let mut on_b = operator_stream(&b).await;
     a.wait_for_subscribers(1).await;
@@ -937,7 +717,7 @@ async fn websocket_delivers_and_a_reconnecting_dashboard_gets_exactly_what_it_mi
     let channel = unique_id("vapi-edge-test:relay");
     let relay = RelayProcess::start(
         RelayOptions::default()
-            .tokens()
+            .tokens(&dashboard_tokens())
             .redis(&channel)
             .arg("--heartbeat-ms")
             .arg("200"),
@@ -1052,7 +832,7 @@ async fn a_lost_redis_subscription_comes_back_and_dashboards_are_told_to_refetch
     let channel = unique_id("vapi-edge-test:relay");
     let relay = RelayProcess::start(
         RelayOptions::default()
-            .tokens()
+            .tokens(&dashboard_tokens())
             .redis_at(&proxy.url, &channel),
     );
     let mut stream = operator_stream(&relay).await;

@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -17,14 +16,6 @@ use vapi_edge_backends::kv::KvStore;
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// In every URL below; trust auth ignores it, and no output may show it.
 const PASSWORD: &str = "hunter2-not-logged";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn run(command: &mut Command) -> Output {
     let out = command.output().expect("command runs");
@@ -171,7 +162,7 @@ impl TestPostgres {
             .unwrap_or(false);
         let server = TestPostgres {
             dir: dir.join("pg"),
-            port: free_port(),
+            port: dead_address().port(),
             as_postgres,
         };
         std::fs::create_dir_all(&server.dir).unwrap();
@@ -552,7 +543,7 @@ struct TestRedis {
 
 impl TestRedis {
     fn start(certs: &Certs, cert: &Path, key: &Path) -> Result<TestRedis, String> {
-        let port = free_port();
+        let port = dead_address().port();
         let mut child = Command::new("redis-server")
             .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no"])

@@ -13,11 +13,15 @@ mod kv;
 mod logs;
 mod pg_proxy;
 mod relay;
+mod relay_process;
 mod vapi;
 
 // Each test binary uses a different part of the harness.
 #[allow(unused_imports)]
-pub use {build::*, database::*, host::*, kv::*, logs::*, pg_proxy::*, relay::*, vapi::*};
+pub use {
+    build::*, database::*, host::*, kv::*, logs::*, pg_proxy::*, relay::*, relay_process::*,
+    vapi::*,
+};
 
 /// Runs each named test body (`async fn name(store: StoreKind)`) once per
 /// store, as `postgres::<name>` and `sqlite::<name>`. Use with

@@ -132,7 +132,7 @@ impl Relay {
     }
 }
 
-/// A loopback address where nothing listens.
+/// A free loopback address: nothing listens there (until a test binds it).
 pub fn dead_address() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
