@@ -213,30 +213,6 @@ async fn fifty_concurrent_deliveries_over_three_replicas_make_one_effect() {
     );
 }
 
-/// `GET /metrics` with the metrics token.
-async fn metrics(addr: SocketAddr) -> String {
-    let bearer = format!("Bearer {METRICS_TOKEN}");
-    let response = send(
-        addr,
-        "GET",
-        "/metrics",
-        &[("authorization", &bearer)],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.text()
-}
-
-/// The sum of `vapi_edge_webhook_requests_total` over its labels.
-fn webhook_requests_total(exposition: &str) -> u64 {
-    exposition
-        .lines()
-        .filter(|line| line.starts_with("vapi_edge_webhook_requests_total{"))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
-}
-
 /// 1,000 distinct inbound call starts, round-robin over three replicas, 16 in
 /// flight: each answered `recorded`, each with one set of rows and one
 /// notification; then `/metrics` reads the same on all three replicas.

@@ -1,7 +1,7 @@
 //! `vapi-edge-host prune` on both stores: old delivery records and replayed
 //! dead letters go, idempotency records go after their own window except an
-//! event's with a pending dead letter, calls stay, and what is inside the
-//! windows still deduplicates.
+//! event's with a pending dead letter, calls stay, `/metrics`' counters do not
+//! go down, and what is inside the windows still deduplicates.
 
 #[macro_use]
 mod common;
@@ -14,6 +14,7 @@ const LONG_AGO: &str = "2020-01-01T00:00:00.000Z";
 async fn old_records_go_and_the_windows_hold(store: StoreKind) {
     let app = WebhookApp::start(AppOptions {
         store,
+        extra: vec![("metrics_token".into(), METRICS_TOKEN.into())],
         ..Default::default()
     })
     .await;
@@ -94,6 +95,7 @@ async fn old_records_go_and_the_windows_hold(store: StoreKind) {
         );
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
     };
+    let counters_before = metrics(app.host.addr).await;
     let first = prune(&app.db);
     assert_eq!(
         first,
@@ -122,6 +124,21 @@ async fn old_records_go_and_the_windows_hold(store: StoreKind) {
     assert_eq!(app.db.count("SELECT count(*) FROM dead_letters").await, 2);
     // The calls are the business's records: all three stay.
     assert_eq!(all_call_rows(&app.db).await, (3, 3, 2));
+    // The counters of /metrics are all-time totals: pruning the rows they
+    // counted does not take them back (Prometheus would read a reset).
+    let counters_after = metrics(app.host.addr).await;
+    let counter_lines = |exposition: &str| -> Vec<String> {
+        exposition
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.contains("_last_hour"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(webhook_requests_total(&counters_before), 3);
+    assert_eq!(
+        counter_lines(&counters_after),
+        counter_lines(&counters_before)
+    );
     // Inside the window the event is still a duplicate.
     let response = app.deliver(&recent_body).await;
     assert_eq!(response.json()["outcome"], "duplicate");

@@ -2,8 +2,8 @@
 //! PostgreSQL and `migrations/sqlite/*.sql` for the built-in SQLite store.
 //! Both are applied with the real `vapi-edge-host migrate`, then read back
 //! from each engine's catalogue and compared: the same migration versions,
-//! tables, columns (with NOT NULL and defaults) and index names. A column
-//! added to one set and not the other fails here.
+//! tables, columns (with NOT NULL and defaults), index names and trigger
+//! names. A column added to one set and not the other fails here.
 
 mod common;
 
@@ -18,6 +18,7 @@ struct Schema {
     migrations: Vec<String>,
     tables: BTreeMap<String, Columns>,
     indexes: Vec<String>,
+    triggers: Vec<String>,
 }
 
 async fn postgres_schema(db: &TestDb) -> Schema {
@@ -52,6 +53,15 @@ async fn postgres_schema(db: &TestDb) -> Schema {
         .map(|row| row.text(0))
         .collect();
     indexes.sort();
+    let triggers = db
+        .rows(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname",
+            &[],
+        )
+        .await
+        .iter()
+        .map(|row| row.text(0))
+        .collect();
     let migrations = db
         .rows(
             "SELECT version FROM schema_migrations ORDER BY version",
@@ -65,6 +75,7 @@ async fn postgres_schema(db: &TestDb) -> Schema {
         migrations,
         tables,
         indexes,
+        triggers,
     }
 }
 
@@ -114,6 +125,13 @@ fn sqlite_schema(path: &std::path::Path) -> Schema {
         .map(Result::unwrap)
         .collect();
     indexes.sort();
+    let triggers = db
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let migrations = db
         .prepare("SELECT version FROM schema_migrations ORDER BY version")
         .unwrap()
@@ -125,6 +143,7 @@ fn sqlite_schema(path: &std::path::Path) -> Schema {
         migrations,
         tables,
         indexes,
+        triggers,
     }
 }
 
@@ -149,4 +168,6 @@ async fn postgres_and_sqlite_migrations_make_the_same_schema() {
         );
     }
     assert_eq!(actual.indexes, expected.indexes, "indexes");
+    assert!(!expected.triggers.is_empty(), "{expected:?}");
+    assert_eq!(actual.triggers, expected.triggers, "triggers");
 }

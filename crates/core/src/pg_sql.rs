@@ -170,37 +170,40 @@ FROM (SELECT 1) AS one LEFT JOIN LATERAL (
 ) AS f ON true";
 
 /// Everything `/metrics` shows, as one JSON text (`vapi_edge_core::metrics::Snapshot`).
-/// The histogram's `le` bounds are [`crate::metrics::BUCKETS_S`] in milliseconds.
+/// All-time figures come from the totals the migration 0005 triggers keep
+/// (a few rows per label set, whatever the history); last-hour figures read
+/// webhook_events and call_tracking through their time indexes. The
+/// histogram's `le_*ms` columns are [`crate::metrics::BUCKETS_S`] in
+/// milliseconds.
 pub const METRICS_SNAPSHOT: &str = "WITH hour AS (
     SELECT * FROM webhook_events WHERE received_at > now() - interval '1 hour'
 )
 SELECT json_build_object(
   'requests', (SELECT coalesce(json_agg(r), '[]'::json) FROM (
-      SELECT coalesce(message_type, '') AS message_type, outcome,
-             (status_code / 100)::text || 'xx' AS status_class, count(*) AS count
-      FROM webhook_events GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) r),
-  'inbound_calls_total', (SELECT count(*) FROM call_tracking),
+      SELECT message_type, outcome, status_class, sum(count) AS count
+      FROM webhook_event_totals GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) r),
+  'inbound_calls_total', (SELECT coalesce(sum(calls), 0) FROM call_tracking_totals),
   'agent_lookup_failures_total',
-      (SELECT count(*) FROM webhook_events WHERE error_class = 'agent_lookup'),
+      (SELECT coalesce(sum(count), 0) FROM webhook_event_totals WHERE error_class = 'agent_lookup'),
   'call_tracking_failures_total',
-      (SELECT count(*) FROM webhook_events WHERE error_class = 'call_tracking'),
+      (SELECT coalesce(sum(count), 0) FROM webhook_event_totals WHERE error_class = 'call_tracking'),
   'upstream_failures_total',
-      (SELECT count(*) FROM webhook_events WHERE error_class = 'upstream'),
+      (SELECT coalesce(sum(count), 0) FROM webhook_event_totals WHERE error_class = 'upstream'),
   'processing', (SELECT json_build_object(
       'buckets', json_build_array(
-          count(*) FILTER (WHERE duration_ms <= 5),
-          count(*) FILTER (WHERE duration_ms <= 10),
-          count(*) FILTER (WHERE duration_ms <= 25),
-          count(*) FILTER (WHERE duration_ms <= 50),
-          count(*) FILTER (WHERE duration_ms <= 100),
-          count(*) FILTER (WHERE duration_ms <= 250),
-          count(*) FILTER (WHERE duration_ms <= 500),
-          count(*) FILTER (WHERE duration_ms <= 1000),
-          count(*) FILTER (WHERE duration_ms <= 2500),
-          count(*) FILTER (WHERE duration_ms <= 5000),
-          count(*) FILTER (WHERE duration_ms <= 10000)),
-      'count', count(*),
-      'sum_seconds', coalesce(sum(duration_ms), 0) / 1000.0) FROM webhook_events),
+          coalesce(sum(le_5ms), 0),
+          coalesce(sum(le_10ms), 0),
+          coalesce(sum(le_25ms), 0),
+          coalesce(sum(le_50ms), 0),
+          coalesce(sum(le_100ms), 0),
+          coalesce(sum(le_250ms), 0),
+          coalesce(sum(le_500ms), 0),
+          coalesce(sum(le_1000ms), 0),
+          coalesce(sum(le_2500ms), 0),
+          coalesce(sum(le_5000ms), 0),
+          coalesce(sum(le_10000ms), 0)),
+      'count', coalesce(sum(count), 0),
+      'sum_seconds', coalesce(sum(sum_ms), 0) / 1000.0) FROM webhook_event_totals),
   'last_hour', (SELECT json_build_object(
       'inbound_calls', (SELECT count(*) FROM call_tracking
                         WHERE created_at > now() - interval '1 hour'),
@@ -438,8 +441,14 @@ impl RowQuery {
     /// (highest first, so `$1` never eats the start of `$12`), for the
     /// simple query protocol in tests.
     pub fn with_not_found_literals(&self) -> String {
+        self.with_literals(self.not_found)
+    }
+
+    /// The statement with `literals` in place of `$1`, `$2`, ... (for the
+    /// benchmark scripts, which run the component's own statements).
+    pub fn with_literals(&self, literals: &[&str]) -> String {
         let mut sql = self.sql.to_string();
-        for (i, literal) in self.not_found.iter().enumerate().rev() {
+        for (i, literal) in literals.iter().enumerate().rev() {
             sql = sql.replace(&format!("${}::", i + 1), &format!("{literal}::"));
         }
         sql
@@ -517,17 +526,50 @@ mod tests {
         assert_eq!(names.len(), ROW_QUERIES.len(), "names are unique");
     }
 
-    #[test]
-    fn metrics_buckets_are_the_histogram_bounds_in_milliseconds() {
-        let bounds: Vec<f64> = METRICS_SNAPSHOT
-            .split("duration_ms <= ")
+    /// The numbers that follow each `before` in `text`, up to a character
+    /// that cannot be in one.
+    fn numbers_after(text: &str, before: &str) -> Vec<u64> {
+        text.split(before)
             .skip(1)
-            .map(|rest| rest.split(')').next().unwrap().parse().unwrap())
-            .collect();
-        let expected: Vec<f64> = crate::metrics::BUCKETS_S
+            .map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_totals_histogram_is_the_metrics_bounds_in_milliseconds() {
+        let bounds: Vec<u64> = crate::metrics::BUCKETS_S
             .iter()
-            .map(|s| (s * 1000.0_f64).round())
+            .map(|s| (s * 1000.0_f64).round() as u64)
             .collect();
-        assert_eq!(bounds, expected);
+        assert_eq!(numbers_after(METRICS_SNAPSHOT, "sum(le_"), bounds);
+        let migrations = [
+            include_str!("../../../migrations/0005_totals.sql"),
+            include_str!("../../../migrations/sqlite/0005_totals.sql"),
+        ];
+        for migration in migrations {
+            // The table's columns are the bounds, in order.
+            let table = migration
+                .split("CREATE TABLE webhook_event_totals (")
+                .nth(1)
+                .and_then(|rest| rest.split(");").next())
+                .expect("the totals table");
+            assert_eq!(numbers_after(table, "le_"), bounds);
+            // Every statement names every column: each as often as the others.
+            let mentions = numbers_after(migration, "le_");
+            for bound in &bounds {
+                let n = |b: &u64| mentions.iter().filter(|m| *m == b).count();
+                assert_eq!(n(bound), n(&bounds[0]), "le_{bound}ms");
+            }
+            assert!(mentions.iter().all(|m| bounds.contains(m)), "{mentions:?}");
+            // Each trigger's and backfill's filters are the whole list, in order.
+            let filters = numbers_after(migration, "duration_ms <= ");
+            assert!(!filters.is_empty() && filters.len() % bounds.len() == 0);
+            for list in filters.chunks(bounds.len()) {
+                assert_eq!(list, bounds);
+            }
+        }
     }
 }

@@ -160,13 +160,14 @@ LIMIT 1";
 pub const SCHEMA_VERSION_APPLIED: &str = "SELECT coalesce(max(version), '') FROM schema_migrations";
 
 /// The metrics snapshot as one JSON text, the same shape as the Postgres
-/// query's (see [`crate::metrics::Snapshot`]). SQLite has no
-/// `percentile_cont`, so p95 is interpolated the same way by hand. A
-/// subquery's JSON comes back as text, hence `json(...)` around each.
+/// query's (see [`crate::metrics::Snapshot`]): all-time figures from the
+/// totals the migration 0005 triggers keep, last-hour ones from the rows.
+/// SQLite has no `percentile_cont`, so p95 is interpolated the same way by
+/// hand. A subquery's JSON comes back as text, hence `json(...)` around each.
 pub fn metrics_snapshot() -> String {
     let buckets: Vec<String> = crate::metrics::BUCKETS_S
         .iter()
-        .map(|s| format!("count(*) FILTER (WHERE duration_ms <= {})", s * 1000.0))
+        .map(|s| format!("coalesce(sum(le_{}ms), 0)", (s * 1000.0).round()))
         .collect();
     format!(
         "WITH hour AS (
@@ -181,20 +182,19 @@ pub fn metrics_snapshot() -> String {
            'requests', json((SELECT json_group_array(json_object(
                    'message_type', message_type, 'outcome', outcome,
                    'status_class', status_class, 'count', n)) FROM (
-               SELECT coalesce(message_type, '') AS message_type, outcome,
-                      (status_code / 100) || 'xx' AS status_class, count(*) AS n
-               FROM webhook_events GROUP BY 1, 2, 3 ORDER BY 1, 2, 3))),
-           'inbound_calls_total', (SELECT count(*) FROM call_tracking),
-           'agent_lookup_failures_total',
-               (SELECT count(*) FROM webhook_events WHERE error_class = 'agent_lookup'),
-           'call_tracking_failures_total',
-               (SELECT count(*) FROM webhook_events WHERE error_class = 'call_tracking'),
-           'upstream_failures_total',
-               (SELECT count(*) FROM webhook_events WHERE error_class = 'upstream'),
+               SELECT message_type, outcome, status_class, sum(count) AS n
+               FROM webhook_event_totals GROUP BY 1, 2, 3 ORDER BY 1, 2, 3))),
+           'inbound_calls_total', (SELECT coalesce(sum(calls), 0) FROM call_tracking_totals),
+           'agent_lookup_failures_total', (SELECT coalesce(sum(count), 0)
+               FROM webhook_event_totals WHERE error_class = 'agent_lookup'),
+           'call_tracking_failures_total', (SELECT coalesce(sum(count), 0)
+               FROM webhook_event_totals WHERE error_class = 'call_tracking'),
+           'upstream_failures_total', (SELECT coalesce(sum(count), 0)
+               FROM webhook_event_totals WHERE error_class = 'upstream'),
            'processing', json((SELECT json_object(
                'buckets', json_array({buckets}),
-               'count', count(*),
-               'sum_seconds', coalesce(sum(duration_ms), 0) / 1000.0) FROM webhook_events)),
+               'count', coalesce(sum(count), 0),
+               'sum_seconds', coalesce(sum(sum_ms), 0) / 1000.0) FROM webhook_event_totals)),
            'last_hour', json((SELECT json_object(
                'inbound_calls', (SELECT count(*) FROM call_tracking
                                  WHERE created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour')),
@@ -340,7 +340,7 @@ pub struct Migration {
 /// `migrations/sqlite/*.sql`, in order. The component applies what is missing
 /// when it opens the store, so `spin up` needs no migrate step; a test keeps
 /// this list equal to the folder.
-pub const MIGRATIONS: [Migration; 4] = [
+pub const MIGRATIONS: [Migration; 5] = [
     Migration {
         version: "0001_init",
         sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -356,6 +356,10 @@ pub const MIGRATIONS: [Migration; 4] = [
     Migration {
         version: "0004_dashboard",
         sql: include_str!("../../../migrations/sqlite/0004_dashboard.sql"),
+    },
+    Migration {
+        version: "0005_totals",
+        sql: include_str!("../../../migrations/sqlite/0005_totals.sql"),
     },
 ];
 
@@ -387,7 +391,15 @@ pub fn statements(sql: &str) -> Vec<String> {
         }
         current.push_str(code);
         current.push('\n');
-        if code.ends_with(';') {
+        // A trigger's body holds statements of its own: the trigger ends at
+        // its `END;`.
+        let in_trigger = current.trim_start().starts_with("CREATE TRIGGER");
+        let ends = if in_trigger {
+            code.trim().eq_ignore_ascii_case("END;")
+        } else {
+            code.ends_with(';')
+        };
+        if ends {
             let statement = current.trim().trim_end_matches(';').trim().to_string();
             out.push(statement);
             current.clear();
@@ -447,21 +459,38 @@ mod tests {
     }
 
     #[test]
-    fn every_migration_statement_is_one_statement() {
+    fn a_trigger_is_one_statement_up_to_its_end() {
+        let sql = "CREATE TABLE a (x TEXT);\nCREATE TRIGGER t AFTER INSERT ON a\nBEGIN\n    INSERT INTO b VALUES (1);\n    DELETE FROM c; -- note\nEND;\nCREATE INDEX i ON a (x);";
+        assert_eq!(
+            statements(sql),
+            vec![
+                "CREATE TABLE a (x TEXT)".to_string(),
+                "CREATE TRIGGER t AFTER INSERT ON a\nBEGIN\n    INSERT INTO b VALUES (1);\n    DELETE FROM c;\nEND"
+                    .to_string(),
+                "CREATE INDEX i ON a (x)".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_migration_statement_is_one_additive_statement() {
         for migration in MIGRATIONS {
+            // Tables this migration creates: the only ones it may fill.
+            let mut created = Vec::new();
             for statement in statements(migration.sql) {
-                assert!(
-                    !statement.contains(';'),
-                    "{}: {statement}",
-                    migration.version
-                );
-                // Additive only: new tables and indexes, new columns.
-                let head = statement.split_whitespace().next().unwrap_or("");
-                assert!(
-                    head == "CREATE" || (head == "ALTER" && statement.contains("ADD COLUMN")),
-                    "{}: {statement}",
-                    migration.version
-                );
+                let words: Vec<&str> = statement.split_whitespace().collect();
+                let is = |prefix: &[&str]| words.starts_with(prefix);
+                if is(&["CREATE", "TABLE"]) {
+                    created.push(words[2].to_string());
+                }
+                // Additive only: new tables, indexes and triggers, new
+                // columns, and rows for a table created just above (a
+                // backfill). Only a trigger's body holds a `;`.
+                let additive = is(&["CREATE", "TRIGGER"])
+                    || (words.first() == Some(&"CREATE") && !statement.contains(';'))
+                    || (is(&["ALTER"]) && statement.contains("ADD COLUMN"))
+                    || (is(&["INSERT", "INTO"]) && created.iter().any(|t| t == words[2]));
+                assert!(additive, "{}: {statement}", migration.version);
             }
         }
     }

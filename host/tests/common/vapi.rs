@@ -105,3 +105,29 @@ pub fn vapi_headers_at(body: &[u8], timestamp: &str) -> Vec<(String, String)> {
         ("x-timestamp".into(), timestamp.to_string()),
     ]
 }
+
+/// `GET /metrics` with the metrics token (`metrics_token` = [`METRICS_TOKEN`]).
+#[allow(dead_code)] // each test binary uses a different part of the harness
+pub async fn metrics(addr: std::net::SocketAddr) -> String {
+    let bearer = format!("Bearer {METRICS_TOKEN}");
+    let response = send(
+        addr,
+        "GET",
+        "/metrics",
+        &[("authorization", &bearer)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.text()
+}
+
+/// The sum of `vapi_edge_webhook_requests_total` over its labels.
+#[allow(dead_code)]
+pub fn webhook_requests_total(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with("vapi_edge_webhook_requests_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
