@@ -4,6 +4,7 @@
 #   bash bench/run.sh
 #   CONCURRENCY="1 8" REQUESTS=300 WARMUP=50 bash bench/run.sh
 #   NATIVE=0 bash bench/run.sh      # the .wasm only, without the native baseline
+#   SPIN=0 FLOOR=0 bash bench/run.sh   # without the Spin runs and the PostgreSQL floor
 #   BIN_DIR=/saved/build bash bench/run.sh   # compare saved builds: no build step
 #   HOST_ARGS="--instance-pool 0" bash bench/run.sh   # extra flags for `vapi-edge-host up`
 #
@@ -30,8 +31,19 @@
 # baseline, the ratio wasm / native for throughput, p50 and p99; exits non-zero
 # when any run had an error or a failed database check.
 #
-# Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth, psql
-# installed) and Redis on 127.0.0.1:6379. Traffic goes to loopback only.
+# Then (unless SPIN=0) the same .wasm under the real Spin CLI, when one is
+# found: SPIN_BIN, else ../shared/bin/spin beside the repository, else spin on
+# PATH; same manifest, variables, Redis and database, the same runs, and the
+# ratio Spin / vapi-edge-host. Then (unless FLOOR=0) the PostgreSQL floor on
+# the same database (bench/pg_floor.sh: pgbench running the component's own
+# two statements per unique event, FLOOR_S seconds per concurrency, default
+# 10), and the ratio of each server's unique-event throughput to it.
+#
+# It prints the RUST_BACKTRACE it ran with (set in this environment, it makes
+# every error value on the request path capture a backtrace; run both ways).
+#
+# Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth, psql and
+# pgbench installed) and Redis on 127.0.0.1:6379. Traffic goes to loopback only.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -48,12 +60,27 @@ concurrencies=${CONCURRENCY:-1 8 32}
 requests=${REQUESTS:-2000}
 warmup=${WARMUP:-200}
 native=${NATIVE:-1}
+use_spin=${SPIN:-1}
+floor=${FLOOR:-1}
+floor_s=${FLOOR_S:-10}
 pg_admin=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
 redis_url='redis://127.0.0.1:6379'
 
 [[ $requests =~ ^[1-9][0-9]*$ ]] || die "REQUESTS must be a positive integer, not '${requests}'"
 [[ $warmup =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer, not '${warmup}'"
 [[ $native == 0 || $native == 1 ]] || die "NATIVE must be 0 or 1, not '${native}'"
+[[ $use_spin == 0 || $use_spin == 1 ]] || die "SPIN must be 0 or 1, not '${use_spin}'"
+[[ $floor == 0 || $floor == 1 ]] || die "FLOOR must be 0 or 1, not '${floor}'"
+spin_bin=''
+if ((use_spin)); then
+    if [[ -n ${SPIN_BIN:-} ]]; then
+        spin_bin=$SPIN_BIN
+    elif [[ -x ../shared/bin/spin ]]; then
+        spin_bin=$(cd ../shared/bin && pwd)/spin
+    else
+        spin_bin=$(command -v spin || true)
+    fi
+fi
 read -r -a concurrency_list <<<"$concurrencies"
 ((${#concurrency_list[@]} > 0)) || die "CONCURRENCY is empty"
 for c in "${concurrency_list[@]}"; do
@@ -91,7 +118,7 @@ fi
 [[ -x $host_bin ]] || die "${host_bin} was not built"
 [[ -x $bench_bin ]] || die "${bench_bin} was not built"
 ((native == 0)) || [[ -x $native_bin ]] || die "${native_bin} was not built"
-wasm_bytes=$(stat -c %s "$wasm")
+wasm_bytes=$(stat -L -c %s "$wasm")
 wasm_kib=$(awk -v b="$wasm_bytes" 'BEGIN { printf "%.1f", b / 1024 }')
 say "vapi_edge.wasm (component): ${wasm_bytes} bytes = ${wasm_kib} KiB (${wasm})"
 
@@ -206,6 +233,14 @@ declare -A results=() # "server mode concurrency" -> the driver's JSON summary
 failures=0
 run_index=0
 
+declare -A sessions=() # "server mode concurrency" -> PostgreSQL sessions opened meanwhile
+# pg_sessions: sessions ever opened on the run's database (pg_stat_database;
+# the statistics are flushed when a session ends, or within a second).
+pg_sessions() {
+    sleep 1.1
+    "${pg_admin[@]}" -At -c "SELECT sessions FROM pg_stat_database WHERE datname = '${db}'" </dev/null
+}
+
 # run_all SERVER ADDR PID NAME: both modes at every concurrency against one server.
 run_all() {
     local server=$1 addr=$2 pid=$3 name=$4 c mode out status json
@@ -219,6 +254,7 @@ run_all() {
                 tail -n 20 "${tmp}/${name}.log" "${tmp}/${name}.err" || true
                 die "${name} has exited"
             }
+            sessions_before=$(pg_sessions)
             status=ok
             if ! "$bench_bin" --url "http://${addr}" --pg-url "$pg_url" \
                 --hmac-secret "$hmac_secret" --mode "$mode" --concurrency "$c" \
@@ -230,6 +266,7 @@ run_all() {
             fi
             json=$(grep -E '^\{"' "$out" | tail -n 1 || true)
             results["${server} ${mode} ${c}"]=$json
+            sessions["${server} ${mode} ${c}"]=$(($(pg_sessions) - sessions_before))
             # shellcheck disable=SC2059 # the format is a variable on purpose
             rows+=("$(printf "$row_format" "$server" "$mode" "$c" \
                 "$(json_field "$json" requests)" "$(json_field "$json" errors)" \
@@ -274,6 +311,41 @@ if ((native)); then
     stop_server "$native_pid" "$native_drain_pid"
 fi
 
+# --- (c) the same .wasm under the real Spin CLI -----------------------------------
+if [[ -n $spin_bin ]]; then
+    echo
+    # Spin reads .env from its working directory and keeps its compilation
+    # cache under HOME: both in the run's own folder.
+    mkdir -p "${tmp}/spin-home"
+    start_server spin env -i -C "$tmp" PATH="$PATH" HOME="${tmp}/spin-home" \
+        SPIN_VARIABLE_VAPI_HMAC_SECRET="$hmac_secret" \
+        SPIN_VARIABLE_PG_URL="$pg_url" \
+        "$spin_bin" up --from "${tmp}/spin.toml" --listen 127.0.0.1:0 \
+        --runtime-config-file "${tmp}/runtime-config.toml"
+    spin_pid=$server_pid
+    spin_drain_pid=$server_drain_pid
+    spin_addr=$server_addr
+    spin_startup_ms=$server_startup_ms
+    # `spin up` runs the app in a child process (`spin trigger http`): that
+    # one's CPU is the server's.
+    spin_trigger_pid=$(pgrep -P "$spin_pid" | head -n 1 || true)
+    say "Spin ($("$spin_bin" --version | head -n 1)) serving on http://${spin_addr} (pid ${spin_pid}, trigger ${spin_trigger_pid:-?})"
+    run_all spin "$spin_addr" "${spin_trigger_pid:-$spin_pid}" spin
+    stop_server "$spin_pid" "$spin_drain_pid"
+elif ((use_spin)); then
+    say "no Spin CLI (SPIN_BIN, ../shared/bin/spin, spin on PATH): Spin runs skipped"
+fi
+
+# --- (d) the PostgreSQL floor on the same database ---------------------------------
+declare -A floors=()
+if ((floor)); then
+    echo
+    say "PostgreSQL floor: bench/pg_floor.sh, ${floor_s} s per concurrency"
+    while read -r _ c tps; do
+        floors[$c]=$tps
+    done < <(DB="$db" CONCURRENCY="$concurrencies" DURATION="$floor_s" bash bench/pg_floor.sh)
+fi
+
 # --- summary -------------------------------------------------------------------
 echo
 say "summary ($(nproc) cores; $(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo))"
@@ -283,6 +355,7 @@ if ((native)); then
     say "  native baseline start-up: ${native_startup_ms} ms"
 fi
 say "  key-value store: Redis (${redis_url}); database ${db}; ${requests} requests per run after ${warmup} warm-up"
+say "  RUST_BACKTRACE=${RUST_BACKTRACE-<unset>} (inherited by vapi-edge-host, vapi-edge-native and Spin)"
 say "  wasm: the .wasm in vapi-edge-host; native: vapi-edge-native, the same logic and SQL compiled natively"
 # shellcheck disable=SC2059 # the format is a variable on purpose
 printf "${row_format}\n" server mode conc requests errors 'req/s' \
@@ -308,6 +381,14 @@ done | sort -k1,1r -k3,3n -k2,2r | while read -r server mode c; do
         'BEGIN { if (a b c d ~ /\?/) print "?"; else printf "%.1f", a + b + c + d }')
     # shellcheck disable=SC2059 # the format is a variable on purpose
     printf "$cpu_format" "$server" "$mode" "$c" "${cells[@]}" "$total"
+done
+
+echo
+say "PostgreSQL sessions opened during each run (warm-up included; a pooled server opens few):"
+for key in "${!sessions[@]}"; do
+    printf '%s\n' "$key"
+done | sort -k1,1r -k3,3n -k2,2r | while read -r server mode c; do
+    printf '%-7s %-9s %5s %9s\n' "$server" "$mode" "$c" "${sessions["${server} ${mode} ${c}"]}"
 done
 
 # ratio A B: A / B to three decimals, or ? when either is missing or B is 0.
@@ -340,6 +421,42 @@ if ((native)); then
         done
     done
 fi
+if [[ -n $spin_bin ]]; then
+    echo
+    say "Spin: ratio Spin / vapi-edge-host, same .wasm (req/s below 1: Spin is slower)"
+    ratio_format='%-9s %5s %10s %10s %7s %9s %9s %7s\n'
+    # shellcheck disable=SC2059 # the format is a variable on purpose
+    printf "$ratio_format" mode conc 'spin r/s' 'host r/s' 'r/s x' 'spin p99' 'host p99' 'p99 x'
+    for c in "${concurrency_list[@]}"; do
+        for mode in unique duplicate; do
+            spin_json=${results["spin ${mode} ${c}"]:-}
+            wasm_json=${results["wasm ${mode} ${c}"]:-}
+            line=("$mode" "$c")
+            for field in throughput_rps p99_ms; do
+                a=$(json_field "$spin_json" "$field")
+                b=$(json_field "$wasm_json" "$field")
+                line+=("$a" "$b" "$(ratio "$a" "$b")")
+            done
+            # shellcheck disable=SC2059 # the format is a variable on purpose
+            printf "$ratio_format" "${line[@]}"
+        done
+    done
+fi
+
+if ((floor)); then
+    echo
+    say "PostgreSQL floor: unique-event req/s of each server / the floor's tx/s"
+    # shellcheck disable=SC2059 # the format is a variable on purpose
+    printf '%5s %9s %9s %9s %9s\n' conc 'floor/s' wasm native spin
+    for c in "${concurrency_list[@]}"; do
+        cells=()
+        for server in wasm native spin; do
+            cells+=("$(ratio "$(json_field "${results["${server} unique ${c}"]:-}" throughput_rps)" "${floors[$c]:-?}")")
+        done
+        printf '%5s %9s %9s %9s %9s\n' "$c" "${floors[$c]:-?}" "${cells[@]}"
+    done
+fi
+
 if ((failures > 0)); then
     die "${failures} run(s) failed"
 fi

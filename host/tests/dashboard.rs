@@ -34,15 +34,7 @@ async fn dashboard_app(store: StoreKind, host: HostKind) -> WebhookApp {
 }
 
 async fn api(host: &Host, path: &str, token: &str) -> TestResponse {
-    let bearer = format!("Bearer {token}");
-    send(
-        host.addr,
-        "GET",
-        path,
-        &[("authorization", &bearer)],
-        Vec::new(),
-    )
-    .await
+    send_bearer(host.addr, "GET", path, token).await
 }
 
 async fn api_json(host: &Host, path: &str, token: &str) -> Value {

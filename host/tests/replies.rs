@@ -159,16 +159,7 @@ async fn a_slow_upstream_gets_the_fallback_within_the_deadline(store: StoreKind,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let bearer = format!("Bearer {METRICS_TOKEN}");
-    let metrics = send(
-        app.host.addr,
-        "GET",
-        "/metrics",
-        &[("authorization", &bearer)],
-        Vec::new(),
-    )
-    .await
-    .text();
+    let metrics = metrics(app.host.addr).await;
     assert!(
         metrics.contains("vapi_edge_upstream_failures_total 1"),
         "{metrics}"

@@ -421,6 +421,20 @@ impl TestResponse {
     }
 }
 
+/// A request without a body and with `Authorization: Bearer <token>`.
+#[allow(dead_code)] // each test binary uses a different part of the harness
+pub async fn send_bearer(addr: SocketAddr, method: &str, path: &str, token: &str) -> TestResponse {
+    let bearer = format!("Bearer {token}");
+    send(
+        addr,
+        method,
+        path,
+        &[("authorization", &bearer)],
+        Vec::new(),
+    )
+    .await
+}
+
 /// One HTTP/1.1 request on a fresh connection.
 pub async fn send(
     addr: SocketAddr,
@@ -550,15 +564,7 @@ impl WebhookApp {
 
     /// `POST /admin/replay` with the admin token: its 200 report.
     pub async fn replay(&self) -> serde_json::Value {
-        let bearer = format!("Bearer {ADMIN_TOKEN}");
-        let response = send(
-            self.host.addr,
-            "POST",
-            "/admin/replay",
-            &[("authorization", &bearer)],
-            Vec::new(),
-        )
-        .await;
+        let response = send_bearer(self.host.addr, "POST", "/admin/replay", ADMIN_TOKEN).await;
         assert_eq!(response.status, 200, "{}", response.text());
         response.json()
     }

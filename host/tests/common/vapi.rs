@@ -109,15 +109,7 @@ pub fn vapi_headers_at(body: &[u8], timestamp: &str) -> Vec<(String, String)> {
 /// `GET /metrics` with the metrics token (`metrics_token` = [`METRICS_TOKEN`]).
 #[allow(dead_code)] // each test binary uses a different part of the harness
 pub async fn metrics(addr: std::net::SocketAddr) -> String {
-    let bearer = format!("Bearer {METRICS_TOKEN}");
-    let response = send(
-        addr,
-        "GET",
-        "/metrics",
-        &[("authorization", &bearer)],
-        Vec::new(),
-    )
-    .await;
+    let response = send_bearer(addr, "GET", "/metrics", METRICS_TOKEN).await;
     assert_eq!(response.status, 200, "{}", response.text());
     response.text()
 }
