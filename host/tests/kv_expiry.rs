@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use vapi_edge_core::pg_sql::{INSERT_EVENT_ROW, RECORD_EVENT};
+use vapi_edge_core::pg_sql::{INSERT_EVENT_ROW, RECORD_EVENT_CALL};
 
 const CALLER: &str = "+12125550187";
 
@@ -80,7 +80,7 @@ async fn an_expired_done_key_costs_one_round_trip_and_no_second_effect() {
     // are the redeliveries' own.
     assert_eq!(
         proxy.statements_since(from, 2).await,
-        [RECORD_EVENT, INSERT_EVENT_ROW]
+        [RECORD_EVENT_CALL, INSERT_EVENT_ROW]
     );
     let done_ttl = ttl_of(&format!("vapi-edge/done/*{call_id}*")).await;
     assert!(
@@ -106,7 +106,7 @@ async fn an_expired_done_key_costs_one_round_trip_and_no_second_effect() {
     assert_eq!(app.deliver(&body).await.json()["outcome"], "duplicate");
     assert_eq!(
         proxy.statements_since(from, 2).await,
-        [RECORD_EVENT, INSERT_EVENT_ROW],
+        [RECORD_EVENT_CALL, INSERT_EVENT_ROW],
         "an expired done key: one recording statement, which finds the event recorded"
     );
     assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 1));

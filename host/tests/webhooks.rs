@@ -761,7 +761,7 @@ async fn unhandled_message_types_are_acknowledged_without_side_effects(store: St
 /// Counted on the wire, by a proxy that reads every statement the host sends.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_start_event_is_one_database_round_trip() {
-    use vapi_edge_core::pg_sql::{INSERT_EVENT_ROW, RECORD_EVENT};
+    use vapi_edge_core::pg_sql::{INSERT_EVENT_ROW, RECORD_EVENT_CALL};
     let proxy = PgProxy::start().await;
     let db = TestDb::migrated().await;
     let agent = db.seed_agent(ORG_ID, "receptionist", "Ava").await;
@@ -781,7 +781,7 @@ async fn a_call_start_event_is_one_database_round_trip() {
         let sent = proxy.statements_since(from, 2).await;
         assert_eq!(
             sent,
-            [RECORD_EVENT, INSERT_EVENT_ROW],
+            [RECORD_EVENT_CALL, INSERT_EVENT_ROW],
             "statements of one call-start"
         );
         bodies.push(body);

@@ -385,7 +385,7 @@ impl Effects for NativeEffects {
             &record.success_evaluation, // $28 success_evaluation
             &record.costs,              // $29 costs (jsonb)
         ];
-        let rows = self.rows(pg_sql::RECORD_EVENT, &params).await?;
+        let rows = self.rows(pg_sql::RECORD_EVENT_CALL, &params).await?;
         let Some(row) = rows.first() else {
             return Ok(Recorded::OwnerNotFound);
         };

@@ -121,6 +121,18 @@ SELECT agent.id::text, agent.org_id::text, agent.name,
        agent.in_rollout, agent.via
 FROM (SELECT 1) AS one LEFT JOIN agent ON true";
 
+/// What the component sends to record an event: [`RECORD_EVENT`] run by the
+/// function `vapi_record_event_v1` (migration 0006), same parameters, same
+/// one row. Spin sends statements unprepared, and PostgreSQL would plan the
+/// whole CTE each time; a PL/pgSQL function's plan is made once per
+/// connection. `vapi-edge-host` and the native baseline prepare it, as any
+/// statement.
+pub const RECORD_EVENT_CALL: &str = "SELECT * FROM vapi_record_event_v1(
+    $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text,
+    $9::text, $10::int2, $11::text, $12::jsonb, $13::int8, $14::int8, $15::text,
+    $16::float8, $17::float8, $18::text, $19::text, $20::text, $21::int8, $22::bool,
+    $23::text, $24::text, $25::text, $26::text, $27::jsonb, $28::text, $29::jsonb)";
+
 /// Adds one row to `webhook_events`, the durable record `/metrics` is
 /// computed from (written after the response).
 pub const INSERT_EVENT_ROW: &str = "INSERT INTO webhook_events
@@ -340,7 +352,7 @@ pub struct RowQuery {
 
 pub const RECORD_EVENT_QUERY: RowQuery = RowQuery {
     name: "record_event",
-    sql: RECORD_EVENT,
+    sql: RECORD_EVENT_CALL,
     not_found: &[
         "NULL",
         "'status-update:no-such-call:in-progress'",
@@ -498,6 +510,46 @@ mod tests {
             assert!(RECORD_EVENT.contains(&format!("${n}::")), "${n} unused");
         }
         assert!(!RECORD_EVENT.contains(&format!("${}::", RECORD_EVENT_PARAMS.len() + 1)));
+    }
+
+    #[test]
+    fn the_record_event_function_is_record_event() {
+        let migration = include_str!("../../../migrations/0006_record_event_function.sql");
+        let body = migration
+            .split("RETURN QUERY\n")
+            .nth(1)
+            .and_then(|rest| rest.split(";\nEND").next())
+            .expect("the function's body");
+        let mut expected = RECORD_EVENT.trim().to_string();
+        for n in (1..=RECORD_EVENT_PARAMS.len()).rev() {
+            expected = expected.replace(&format!("${n}::"), &format!("p{n}::"));
+        }
+        let lines = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(lines(body), lines(&expected));
+        // The call passes every parameter, in order, with RECORD_EVENT's types.
+        for n in 1..=RECORD_EVENT_PARAMS.len() {
+            let typed = RECORD_EVENT
+                .split(&format!("${n}::"))
+                .nth(1)
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric())
+                        .collect::<String>()
+                })
+                .unwrap();
+            assert!(
+                RECORD_EVENT_CALL.contains(&format!("${n}::{typed}")),
+                "${n}"
+            );
+            assert!(migration.contains(&format!("p{n} {typed}")), "p{n}");
+        }
+        assert!(!RECORD_EVENT_CALL.contains(&format!("${}::", RECORD_EVENT_PARAMS.len() + 1)));
     }
 
     #[test]

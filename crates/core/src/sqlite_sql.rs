@@ -340,7 +340,7 @@ pub struct Migration {
 /// `migrations/sqlite/*.sql`, in order. The component applies what is missing
 /// when it opens the store, so `spin up` needs no migrate step; a test keeps
 /// this list equal to the folder.
-pub const MIGRATIONS: [Migration; 5] = [
+pub const MIGRATIONS: [Migration; 6] = [
     Migration {
         version: "0001_init",
         sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -360,6 +360,10 @@ pub const MIGRATIONS: [Migration; 5] = [
     Migration {
         version: "0005_totals",
         sql: include_str!("../../../migrations/sqlite/0005_totals.sql"),
+    },
+    Migration {
+        version: "0006_record_event_function",
+        sql: include_str!("../../../migrations/sqlite/0006_record_event_function.sql"),
     },
 ];
 

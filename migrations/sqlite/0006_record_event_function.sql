@@ -1,0 +1,4 @@
+-- vapi-edge schema for SQLite, version 0006: the twin of
+-- ../0006_record_event_function.sql, which adds a PostgreSQL function only.
+-- SQLite has none and needs none (the component prepares its statements), so
+-- this version changes nothing here; it keeps the two version lists equal.
