@@ -39,8 +39,9 @@
 # two statements per unique event, FLOOR_S seconds per concurrency, default
 # 10), and the ratio of each server's unique-event throughput to it.
 #
-# It prints the RUST_BACKTRACE it ran with (set in this environment, it makes
-# every error value on the request path capture a backtrace; run both ways).
+# It prints the RUST_BACKTRACE it ran with: it is set in this environment, and
+# an error value created with it set captures a backtrace, so measure both ways
+# (BENCHMARKS.md: no difference in vapi-edge-host's request path so far).
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth, psql and
 # pgbench installed) and Redis on 127.0.0.1:6379. Traffic goes to loopback only.
@@ -325,11 +326,10 @@ if [[ -n $spin_bin ]]; then
     spin_pid=$server_pid
     spin_drain_pid=$server_drain_pid
     spin_addr=$server_addr
-    spin_startup_ms=$server_startup_ms
     # `spin up` runs the app in a child process (`spin trigger http`): that
     # one's CPU is the server's.
     spin_trigger_pid=$(pgrep -P "$spin_pid" | head -n 1 || true)
-    say "Spin ($("$spin_bin" --version | head -n 1)) serving on http://${spin_addr} (pid ${spin_pid}, trigger ${spin_trigger_pid:-?})"
+    say "Spin ($("$spin_bin" --version | head -n 1)) serving on http://${spin_addr} (pid ${spin_pid}, trigger ${spin_trigger_pid:-?}), ${server_startup_ms} ms after its start"
     run_all spin "$spin_addr" "${spin_trigger_pid:-$spin_pid}" spin
     stop_server "$spin_pid" "$spin_drain_pid"
 elif ((use_spin)); then

@@ -2,8 +2,8 @@
 --
 -- Spin sends each `spin:postgres` statement unprepared, so PostgreSQL parsed
 -- and planned RECORD_EVENT, a 29-parameter statement of nine CTEs, on every
--- webhook: under Spin it spent 2.7x the CPU per event that vapi-edge-host
--- (which prepares each statement once per connection) does. PL/pgSQL caches a
+-- webhook: PostgreSQL spent 2.7x the CPU per event under Spin that it spends
+-- under vapi-edge-host, which prepares each statement once per connection. PL/pgSQL caches a
 -- function's plans per session, so the component now sends
 -- `SELECT * FROM vapi_record_event_v1($1, ..., $29)`, which is cheap to plan,
 -- and the plan of the body below is made once per connection
