@@ -77,15 +77,11 @@ async fn old_records_go_and_the_windows_hold(store: StoreKind) {
         .await;
 
     let prune = |db: &TestDb| {
-        let target: Vec<String> = match db.kind {
-            StoreKind::Postgres => vec!["--pg-url".into(), db.url.clone()],
-            StoreKind::Sqlite => vec!["--sqlite".into(), db.sqlite_path().display().to_string()],
-        };
         // One row per statement: the batches loop until a short one.
         let mut args: Vec<String> = ["prune", "--keep-days", "30", "--batch", "1"]
             .map(String::from)
             .to_vec();
-        args.extend(target);
+        args.extend(db.database_args());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let output = run_host(&args);
         assert!(

@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
-use std::path::Path;
 use vapi_edge_core::metrics::Snapshot;
 use vapi_edge_core::{pg_sql, sqlite_sql};
 
@@ -263,21 +262,8 @@ async fn sqlite_totals_equal_the_rows() {
 /// A database with rows, migrated to 0004 by an earlier build, then to 0005:
 /// the migration counts what was there, and a row written after it counts once.
 async fn migrating_counts_what_was_there(store: StoreKind) {
-    let (db, folder) = match store {
-        StoreKind::Postgres => (TestDb::create().await, workspace_root().join("migrations")),
-        StoreKind::Sqlite => {
-            let dir = temp_dir("sqlite");
-            (
-                TestDb {
-                    kind: store,
-                    name: dir.display().to_string(),
-                    url: String::new(),
-                    app_dir: Some(dir),
-                },
-                workspace_root().join("migrations/sqlite"),
-            )
-        }
-    };
+    let db = TestDb::create_on(store).await;
+    let folder = store.migrations();
     let before = temp_dir("migrations-0004");
     for entry in std::fs::read_dir(&folder).unwrap() {
         let path = entry.unwrap().path();
@@ -286,7 +272,7 @@ async fn migrating_counts_what_was_there(store: StoreKind) {
             std::fs::copy(&path, before.join(&name)).unwrap();
         }
     }
-    migrate(&db, &before);
+    db.migrate_from(&before);
     assert!(db
         .rows(
             "SELECT 1 FROM schema_migrations WHERE version LIKE '0005%'",
@@ -300,34 +286,12 @@ async fn migrating_counts_what_was_there(store: StoreKind) {
         db.rows(&track_call(&format!("call-{c}")), &[]).await;
     }
 
-    migrate(&db, &folder);
+    db.migrate_from(&folder);
     assert_totals_match(&db, 40, 3).await;
     db.rows(&insert_events((40..41).map(event_values)), &[])
         .await;
     db.rows(&track_call("call-after"), &[]).await;
     assert_totals_match(&db, 41, 4).await;
-}
-
-fn migrate(db: &TestDb, folder: &Path) {
-    let target = match db.kind {
-        StoreKind::Postgres => ["--pg-url".to_string(), db.url.clone()],
-        StoreKind::Sqlite => [
-            "--sqlite".to_string(),
-            db.sqlite_path().display().to_string(),
-        ],
-    };
-    let output = run_host(&[
-        "migrate",
-        &target[0],
-        &target[1],
-        "--migrations",
-        folder.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,14 @@ impl StoreKind {
             StoreKind::Sqlite => "sqlite",
         }
     }
+
+    /// The folder `vapi-edge-host migrate` applies to this store.
+    pub fn migrations(self) -> PathBuf {
+        match self {
+            StoreKind::Postgres => workspace_root().join("migrations"),
+            StoreKind::Sqlite => workspace_root().join("migrations/sqlite"),
+        }
+    }
 }
 
 /// A database that exists for one test: a fresh PostgreSQL database, dropped
@@ -76,7 +84,15 @@ impl TestDb {
     /// which applies `migrations/` to Postgres or `migrations/sqlite/` to the
     /// SQLite file.
     pub async fn migrated_on(kind: StoreKind) -> TestDb {
-        let db = match kind {
+        let db = TestDb::create_on(kind).await;
+        db.migrate_from(&kind.migrations());
+        db
+    }
+
+    /// A database of this kind with no schema yet: a fresh PostgreSQL
+    /// database, or a SQLite file (not yet there) in a test app folder.
+    pub async fn create_on(kind: StoreKind) -> TestDb {
+        match kind {
             StoreKind::Postgres => TestDb::create().await,
             StoreKind::Sqlite => {
                 let dir = temp_dir("sqlite");
@@ -87,33 +103,33 @@ impl TestDb {
                     app_dir: Some(dir),
                 }
             }
-        };
-        let out = match kind {
-            StoreKind::Postgres => run_host(&[
-                "migrate",
-                "--pg-url",
-                &db.url,
-                "--migrations",
-                &migrations_dir(),
-            ]),
-            StoreKind::Sqlite => {
-                let path = db.sqlite_path();
-                let dir = workspace_root().join("migrations/sqlite");
-                run_host(&[
-                    "migrate",
-                    "--sqlite",
-                    path.to_str().unwrap(),
-                    "--migrations",
-                    dir.to_str().unwrap(),
-                ])
-            }
-        };
+        }
+    }
+
+    /// The `vapi-edge-host` flags that name this database to `migrate`,
+    /// `prune` and `seed-agent`: `--pg-url URL` or `--sqlite PATH`.
+    pub fn database_args(&self) -> [String; 2] {
+        match self.kind {
+            StoreKind::Postgres => ["--pg-url".into(), self.url.clone()],
+            StoreKind::Sqlite => ["--sqlite".into(), self.sqlite_path().display().to_string()],
+        }
+    }
+
+    /// Applies the migrations in `folder` with the real `vapi-edge-host migrate`.
+    pub fn migrate_from(&self, folder: &std::path::Path) {
+        let [flag, target] = self.database_args();
+        let out = run_host(&[
+            "migrate",
+            &flag,
+            &target,
+            "--migrations",
+            folder.to_str().unwrap(),
+        ]);
         assert!(
             out.status.success(),
             "migrate failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        db
     }
 
     /// PostgreSQL only: a client for statements the portable helpers below
