@@ -8,6 +8,7 @@
 #
 #   bash bench/pg_floor.sh                     # CONCURRENCY="8 32" DURATION=10
 #   DB=name bash bench/pg_floor.sh             # an existing migrated database
+#   SQL_BIN=path bash bench/pg_floor.sh        # a built vapi-edge-sql: no cargo build
 #
 # Without DB it creates vapi_edge_floor_<pid>, migrates it with migrations/
 # (MIGRATIONS=DIR: another folder) and drops it on exit. Needs PostgreSQL on
@@ -20,9 +21,13 @@ duration=${DURATION:-10}
 migrations=${MIGRATIONS:-migrations}
 psql_admin=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/vapi-edge-target}"
-cargo build -q --release -p vapi-edge-bench --bin vapi-edge-sql
-sql_bin="${CARGO_TARGET_DIR}/release/vapi-edge-sql"
+if [[ -n ${SQL_BIN:-} ]]; then
+    sql_bin=$SQL_BIN # a saved build (bench/run.sh with BIN_DIR)
+else
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/vapi-edge-target}"
+    cargo build -q --release -p vapi-edge-bench --bin vapi-edge-sql
+    sql_bin="${CARGO_TARGET_DIR}/release/vapi-edge-sql"
+fi
 
 if [[ -z ${DB:-} ]]; then
     DB="vapi_edge_floor_$$"

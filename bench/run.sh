@@ -9,8 +9,9 @@
 #   HOST_ARGS="--instance-pool 0" bash bench/run.sh   # extra flags for `vapi-edge-host up`
 #
 # BIN_DIR names a folder holding vapi-edge-host, vapi-edge-bench,
-# vapi-edge-native and vapi_edge.wasm (WASM=path overrides the last), so two
-# builds can be measured alternately on the same .wasm.
+# vapi-edge-native, vapi-edge-sql and vapi_edge.wasm (WASM=path overrides the
+# last), so two builds can be measured alternately on the same .wasm, or two
+# .wasm files on the same build.
 #
 # It builds the component (wasm32-wasip2, profile component) and vapi-edge-host plus
 # vapi-edge-bench (profile dist: as deployed), prints the size of the .wasm, creates a fresh
@@ -102,6 +103,7 @@ if [[ -n ${BIN_DIR:-} ]]; then
     host_bin="${BIN_DIR}/vapi-edge-host"
     bench_bin="${BIN_DIR}/vapi-edge-bench"
     native_bin="${BIN_DIR}/vapi-edge-native"
+    sql_bin="${BIN_DIR}/vapi-edge-sql"
 else
     if command -v rustup >/dev/null 2>&1; then
         rustup -q target add wasm32-wasip2
@@ -114,11 +116,13 @@ else
     host_bin="${CARGO_TARGET_DIR}/dist/vapi-edge-host"
     bench_bin="${CARGO_TARGET_DIR}/dist/vapi-edge-bench"
     native_bin="${CARGO_TARGET_DIR}/dist/vapi-edge-native"
+    sql_bin="${CARGO_TARGET_DIR}/dist/vapi-edge-sql"
 fi
 [[ -f $wasm ]] || die "${wasm} was not built"
 [[ -x $host_bin ]] || die "${host_bin} was not built"
 [[ -x $bench_bin ]] || die "${bench_bin} was not built"
 ((native == 0)) || [[ -x $native_bin ]] || die "${native_bin} was not built"
+((floor == 0)) || [[ -x $sql_bin ]] || die "${sql_bin} was not built"
 wasm_bytes=$(stat -L -c %s "$wasm")
 wasm_kib=$(awk -v b="$wasm_bytes" 'BEGIN { printf "%.1f", b / 1024 }')
 say "vapi_edge.wasm (component): ${wasm_bytes} bytes = ${wasm_kib} KiB (${wasm})"
@@ -278,9 +282,14 @@ run_all() {
     done
 }
 
+# The servers start from an empty environment (`env -i`), so RUST_BACKTRACE is
+# handed to them explicitly: it changes what their errors capture.
+server_env=(PATH="$PATH")
+[[ -n ${RUST_BACKTRACE+set} ]] && server_env+=(RUST_BACKTRACE="$RUST_BACKTRACE")
+
 # --- (a) the .wasm in vapi-edge-host ---------------------------------------------
 # shellcheck disable=SC2086 # HOST_ARGS is a list of flags
-start_server host env -i PATH="$PATH" HOME="${HOME:-/root}" \
+start_server host env -i "${server_env[@]}" HOME="${HOME:-/root}" \
     SPIN_VARIABLE_VAPI_HMAC_SECRET="$hmac_secret" \
     SPIN_VARIABLE_PG_URL="$pg_url" \
     "$host_bin" up --from "${tmp}/spin.toml" --listen 127.0.0.1:0 \
@@ -299,7 +308,7 @@ stop_server "$host_pid" "$host_drain_pid"
 # --- (b) the same logic compiled natively (the baseline) -------------------------
 if ((native)); then
     echo
-    start_server native env -i PATH="$PATH" HOME="${HOME:-/root}" \
+    start_server native env -i "${server_env[@]}" HOME="${HOME:-/root}" \
         "$native_bin" --listen 127.0.0.1:0 --pg-url "$pg_url" \
         --redis-url "$redis_url" --hmac-secret "$hmac_secret"
     native_pid=$server_pid
@@ -318,7 +327,7 @@ if [[ -n $spin_bin ]]; then
     # Spin reads .env from its working directory and keeps its compilation
     # cache under HOME: both in the run's own folder.
     mkdir -p "${tmp}/spin-home"
-    start_server spin env -i -C "$tmp" PATH="$PATH" HOME="${tmp}/spin-home" \
+    start_server spin env -i -C "$tmp" "${server_env[@]}" HOME="${tmp}/spin-home" \
         SPIN_VARIABLE_VAPI_HMAC_SECRET="$hmac_secret" \
         SPIN_VARIABLE_PG_URL="$pg_url" \
         "$spin_bin" up --from "${tmp}/spin.toml" --listen 127.0.0.1:0 \
@@ -343,7 +352,7 @@ if ((floor)); then
     say "PostgreSQL floor: bench/pg_floor.sh, ${floor_s} s per concurrency"
     while read -r _ c tps; do
         floors[$c]=$tps
-    done < <(DB="$db" CONCURRENCY="$concurrencies" DURATION="$floor_s" bash bench/pg_floor.sh)
+    done < <(DB="$db" CONCURRENCY="$concurrencies" DURATION="$floor_s" SQL_BIN="$sql_bin" bash bench/pg_floor.sh)
 fi
 
 # --- summary -------------------------------------------------------------------
