@@ -51,11 +51,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
-say() { printf 'bench: %s\n' "$*"; }
-die() {
-    printf 'bench: error: %s\n' "$*" >&2
-    exit 1
-}
+bench_prefix=bench
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/vapi-edge-target}"
 concurrencies=${CONCURRENCY:-1 8 32}
@@ -75,13 +73,7 @@ redis_url='redis://127.0.0.1:6379'
 [[ $floor == 0 || $floor == 1 ]] || die "FLOOR must be 0 or 1, not '${floor}'"
 spin_bin=''
 if ((use_spin)); then
-    if [[ -n ${SPIN_BIN:-} ]]; then
-        spin_bin=$SPIN_BIN
-    elif [[ -x ../shared/bin/spin ]]; then
-        spin_bin=$(cd ../shared/bin && pwd)/spin
-    else
-        spin_bin=$(command -v spin || true)
-    fi
+    spin_bin=$(find_spin)
 fi
 read -r -a concurrency_list <<<"$concurrencies"
 ((${#concurrency_list[@]} > 0)) || die "CONCURRENCY is empty"

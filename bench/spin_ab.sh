@@ -10,7 +10,8 @@
 # signed webhooks in MODE (unique or duplicate, default duplicate) at
 # CONCURRENCY (default 8) to A's Spin, then to B's, with vapi-edge-bench
 # reading the CPU of each `spin trigger` process from /proc. Prints the median
-# server and PostgreSQL CPU per request of each, and the per-round ratio B / A
+# server and PostgreSQL CPU per request of each, its req/s, p50 and p99, and
+# the per-round ratio B / A
 # of server CPU with its median. Each Spin gets its own fresh database
 # (dropped on exit) and the same Redis; A_ENV / B_ENV are extra environment
 # assignments for that Spin only.
@@ -23,11 +24,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
-say() { printf 'spin_ab: %s\n' "$*"; }
-die() {
-    printf 'spin_ab: error: %s\n' "$*" >&2
-    exit 1
-}
+bench_prefix=spin_ab
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 [[ -f ${A:-} && -f ${B:-} ]] || die "A and B must name two .wasm files (they may be the same one)"
 mode=${MODE:-duplicate}
@@ -42,13 +41,7 @@ host_bin="${bins}/vapi-edge-host"
 bench_bin="${bins}/vapi-edge-bench"
 [[ -x $host_bin && -x $bench_bin ]] ||
     die "no vapi-edge-host and vapi-edge-bench in ${bins} (cargo build --release -p vapi-edge-host -p vapi-edge-bench, or BIN_DIR)"
-if [[ -n ${SPIN_BIN:-} ]]; then
-    spin_bin=$SPIN_BIN
-elif [[ -x ../shared/bin/spin ]]; then
-    spin_bin=$(cd ../shared/bin && pwd)/spin
-else
-    spin_bin=$(command -v spin || true)
-fi
+spin_bin=$(find_spin)
 [[ -n $spin_bin ]] || die "no Spin CLI (SPIN_BIN, ../shared/bin/spin, spin on PATH)"
 
 psql_admin=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
@@ -131,7 +124,9 @@ for name, rows in runs.items():
     print(f"spin_ab: {name}: server CPU µs per request, median {statistics.median(server):.0f} "
           f"(range {min(server):.0f}-{max(server):.0f}); PostgreSQL "
           f"{statistics.median(r['cpu_us_postgres'] for r in rows):.0f}; req/s "
-          f"{statistics.median(r['throughput_rps'] for r in rows):.0f}; errors "
+          f"{statistics.median(r['throughput_rps'] for r in rows):.0f}; p50 "
+          f"{statistics.median(r['p50_ms'] for r in rows):.2f} ms, p99 "
+          f"{statistics.median(r['p99_ms'] for r in rows):.2f} ms; errors "
           f"{sum(r['errors'] for r in rows)}")
 ratios = [b["cpu_us_server"] / a["cpu_us_server"] for a, b in zip(runs["a"], runs["b"])]
 print("spin_ab: b / a server CPU per round: " + " ".join(f"{x:.2f}" for x in ratios)

@@ -76,9 +76,26 @@ pub fn write_response(out: ResponseOutparam, response: Response) {
     let outgoing = OutgoingResponse::new(fields);
     let _ = outgoing.set_status_code(response.status);
     let Ok(body) = outgoing.body() else { return };
+    let stream = body.write().ok();
+    // Queue what the host will take now, before it has the response: then it
+    // can send the head and the body in one segment. Spin does not set
+    // TCP_NODELAY, so a body that follows its head in a second small segment
+    // waits for the client's delayed ACK (~40 ms; BENCHMARKS.md, issue 19).
+    // `check_write` never blocks: a host that takes nothing yet gets the body
+    // after the response, as before.
+    let mut rest: &[u8] = &response.body;
+    if let Some(stream) = &stream {
+        let permitted = stream
+            .check_write()
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let now = rest.len().min(permitted);
+        if now > 0 && stream.write(&rest[..now]).is_ok() {
+            rest = &rest[now..];
+        }
+    }
     out.set(outgoing);
-    if let Ok(stream) = body.write() {
-        for chunk in response.body.chunks(4096) {
+    if let Some(stream) = stream {
+        for chunk in rest.chunks(4096) {
             if stream.blocking_write_and_flush(chunk).is_err() {
                 break;
             }
