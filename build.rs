@@ -13,6 +13,7 @@
 const STACK_BYTES: u32 = 128 << 10;
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("wasm32") {
         println!("cargo:rustc-link-arg-cdylib=-zstack-size={STACK_BYTES}");
     }
