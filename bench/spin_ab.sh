@@ -11,8 +11,8 @@
 # CONCURRENCY (default 8) to A's Spin, then to B's, with vapi-edge-bench
 # reading the CPU of each `spin trigger` process from /proc. Prints the median
 # server and PostgreSQL CPU per request of each, its req/s, p50 and p99, and
-# the per-round ratio B / A
-# of server CPU with its median. Each Spin gets its own fresh database
+# the per-round ratio B / A of server CPU with its median. Each Spin gets its
+# own fresh database
 # (dropped on exit) and the same Redis; A_ENV / B_ENV are extra environment
 # assignments for that Spin only.
 #
@@ -21,6 +21,10 @@
 # as bench/run.sh finds it; PostgreSQL and Redis as bench/run.sh needs them.
 set -euo pipefail
 
+# A and B as given, relative to where the command was run.
+a_wasm=$(realpath -e -- "${A:-/nonexistent}" 2>/dev/null || true)
+b_wasm=$(realpath -e -- "${B:-/nonexistent}" 2>/dev/null || true)
+
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
@@ -28,7 +32,7 @@ bench_prefix=spin_ab
 # shellcheck source=bench/common.sh
 source bench/common.sh
 
-[[ -f ${A:-} && -f ${B:-} ]] || die "A and B must name two .wasm files (they may be the same one)"
+[[ -f $a_wasm && -f $b_wasm ]] || die "A and B must name two .wasm files (they may be the same one)"
 mode=${MODE:-duplicate}
 rounds=${ROUNDS:-6}
 requests=${REQUESTS:-1000}
@@ -70,7 +74,7 @@ start() {
     pg[$name]="postgres://postgres@127.0.0.1:5432/${db}?sslmode=disable"
     "$host_bin" migrate --pg-url "${pg[$name]}" --migrations "${root}/migrations" >/dev/null
     printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:6379"\n' >"${dir}/rc.toml"
-    awk -v from="$manifest_source" -v to="source = \"$(realpath "$wasm")\"" \
+    awk -v from="$manifest_source" -v to="source = \"${wasm}\"" \
         '$0 == from { print to; next } { print }' spin.toml >"${dir}/spin.toml"
     # shellcheck disable=SC2086 # env_extra is a list of assignments
     env -i -C "$dir" PATH="$PATH" HOME="${dir}/home" SPIN_VARIABLE_VAPI_HMAC_SECRET="$secret" \
@@ -101,8 +105,8 @@ run() {
         grep -E '^\{"' | tail -n 1
 }
 
-start a "$A" "${A_ENV:-}"
-start b "$B" "${B_ENV:-}"
+start a "$a_wasm" "${A_ENV:-}"
+start b "$b_wasm" "${B_ENV:-}"
 say "$("$spin_bin" --version | head -n 1); mode ${mode}, concurrency ${concurrency}, ${rounds} rounds of ${requests} requests each; RUST_BACKTRACE of this shell is not passed on"
 for name in a b; do run "$name" 300 100 >/dev/null; done # warm both: pools, caches
 
