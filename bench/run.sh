@@ -28,9 +28,10 @@
 # benchmark's native baseline (bench/src/bin/vapi-edge-native.rs: the same
 # handling logic and SQL compiled natively into a plain HTTP server), against
 # the same database and Redis, and runs the same modes at the same
-# concurrencies. Ends with a summary table of every run and, with the
-# baseline, the ratio wasm / native for throughput, p50 and p99; exits non-zero
-# when any run had an error or a failed database check.
+# concurrencies. Ends with each server's peak resident memory (VmHWM), a
+# summary table of every run and, with the baseline, the ratio wasm / native
+# for throughput, p50 and p99; exits non-zero when any run had an error or a
+# failed database check.
 #
 # Then (unless SPIN=0) the same .wasm under the real Spin CLI, when one is
 # found: SPIN_BIN, else ../shared/bin/spin beside the repository, else spin on
@@ -215,6 +216,12 @@ stop_server() {
     wait "$2" 2>/dev/null || true
 }
 
+# peak_rss PID: the process's peak resident memory so far (VmHWM), in MiB.
+peak_rss() {
+    awk '/^VmHWM:/ { printf "%.1f MiB", $2 / 1024; found = 1 } END { if (!found) printf "?" }' \
+        "/proc/$1/status" 2>/dev/null || true
+}
+
 # --- runs ----------------------------------------------------------------------
 json_field() { # json_field JSON NAME: a number or string value of a flat object
     if [[ $1 =~ \"$2\":\"?([^,\"}]*) ]]; then
@@ -294,6 +301,7 @@ compile_ms=$(sed -n 's/.*"compile_ms":"\{0,1\}\([0-9][0-9]*\).*/\1/p;T;q' "${tmp
 say "host serving on http://${host_addr} (pid ${host_pid})"
 say "host start-up: ${startup_ms} ms from process start to the Serving line (component compile ${compile_ms:-?} ms)"
 run_all wasm "$host_addr" "$host_pid" host
+host_rss=$(peak_rss "$host_pid")
 # The host is stopped before the baseline starts, so the two never share the cores.
 stop_server "$host_pid" "$host_drain_pid"
 
@@ -310,6 +318,7 @@ if ((native)); then
     say "native baseline serving on http://${native_addr} (pid ${native_pid})"
     say "native baseline start-up: ${native_startup_ms} ms from process start to the Serving line"
     run_all native "$native_addr" "$native_pid" native
+    native_rss=$(peak_rss "$native_pid")
     stop_server "$native_pid" "$native_drain_pid"
 fi
 
@@ -332,6 +341,7 @@ if [[ -n $spin_bin ]]; then
     spin_trigger_pid=$(pgrep -P "$spin_pid" | head -n 1 || true)
     say "Spin ($("$spin_bin" --version | head -n 1)) serving on http://${spin_addr} (pid ${spin_pid}, trigger ${spin_trigger_pid:-?}), ${server_startup_ms} ms after its start"
     run_all spin "$spin_addr" "${spin_trigger_pid:-$spin_pid}" spin
+    spin_rss=$(peak_rss "${spin_trigger_pid:-$spin_pid}")
     stop_server "$spin_pid" "$spin_drain_pid"
 elif ((use_spin)); then
     say "no Spin CLI (SPIN_BIN, ../shared/bin/spin, spin on PATH): Spin runs skipped"
@@ -351,9 +361,12 @@ fi
 echo
 say "summary ($(nproc) cores; $(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo))"
 say "  vapi_edge.wasm: ${wasm_bytes} bytes = ${wasm_kib} KiB"
-say "  host start-up: ${startup_ms} ms (component compile ${compile_ms:-?} ms)"
+say "  host start-up: ${startup_ms} ms (component compile ${compile_ms:-?} ms); peak RSS ${host_rss}"
 if ((native)); then
-    say "  native baseline start-up: ${native_startup_ms} ms"
+    say "  native baseline start-up: ${native_startup_ms} ms; peak RSS ${native_rss}"
+fi
+if [[ -n ${spin_rss:-} ]]; then
+    say "  Spin (\`spin trigger http\`): peak RSS ${spin_rss}"
 fi
 say "  key-value store: Redis (${redis_url}); database ${db}; ${requests} requests per run after ${warmup} warm-up"
 say "  RUST_BACKTRACE=${RUST_BACKTRACE-<unset>} (inherited by vapi-edge-host, vapi-edge-native and Spin)"

@@ -45,6 +45,10 @@ use vapi_edge_core::log::{Level, LogLine};
 use vapi_edge_core::outbound::{OutboundError, OutboundPost, OutboundReply, MAX_REPLY_BYTES};
 use vapi_edge_core::pg_sql;
 
+/// The same allocator as vapi-edge-host (see its `main.rs`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The benchmark's native baseline (not a product server): serves the
 /// component's routes with its flow compiled natively, and prints
 /// `Serving http://ADDR` once listening. Loopback addresses only.
