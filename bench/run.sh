@@ -361,9 +361,9 @@ fi
 echo
 say "summary ($(nproc) cores; $(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo))"
 say "  vapi_edge.wasm: ${wasm_bytes} bytes = ${wasm_kib} KiB"
-say "  host start-up: ${startup_ms} ms (component compile ${compile_ms:-?} ms); peak RSS ${host_rss}"
+say "  host start-up: ${startup_ms} ms (component compile ${compile_ms:-?} ms); peak RSS ${host_rss:-?}"
 if ((native)); then
-    say "  native baseline start-up: ${native_startup_ms} ms; peak RSS ${native_rss}"
+    say "  native baseline start-up: ${native_startup_ms} ms; peak RSS ${native_rss:-?}"
 fi
 if [[ -n ${spin_rss:-} ]]; then
     say "  Spin (\`spin trigger http\`): peak RSS ${spin_rss}"

@@ -32,8 +32,10 @@ use std::time::Duration;
 /// jemalloc rather than glibc's malloc: a request allocates and frees many
 /// small objects across the runtime's threads (hyper, wasmtime's store and
 /// resource tables, the database clients), where glibc's allocator was ~11%
-/// of the server's CPU. jemalloc took 10-17% off the server's CPU per request
-/// for ~20 MiB more peak memory (BENCHMARKS.md, "The allocator").
+/// of the server's CPU. jemalloc took 10-17% off the server's CPU per request,
+/// for 5-37 MiB more peak memory over a benchmark run (BENCHMARKS.md, issue
+/// 19's third session, "The allocator").
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -46,6 +46,7 @@ use vapi_edge_core::outbound::{OutboundError, OutboundPost, OutboundReply, MAX_R
 use vapi_edge_core::pg_sql;
 
 /// The same allocator as vapi-edge-host (see its `main.rs`).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
