@@ -146,7 +146,8 @@ PHASES = [
      lambda s, h, d: (h.startswith("wasmtime") and ("instantiate" in h or "allocate_instance" in h))
      or (d == "JIT" and "module_start" in s)),
     ("wasmtime: store drop, slot reset",
-     lambda s, h, d: s.startswith("<wasmtime::runtime::store::Store<T> as core::ops::drop::Drop>")
+     lambda s, h, d: s.startswith(("<wasmtime::runtime::store::Store<T> as core::ops::drop::Drop>",
+                                   "core::ptr::drop_in_place<wasmtime::runtime::store::StoreInner"))
      or (h.startswith("wasmtime") and ("deallocate" in h or "decommit" in h))),
     ("host: Redis key-value (client, its task, syscalls)", lambda s, h, d: h.startswith("redis::")),
     ("host: Postgres (client, pool, syscalls)",
