@@ -32,12 +32,21 @@ use std::time::Duration;
 /// jemalloc rather than glibc's malloc: a request allocates and frees many
 /// small objects across the runtime's threads (hyper, wasmtime's store and
 /// resource tables, the database clients), where glibc's allocator was ~11%
-/// of the server's CPU. jemalloc took 10-17% off the server's CPU per request,
-/// for 5-37 MiB more peak memory over a benchmark run (BENCHMARKS.md, issue
-/// 19's third session, "The allocator").
+/// of the server's CPU. jemalloc took 10-17% off the server's CPU per request
+/// (BENCHMARKS.md, issue 19's third session, "The allocator").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at start-up (`_RJEM_MALLOC_CONF` in the
+/// environment still overrides them): one arena per CPU, not jemalloc's
+/// default of four per CPU, which kept 94-128 MiB resident at peak over a
+/// benchmark run where this keeps 78-82 (glibc: 88-90), for the same CPU per
+/// request.
+#[cfg(all(not(target_env = "msvc"), target_os = "linux"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"percpu_arena:percpu\0";
 
 /// Runs the vapi-edge component the way `spin up` does. Variables come from
 /// SPIN_VARIABLE_<NAME> environment variables, as with `spin up`.

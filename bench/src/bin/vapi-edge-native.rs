@@ -45,10 +45,15 @@ use vapi_edge_core::log::{Level, LogLine};
 use vapi_edge_core::outbound::{OutboundError, OutboundPost, OutboundReply, MAX_REPLY_BYTES};
 use vapi_edge_core::pg_sql;
 
-/// The same allocator as vapi-edge-host (see its `main.rs`).
+/// The same allocator as vapi-edge-host, with the same options (see its `main.rs`).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(not(target_env = "msvc"), target_os = "linux"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"percpu_arena:percpu\0";
 
 /// The benchmark's native baseline (not a product server): serves the
 /// component's routes with its flow compiled natively, and prints
