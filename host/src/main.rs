@@ -41,7 +41,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read once at start-up (`_RJEM_MALLOC_CONF` in the
 /// environment still overrides them): one arena per CPU, not jemalloc's
 /// default of four per CPU, which kept 94-128 MiB resident at peak over a
-/// benchmark run where this keeps 78-82 (glibc: 88-90), for the same CPU per
+/// benchmark run where this keeps 77-82 (glibc: 88-90), for the same CPU per
 /// request.
 #[cfg(all(not(target_env = "msvc"), target_os = "linux"))]
 #[allow(non_upper_case_globals)]
