@@ -12,7 +12,9 @@ use crate::outbound;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 use std::io::Write;
 use vapi_edge_core::dashboard::Read;
-use vapi_edge_core::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
+use vapi_edge_core::db::{
+    Database, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded,
+};
 use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::kv::{KeyValue, KvError};
@@ -144,13 +146,12 @@ impl Effects for SpinEffects {
         self.db()?.record_event(record, rollout)
     }
 
-    async fn inbound_agent_for_line(
+    async fn line_answer(
         &mut self,
         vapi_phone_number_id: Option<&str>,
         phone_e164: Option<&str>,
-    ) -> Result<Option<(Agent, String)>, DbError> {
-        self.db()?
-            .inbound_agent_for_line(vapi_phone_number_id, phone_e164)
+    ) -> Result<LineAnswer, DbError> {
+        self.db()?.line_answer(vapi_phone_number_id, phone_e164)
     }
 
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError> {

@@ -13,6 +13,7 @@ mod bindings;
 mod instantiate_bench;
 mod interfaces;
 mod manifest;
+mod mapping;
 mod migrate;
 mod outbound;
 mod prune;
@@ -115,6 +116,55 @@ enum Command {
         #[arg(long)]
         line: Option<String>,
     },
+    /// Map Vapi's organisation id (call.orgId) to an organisation, in the
+    /// database `migrate` would choose: that Vapi organisation's calls are
+    /// then owned by it (when no assistant, squad, workflow or line says
+    /// otherwise), and its calls recorded without an organisation are
+    /// attributed to it now. Prints the counts as JSON.
+    MapOrg {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Vapi's organisation id, as in call.orgId.
+        #[arg(long)]
+        vapi_org_id: String,
+        /// This product's organisation (a UUID).
+        #[arg(long)]
+        org_id: String,
+    },
+    /// Say which organisation owns a phone line, which agent role answers its
+    /// assistant-requests, and what answers them when neither that agent nor
+    /// the upstream does.
+    MapLine {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The line's number (E.164, or national in --country).
+        #[arg(long)]
+        number: String,
+        /// This product's organisation (a UUID).
+        #[arg(long)]
+        org_id: String,
+        /// Vapi's id of the phone number (call.phoneNumberId), kept as it is
+        /// when omitted.
+        #[arg(long)]
+        vapi_phone_number_id: Option<String>,
+        /// The role of the organisation's agent that answers the line
+        /// (receptionist for a new line; kept as it is when omitted).
+        #[arg(long)]
+        role: Option<String>,
+        /// A saved Vapi assistant that answers when the agent and the
+        /// upstream do not (e.g. the upstream is down or slow).
+        #[arg(long, conflicts_with_all = ["fallback_number", "no_fallback"])]
+        fallback_assistant_id: Option<String>,
+        /// A number the call is transferred to instead.
+        #[arg(long, conflicts_with = "no_fallback")]
+        fallback_number: Option<String>,
+        /// Remove the line's fallback.
+        #[arg(long)]
+        no_fallback: bool,
+        /// The country of a number written without its country code.
+        #[arg(long, default_value = "US")]
+        country: String,
+    },
     /// Print the headers Vapi's HMAC credential would send for the body on
     /// stdin, as the SPIN_VARIABLE_VAPI_* variables configure it.
     Sign {
@@ -169,9 +219,11 @@ struct AppArgs {
 /// The limits of each request and of the instance pool.
 #[derive(Args, Debug)]
 struct LimitArgs {
-    /// Longest a request may run, guest and host calls together.
-    #[arg(long, default_value_t = 30_000)]
-    request_timeout_ms: u64,
+    /// Longest a request may run, guest and host calls together. Default:
+    /// what the component's manifest sets
+    /// ([component.<id>.tool.vapi-edge-host] request_timeout_ms), else 30000.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_ms: Option<u64>,
     /// Largest linear memory a guest may grow to.
     #[arg(long, default_value_t = 128)]
     max_memory_mb: usize,
@@ -272,6 +324,67 @@ async fn run(command: Command) -> Result<()> {
             };
             seed_agent(database, agent).await
         }
+        Command::MapOrg {
+            database,
+            vapi_org_id,
+            org_id,
+        } => {
+            let mapping = mapping::OrgMapping::new(&vapi_org_id, &org_id)?;
+            let (store, attributed) = match database.database()? {
+                Database::Postgres { url } => {
+                    ("postgres", mapping::map_org_postgres(&url, &mapping).await?)
+                }
+                Database::Sqlite { path } => ("sqlite", mapping::map_org_sqlite(&path, &mapping)?),
+            };
+            println!(
+                "{}",
+                serde_json::json!({
+                    "database": store,
+                    "vapi_org_id": mapping.vapi_org_id,
+                    "org_id": mapping.org_id,
+                    "attributed": attributed,
+                })
+            );
+            Ok(())
+        }
+        Command::MapLine {
+            database,
+            number,
+            org_id,
+            vapi_phone_number_id,
+            role,
+            fallback_assistant_id,
+            fallback_number,
+            no_fallback,
+            country,
+        } => {
+            let line = mapping::LineMapping::new(mapping::LineArgs {
+                number: &number,
+                org_id: &org_id,
+                vapi_phone_number_id: vapi_phone_number_id.as_deref(),
+                role: role.as_deref(),
+                fallback_assistant_id: fallback_assistant_id.as_deref(),
+                fallback_number: fallback_number.as_deref(),
+                no_fallback,
+                country: &country,
+            })?;
+            let store = match database.database()? {
+                Database::Postgres { url } => {
+                    mapping::map_line_postgres(&url, &line).await?;
+                    "postgres"
+                }
+                Database::Sqlite { path } => {
+                    mapping::map_line_sqlite(&path, &line)?;
+                    "sqlite"
+                }
+            };
+            println!(
+                "line {} of organisation {} written to {store}",
+                vapi_edge_core::phone::mask(&line.number),
+                line.org_id
+            );
+            Ok(())
+        }
         Command::Sign { secret, timestamp } => sign(secret, timestamp),
         Command::Replay { url, token } => replay(&url, token).await,
         Command::Relay(args) => relay::run(args).await,
@@ -303,7 +416,7 @@ fn env_var(name: &str) -> Option<String> {
 /// The app of `--from`, compiled and linked with these limits.
 fn load_server(app: &AppArgs, limits: &LimitArgs) -> Result<server::Server> {
     let limits = server::Limits {
-        request_timeout: Duration::from_millis(limits.request_timeout_ms),
+        request_timeout: limits.request_timeout_ms.map(Duration::from_millis),
         max_memory_bytes: limits.max_memory_mb << 20,
         instance_pool: limits.instance_pool,
     };

@@ -59,7 +59,21 @@ struct RawComponent {
     sqlite_databases: Vec<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    /// Settings for tools, which Spin ignores; this host reads its own
+    /// (`[component.<id>.tool.vapi-edge-host]`).
+    #[serde(default)]
+    tool: BTreeMap<String, toml::Table>,
 }
+
+/// What `[component.<id>.tool.vapi-edge-host]` may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostSettings {
+    request_timeout_ms: Option<u64>,
+}
+
+/// The name of this host's table under a component's `tool`.
+pub const TOOL_NAME: &str = "vapi-edge-host";
 
 /// One application variable after resolution. (`secret` only matters to hosts
 /// that print variables; this one never does.)
@@ -78,6 +92,8 @@ pub struct Component {
     pub sqlite_databases: Vec<String>,
     /// Component variables (what `variables::get` sees), already rendered.
     pub variables: HashMap<String, String>,
+    /// Its requests' deadline, when its manifest sets one for this host.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// An HTTP route: an exact path, or a prefix when written `/prefix/...`.
@@ -138,6 +154,19 @@ pub fn parse(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
             let value = render_in(&format!("variable `{name}`"), template)?;
             component_variables.insert(name.clone(), value);
         }
+        let host_settings: RawHostSettings = match component.tool.get(TOOL_NAME) {
+            Some(table) => table
+                .clone()
+                .try_into()
+                .with_context(|| format!("component `{id}` tool.{TOOL_NAME}"))?,
+            None => RawHostSettings::default(),
+        };
+        let request_timeout = match host_settings.request_timeout_ms {
+            Some(0) => {
+                bail!("component `{id}` tool.{TOOL_NAME}.request_timeout_ms must be above 0")
+            }
+            ms => ms.map(std::time::Duration::from_millis),
+        };
         components.insert(
             id,
             Component {
@@ -146,6 +175,7 @@ pub fn parse(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
                 key_value_stores: component.key_value_stores,
                 sqlite_databases: component.sqlite_databases,
                 variables: component_variables,
+                request_timeout,
             },
         );
     }
@@ -282,6 +312,25 @@ token = "Bearer {{token}}"
         assert_eq!(web.key_value_stores, ["default"]);
         assert_eq!(web.sqlite_databases, ["default", "reports"]);
         assert_eq!(app.dir, Path::new("/app"));
+    }
+
+    #[test]
+    fn a_component_may_set_this_hosts_request_deadline_and_other_tools_are_ignored() {
+        let env = env(&[("SPIN_VARIABLE_TOKEN", "x")]);
+        let app = parse(MANIFEST, Path::new("."), &env).unwrap();
+        assert_eq!(app.components["web"].request_timeout, None);
+        let text = format!(
+            "{MANIFEST}[component.web.tool.vapi-edge-host]\nrequest_timeout_ms = 305000\n\
+             [component.web.tool.other]\nanything = [1, 2]\n"
+        );
+        let app = parse(&text, Path::new("."), &env).unwrap();
+        assert_eq!(
+            app.components["web"].request_timeout,
+            Some(std::time::Duration::from_millis(305_000))
+        );
+        let typo = format!("{MANIFEST}[component.web.tool.vapi-edge-host]\nrequest_timeout = 5\n");
+        let err = format!("{:#}", parse(&typo, Path::new("."), &env).unwrap_err());
+        assert!(err.contains("tool.vapi-edge-host"), "{err}");
     }
 
     #[test]

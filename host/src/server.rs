@@ -41,8 +41,11 @@ const LINGER_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Longest a request may run, guest and host calls together.
-    pub request_timeout: Duration,
+    /// Longest a request may run, guest and host calls together, for every
+    /// component; `None` lets each component's manifest say
+    /// (`[component.<id>.tool.vapi-edge-host] request_timeout_ms`), else
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Option<Duration>,
     /// Largest linear memory a guest may grow to.
     pub max_memory_bytes: usize,
     /// Instances the pooling allocator reserves up front; 0 allocates each
@@ -53,7 +56,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            request_timeout: Duration::from_secs(30),
+            request_timeout: None,
             max_memory_bytes: 128 << 20,
             instance_pool: 256,
         }
@@ -73,9 +76,15 @@ const POOL_TABLES_PER_COMPONENT: u32 = 4;
 const POOL_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 const POOL_TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
+/// A request's deadline when neither `--request-timeout-ms` nor the
+/// component's manifest sets one.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 struct LoadedComponent {
     pre: ProxyPre<RequestState>,
     services: Arc<ComponentServices>,
+    /// Longest one of its requests may run.
+    request_timeout: Duration,
 }
 
 pub struct Server {
@@ -248,12 +257,20 @@ impl Server {
             let pre = ProxyPre::new(pre).map_err(wasm_error).with_context(|| {
                 format!("component `{id}` does not export wasi:http/incoming-handler")
             })?;
+            let request_timeout = limits
+                .request_timeout
+                .or(spec.request_timeout)
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
             log::info(
                 "component ready",
                 &[
                     ("app", &app.name),
                     ("component", id),
                     ("compile_ms", &started.elapsed().as_millis().to_string()),
+                    (
+                        "request_timeout_ms",
+                        &request_timeout.as_millis().to_string(),
+                    ),
                     (
                         "instances",
                         &pooled.map_or("on demand".to_string(), |n| format!("pool of {n}")),
@@ -282,7 +299,14 @@ impl Server {
                 pg: pg.clone(),
                 sqlite: granted_sqlite,
             });
-            components.insert(id.clone(), LoadedComponent { pre, services });
+            components.insert(
+                id.clone(),
+                LoadedComponent {
+                    pre,
+                    services,
+                    request_timeout,
+                },
+            );
         }
         Ok(Server {
             engine,
@@ -554,7 +578,7 @@ impl Server {
             response,
         } = self.prepare(&route.component, route, request, client)?;
         let pre = component.pre.clone();
-        let timeout = self.limits.request_timeout;
+        let timeout = component.request_timeout;
         // The task outlives the response (the guest's after-response work):
         // a shutdown waits for it.
         let busy = self.in_flight.enter();

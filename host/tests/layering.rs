@@ -16,7 +16,14 @@ const LAYERS: &[&[&str]] = &[
     &["interfaces"],
     &["manifest", "runtime_config"],
     &["server"],
-    &["instantiate_bench", "migrate", "prune", "relay", "seed"],
+    &[
+        "instantiate_bench",
+        "mapping",
+        "migrate",
+        "prune",
+        "relay",
+        "seed",
+    ],
     &["main"],
 ];
 

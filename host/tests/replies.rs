@@ -12,6 +12,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CALLER: &str = "+12125550187";
@@ -395,15 +396,172 @@ async fn an_unknown_call_type_is_kept_and_replayed_once_known(store: StoreKind, 
     assert_eq!(direction.text(0), "inbound");
 }
 
-/// A call without an assistant id on a line no organisation owns yet: the
-/// lookup retries, then 500 `org_not_found` and a dead letter (Vapi retries);
-/// once the line is configured, the replay records it.
-async fn a_call_nobody_owns_is_refused_then_recorded_once_its_line_exists(
+/// Vapi's Bearer credential with a header name of one's own sends the
+/// `Bearer ` prefix there too (its default): accepted alone, and with HMAC.
+async fn a_bearer_credential_in_a_custom_header_with_its_prefix(store: StoreKind, host: HostKind) {
+    const TOKEN: &str = "bearer-token-in-custom-header";
+    let app = WebhookApp::start(AppOptions {
+        host,
+        store,
+        extra: vec![
+            ("vapi_hmac_secret".into(), String::new()),
+            ("vapi_server_secret".into(), TOKEN.into()),
+            ("vapi_server_secret_header".into(), "X-Vapi-Secret".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let body = serde_json::to_vec(&tool_calls(&unique_id("call"))).unwrap();
+    let send_with = |value: String| {
+        let body = body.clone();
+        let addr = app.host.addr;
+        async move {
+            send(
+                addr,
+                "POST",
+                "/webhooks/vapi",
+                &[
+                    ("content-type", "application/json"),
+                    ("x-vapi-secret", &value),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    assert_eq!(send_with(format!("Bearer {TOKEN}")).await.status, 200);
+    assert_eq!(send_with(TOKEN.to_string()).await.status, 200);
+    let wrong = send_with("Bearer not-the-token".into()).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    assert!(!wrong.text().contains(TOKEN));
+}
+
+/// A tool call in the schema's shape and in the flat shape of Vapi's docs
+/// example: each result names its tool (`ToolCallResult.name` is required).
+async fn a_tool_call_in_either_shape_gets_its_name_back(store: StoreKind, host: HostKind) {
+    let app = WebhookApp::start(AppOptions {
+        host,
+        store,
+        ..Default::default()
+    })
+    .await;
+    let body = json!({"message": {
+    "type": "tool-calls", "timestamp": now_ms(),
+    "call": {"id": unique_id("call"), "orgId": "vapi-org-1", "type": "webCall"},
+    "toolCallList": [
+        {"id": "call_schema", "type": "function",
+         "function": {"name": "book_appointment", "arguments": {"day": "monday"}}},
+        {"id": "call_flat", "name": "get_weather", "arguments": {"location": "San Francisco"}}
+    ]}});
+    let response = app.deliver(&body).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let results = response.json()["results"].clone();
+    assert_eq!(results[0]["toolCallId"], "call_schema");
+    assert_eq!(results[0]["name"], "book_appointment");
+    assert_eq!(results[1]["toolCallId"], "call_flat");
+    assert_eq!(results[1]["name"], "get_weather");
+    assert!(results[1]["error"].is_string());
+    // Neither shape's name: 400, naming the field.
+    let nameless = json!({"message": {"type": "tool-calls",
+        "call": {"id": unique_id("call")}, "toolCallList": [{"id": "t1"}]}});
+    let response = app.deliver(&nameless).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        response.json()["field"],
+        "message.toolCallList[0].function.name"
+    );
+}
+
+/// The handoff fallback has the `destination` Vapi's schema requires (the
+/// assistant speaking now) with the `error` that declines the handoff.
+async fn the_handoff_fallback_has_a_destination(store: StoreKind, host: HostKind) {
+    let app = WebhookApp::start(AppOptions {
+        host,
+        store,
+        ..Default::default()
+    })
+    .await;
+    let response = app
+        .deliver(&json!({"message": {"type": "handoff-destination-request",
+            "call": {"id": unique_id("call"), "type": "webCall"},
+            "assistant": {"id": "asst-front-desk", "name": "Front desk"}}}))
+        .await;
+    assert_eq!(response.status, 200);
+    let body = response.json();
+    assert_eq!(
+        body["destination"],
+        json!({"type": "assistant", "assistantId": "asst-front-desk"})
+    );
+    assert!(body["error"].is_string());
+}
+
+/// A tool Vapi waits 40 s for (`upstream_timeouts`): a 25 s answer comes
+/// back, past the default 20 s and the host's old 30 s deadline; a tool
+/// slower than 40 s gets the fallback at 40 s.
+async fn a_25_s_tool_answers_within_its_40_s_deadline_and_a_slower_one_falls_back(
     store: StoreKind,
     host: HostKind,
 ) {
-    let mut extra = tokens();
-    extra.push(("agent_lookup_retry_ms".into(), "20,20".into()));
+    let upstream = Relay::start(RelayMode::Tools).await;
+    let mut extra = upstream_vars(&upstream);
+    extra.push(("upstream_timeouts".into(), "tool-calls=40000".into()));
+    let app = Arc::new(
+        WebhookApp::start(AppOptions {
+            host,
+            store,
+            extra,
+            ..Default::default()
+        })
+        .await,
+    );
+    let tool = |name: &str| {
+        json!({"message": {"type": "tool-calls", "timestamp": now_ms(),
+            "call": {"id": unique_id("call"), "type": "webCall"},
+            "toolCallList": [{"id": "t1", "type": "function", "function": {"name": name}}]}})
+    };
+    let timed = |body: Value| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = app.deliver(&body).await;
+            (response, started.elapsed())
+        })
+    };
+    let quick = timed(tool("wait_25000"));
+    let slow = timed(tool("wait_60000"));
+    let (answered, quick_took) = quick.await.unwrap();
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    assert_eq!(answered.json()["results"][0]["result"], "done");
+    assert!(
+        quick_took >= Duration::from_secs(25) && quick_took < Duration::from_secs(30),
+        "{quick_took:?}"
+    );
+    let (fallback, slow_took) = slow.await.unwrap();
+    assert_eq!(fallback.status, 200, "{}", fallback.text());
+    assert!(fallback.json()["results"][0]["error"].is_string());
+    assert!(
+        slow_took >= Duration::from_secs(40) && slow_took < Duration::from_secs(45),
+        "{slow_took:?}"
+    );
+    println!(
+        "[replies] {} {}: tool-calls=40000: a 25 s tool answered after {} ms, a 60 s one fell back after {} ms",
+        host.name(),
+        store.name(),
+        quick_took.as_millis(),
+        slow_took.as_millis()
+    );
+}
+
+/// An `assistant-request` whose upstream sleeps past Vapi's 7.5 s: the line's
+/// fallback assistant answers in time, and it is counted.
+async fn an_assistant_request_falls_back_within_vapis_7_5_s(store: StoreKind, host: HostKind) {
+    let upstream = Relay::start(RelayMode::Answer(
+        r#"{"assistantId":"too-late"}"#,
+        Duration::from_secs(8),
+    ))
+    .await;
+    let mut extra = upstream_vars(&upstream);
+    extra.push(("metrics_token".into(), METRICS_TOKEN.into()));
     let app = WebhookApp::start(AppOptions {
         host,
         store,
@@ -411,41 +569,75 @@ async fn a_call_nobody_owns_is_refused_then_recorded_once_its_line_exists(
         ..Default::default()
     })
     .await;
-    let call_id = unique_id("call");
-    let body = start_without_assistant(&call_id, json!({"squadId": "squad-unknown"}));
+    app.db.map_line(&[
+        "--number",
+        LINE,
+        "--org-id",
+        ORG_ID,
+        "--vapi-phone-number-id",
+        "pn-fallback",
+        "--fallback-assistant-id",
+        "asst-fallback",
+    ]);
+    let mut request = fixture("01-inbound-assistant-request.json");
+    request["message"]["call"]["id"] = unique_id("call").into();
+    request["message"]["phoneNumber"]["number"] = LINE.into();
     let started = Instant::now();
-    let response = app.deliver(&body).await;
-    assert_eq!(response.status, 500, "{}", response.text());
-    assert!(started.elapsed() < Duration::from_secs(5), "bounded");
-    let failed = app.logs("Organisation lookup failed").await;
-    assert_eq!(failed[0]["attempts"], 3, "{failed:?}");
-    assert_eq!(call_rows(&app.db, &call_id).await, (0, 0, 0));
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM dead_letters WHERE reason = 'org_not_found'")
-            .await,
-        1
+    let response = app.deliver(&request).await;
+    let took = started.elapsed();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json(), json!({"assistantId": "asst-fallback"}));
+    assert!(took < Duration::from_millis(7_500), "{took:?}");
+    println!(
+        "[replies] {} {}: assistant-request, upstream sleeping 8 s: the line's fallback after {} ms",
+        host.name(),
+        store.name(),
+        took.as_millis()
     );
+    for _ in 0..100 {
+        let metrics = metrics(app.host.addr).await;
+        if metrics.contains(
+            r#"message_type="assistant-request",outcome="fallback",status_class="2xx"} 1"#,
+        ) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the fallback is not counted: {}",
+        metrics(app.host.addr).await
+    );
+}
 
-    app.db
-        .rows(
-            "INSERT INTO phone_numbers (org_id, phone_e164) VALUES ($1, $2)",
-            &[ORG_ID, LINE],
-        )
-        .await;
-    let report = app.replay().await;
-    assert_eq!(report["replayed"], 1, "{report}");
-    assert_eq!(call_rows(&app.db, &call_id).await, (1, 1, 1));
-    let row = app
-        .db
-        .row(
-            "SELECT org_id, agent_id FROM call_logs WHERE vapi_call_id = $1",
-            &[&call_id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.text(0), ORG_ID);
-    assert_eq!(row.opt(1), None);
+/// An `assistant-request` that names its line only by `message.phoneNumber.id`
+/// finds the line's agent.
+async fn an_assistant_request_is_matched_by_its_phone_number_id(store: StoreKind, host: HostKind) {
+    let app = WebhookApp::start(AppOptions {
+        host,
+        store,
+        ..Default::default()
+    })
+    .await;
+    let agent = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    app.db.map_line(&[
+        "--number",
+        LINE,
+        "--org-id",
+        ORG_ID,
+        "--vapi-phone-number-id",
+        "pn-by-id-only",
+    ]);
+    let request = json!({"message": {"type": "assistant-request", "timestamp": now_ms(),
+        "call": {"id": unique_id("call"), "type": "inboundPhoneCall", "orgId": "vapi-org-1"},
+        "phoneNumber": {"id": "pn-by-id-only"},
+        "customer": {"number": CALLER}}});
+    let response = app.deliver(&request).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.json(),
+        json!({"assistantId": agent.assistant_id}),
+        "matched by phoneNumber.id alone"
+    );
 }
 
 conformance! {
@@ -456,7 +648,12 @@ conformance! {
         every_reply_type_is_answered_in_vapis_shape,
         calls_no_single_assistant_ran_are_recorded,
         an_unknown_call_type_is_kept_and_replayed_once_known,
-        a_call_nobody_owns_is_refused_then_recorded_once_its_line_exists,
+        a_bearer_credential_in_a_custom_header_with_its_prefix,
+        a_tool_call_in_either_shape_gets_its_name_back,
+        the_handoff_fallback_has_a_destination,
+        a_25_s_tool_answers_within_its_40_s_deadline_and_a_slower_one_falls_back,
+        an_assistant_request_falls_back_within_vapis_7_5_s,
+        an_assistant_request_is_matched_by_its_phone_number_id,
     ],
     postgres: [],
     sqlite: [],

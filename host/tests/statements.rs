@@ -58,7 +58,7 @@ async fn every_row_query_returns_a_row_when_nothing_is_found() {
     for query in [
         pg_sql::RECORD_EVENT_QUERY,
         pg_sql::PENDING_DEAD_LETTERS_QUERY,
-        pg_sql::INBOUND_AGENT_FOR_LINE_QUERY,
+        pg_sql::LINE_ANSWER_QUERY,
     ] {
         assert_eq!(
             first_column(&query.with_not_found_literals()).await,

@@ -9,7 +9,9 @@ mod postgres;
 mod sqlite;
 
 use vapi_edge_core::dashboard::Read;
-use vapi_edge_core::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
+use vapi_edge_core::db::{
+    Database, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded,
+};
 use vapi_edge_core::handling::CallRecord;
 
 /// Where the records live, as configured.
@@ -93,12 +95,12 @@ impl Connection {
         dispatch!(self.count_pending_dead_letters())
     }
 
-    pub fn inbound_agent_for_line(
+    pub fn line_answer(
         &self,
         vapi_phone_number_id: Option<&str>,
         phone_e164: Option<&str>,
-    ) -> Result<Option<(Agent, String)>, DbError> {
-        dispatch!(self.inbound_agent_for_line(vapi_phone_number_id, phone_e164))
+    ) -> Result<LineAnswer, DbError> {
+        dispatch!(self.line_answer(vapi_phone_number_id, phone_e164))
     }
 
     pub fn metrics_snapshot(&self) -> Result<String, DbError> {

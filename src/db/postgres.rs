@@ -11,7 +11,9 @@
 
 use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError, RowSet};
 use vapi_edge_core::dashboard::{Param, Read};
-use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded};
+use vapi_edge_core::db::{
+    DbError, DeadLetter, EventRow, LineAnswer, Owner, PendingLetter, Recorded,
+};
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::pg_sql::{self, RowQuery};
 
@@ -143,20 +145,24 @@ pub fn record_event(
         json(&record.structured_data),
         optional_text(&record.success_evaluation),
         json(&record.costs),
+        optional_text(&record.default_org_id),
+        ParameterValue::Boolean(record.keeps_unowned()),
     ];
     let rows = query(db, &pg_sql::RECORD_EVENT_QUERY, &params).map_err(db_error)?;
     // No row only from a host that answers empty results; the statement's
-    // not-found row has a NULL agent id.
+    // not-found row has a NULL organisation and `via`.
     let Some(row) = rows.rows.first() else {
         return Ok(Recorded::OwnerNotFound);
     };
+    let via = text(row.get(7));
     Ok(Recorded::from_record_event_row(
         Owner::from_columns(
             text(row.first()),
             text(row.get(1)),
             text(row.get(2)),
-            text(row.get(7)),
+            via.clone(),
         ),
+        via.as_deref(),
         integer(row.get(3)),
         integer(row.get(4)),
         text(row.get(5)),
@@ -233,25 +239,24 @@ pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
     Ok(integer(rows.rows.first().and_then(|r| r.first())).unwrap_or(0))
 }
 
-pub fn inbound_agent_for_line(
+pub fn line_answer(
     db: &Connection,
     vapi_phone_number_id: Option<&str>,
     phone_e164: Option<&str>,
-) -> Result<Option<(Agent, String)>, DbError> {
+) -> Result<LineAnswer, DbError> {
     let text_or_null = |v: Option<&str>| match v {
         Some(v) => ParameterValue::Str(v.to_string()),
         None => ParameterValue::DbNull,
     };
     let rows = query(
         db,
-        &pg_sql::INBOUND_AGENT_FOR_LINE_QUERY,
+        &pg_sql::LINE_ANSWER_QUERY,
         &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
     )
     .map_err(db_error)?;
-    // A line without an agent is one row of NULLs: `from_columns` is `None`.
-    Ok(rows.rows.first().and_then(|row| {
-        let agent = Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2)))?;
-        Some((agent, text(row.get(3))?))
+    // A line that is not there is one row of NULLs.
+    Ok(rows.rows.first().map_or_else(LineAnswer::default, |row| {
+        LineAnswer::from_columns(std::array::from_fn(|i| text(row.get(i))))
     }))
 }
 

@@ -8,7 +8,9 @@
 use spin_sdk::sqlite3::{Connection, Error, QueryResult, Value};
 use vapi_edge_core::call::CallDirection;
 use vapi_edge_core::dashboard::{Param, Read};
-use vapi_edge_core::db::{Agent, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded};
+use vapi_edge_core::db::{
+    DbError, DeadLetter, EventRow, LineAnswer, Owner, PendingLetter, Recorded,
+};
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::rollout;
 use vapi_edge_core::sqlite_sql::{self as sql, MIGRATIONS};
@@ -157,14 +159,26 @@ pub fn record_event(
     rollout_percent: u32,
 ) -> Result<Recorded, DbError> {
     transaction(db, || {
-        let Some(owner) = find_owner(db, record)? else {
+        // BEGIN IMMEDIATE holds the write lock from here: `map-org` (its own
+        // BEGIN IMMEDIATE) maps and attributes before or after this, never
+        // in between, so an unowned call cannot miss a mapping.
+        let owner = find_owner(db, record)?;
+        if owner.is_none() && !record.keeps_unowned() {
             return Ok((Recorded::OwnerNotFound, false));
-        };
-        if record.direction == CallDirection::Inbound
-            && !rollout::includes(&owner.org_id, rollout_percent)
-        {
-            return Ok((Recorded::OutsideRollout { owner }, false));
         }
+        if let Some(owner) = &owner {
+            if record.direction == CallDirection::Inbound
+                && !rollout::includes(&owner.org_id, rollout_percent)
+            {
+                return Ok((
+                    Recorded::OutsideRollout {
+                        owner: owner.clone(),
+                    },
+                    false,
+                ));
+            }
+        }
+        let org_id = optional_text(&owner.as_ref().map(|o| o.org_id.clone()));
         let claimed = run(
             db,
             sql::CLAIM_EVENT,
@@ -172,13 +186,18 @@ pub fn record_event(
                 Value::Text(record.event_key.to_string()),
                 Value::Text(record.message_type.clone()),
                 Value::Text(record.call_id.clone()),
-                Value::Text(owner.org_id.clone()),
+                org_id.clone(),
             ],
         )?;
         if claimed.rows.is_empty() {
             return Ok((Recorded::Duplicate { owner }, false));
         }
-        let agent_id = optional_text(&owner.agent.as_ref().map(|a| a.id.clone()));
+        let agent_id = optional_text(
+            &owner
+                .as_ref()
+                .and_then(|o| o.agent.as_ref())
+                .map(|a| a.id.clone()),
+        );
         let tracked = record.tracks_call();
         if tracked {
             run(
@@ -186,7 +205,7 @@ pub fn record_event(
                 sql::TRACK_CALL,
                 &[
                     Value::Text(record.call_id.clone()),
-                    Value::Text(owner.org_id.clone()),
+                    org_id.clone(),
                     agent_id.clone(),
                     optional_text(&record.from_number),
                     optional_text(&record.to_number),
@@ -201,8 +220,8 @@ pub fn record_event(
             sql::LOG_CALL,
             &[
                 Value::Text(record.call_id.clone()),
-                Value::Text(owner.org_id.clone()),
-                agent_id.clone(),
+                org_id,
+                agent_id,
                 optional_text(&record.customer_e164),
                 optional_text(&record.status),
                 optional(record.status_rank, |r| Value::Integer(i64::from(r))),
@@ -222,6 +241,7 @@ pub fn record_event(
                 optional_text(&record.structured_data.as_ref().map(|v| v.to_string())),
                 optional_text(&record.success_evaluation),
                 optional_text(&record.costs.as_ref().map(|v| v.to_string())),
+                optional_text(&record.vapi_org_id),
             ],
         )?;
         let lead_id = text(first(&logged).and_then(|row| row.first()));
@@ -236,50 +256,61 @@ pub fn record_event(
     })
 }
 
-/// The call's owner, in the order of `pg_sql::RECORD_EVENT`: the agent with
-/// its assistant id; without one, the agent mapped to its squad or workflow,
-/// else the organisation that owns its line.
+/// The call's owner, in the order of the PostgreSQL recording function
+/// (`vapi_record_event_v2`, migration 0007): the agent with its assistant id;
+/// the agent mapped to its squad, then to its workflow; the organisation that
+/// owns its line; the organisation mapped to its Vapi organisation; the
+/// default organisation. `None` when nothing resolves.
 fn find_owner(db: &Connection, record: &CallRecord) -> Result<Option<Owner>, DbError> {
-    let owner = |row: &Vec<Value>, via: &str| {
-        Owner::from_columns(
-            text(row.first()),
-            text(row.get(1)),
-            text(row.get(2)),
-            Some(via.to_string()),
-        )
+    let agent_by = |statement: &str, id: &Option<String>, via: &str| match id {
+        Some(id) => Ok(
+            first(&run(db, statement, &[Value::Text(id.clone())])?).and_then(|row| {
+                Owner::from_columns(
+                    text(row.first()),
+                    text(row.get(1)),
+                    text(row.get(2)),
+                    Some(via.to_string()),
+                )
+            }),
+        ),
+        None => Ok(None),
     };
-    if let Some(assistant_id) = &record.assistant_id {
-        let rows = run(
-            db,
-            sql::AGENT_BY_ASSISTANT,
-            &[Value::Text(assistant_id.clone())],
-        )?;
-        return Ok(first(&rows).and_then(|row| owner(row, "assistant")));
+    let org = |org_id: Option<String>, via: &str| {
+        Owner::from_columns(None, org_id, None, Some(via.to_string()))
+    };
+    if let Some(owner) = agent_by(sql::AGENT_BY_ASSISTANT, &record.assistant_id, "assistant")? {
+        return Ok(Some(owner));
     }
-    if record.squad_id.is_some() || record.workflow_id.is_some() {
+    if let Some(owner) = agent_by(sql::AGENT_BY_SQUAD, &record.squad_id, "squad")? {
+        return Ok(Some(owner));
+    }
+    if let Some(owner) = agent_by(sql::AGENT_BY_WORKFLOW, &record.workflow_id, "workflow")? {
+        return Ok(Some(owner));
+    }
+    if record.line_id.is_some() || record.line_e164.is_some() {
         let rows = run(
             db,
-            sql::AGENT_BY_ROUTE,
+            sql::ORG_BY_LINE,
             &[
-                optional_text(&record.squad_id),
-                optional_text(&record.workflow_id),
+                optional_text(&record.line_id),
+                optional_text(&record.line_e164),
             ],
         )?;
-        if let Some(row) = first(&rows) {
-            let via = text(row.get(3)).unwrap_or_default();
-            return Ok(owner(row, &via));
+        if let Some(owner) = first(&rows).and_then(|row| org(text(row.first()), "line")) {
+            return Ok(Some(owner));
         }
     }
-    let rows = run(
-        db,
-        sql::ORG_BY_LINE,
-        &[
-            optional_text(&record.line_id),
-            optional_text(&record.line_e164),
-        ],
-    )?;
-    Ok(first(&rows)
-        .and_then(|row| Owner::from_columns(None, text(row.first()), None, Some("line".into()))))
+    if let Some(vapi_org_id) = &record.vapi_org_id {
+        let rows = run(
+            db,
+            sql::ORG_BY_VAPI_ORG,
+            &[Value::Text(vapi_org_id.clone())],
+        )?;
+        if let Some(owner) = first(&rows).and_then(|row| org(text(row.first()), "vapi_org")) {
+            return Ok(Some(owner));
+        }
+    }
+    Ok(org(record.default_org_id.clone(), "default"))
 }
 
 pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> {
@@ -347,21 +378,20 @@ pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
     Ok(integer(first(&rows).and_then(|row| row.first())).unwrap_or(0))
 }
 
-pub fn inbound_agent_for_line(
+pub fn line_answer(
     db: &Connection,
     vapi_phone_number_id: Option<&str>,
     phone_e164: Option<&str>,
-) -> Result<Option<(Agent, String)>, DbError> {
+) -> Result<LineAnswer, DbError> {
     let text_or_null =
         |v: Option<&str>| v.map(|v| Value::Text(v.to_string())).unwrap_or(Value::Null);
     let rows = run(
         db,
-        sql::INBOUND_AGENT_FOR_LINE,
+        sql::LINE_ANSWER,
         &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
     )?;
-    Ok(first(&rows).and_then(|row| {
-        let agent = Agent::from_columns(text(row.first()), text(row.get(1)), text(row.get(2)))?;
-        Some((agent, text(row.get(3))?))
+    Ok(first(&rows).map_or_else(LineAnswer::default, |row| {
+        LineAnswer::from_columns(std::array::from_fn(|i| text(row.get(i))))
     }))
 }
 

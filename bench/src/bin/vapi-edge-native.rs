@@ -34,7 +34,7 @@ use vapi_edge_backends::pg::PgPools;
 use vapi_edge_core::app;
 use vapi_edge_core::dashboard::{Param, Read};
 use vapi_edge_core::db::{
-    Agent, Database, DbError, DeadLetter, EventRow, Owner, PendingLetter, Recorded,
+    Database, DbError, DeadLetter, EventRow, LineAnswer, Owner, PendingLetter, Recorded,
 };
 use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
@@ -364,6 +364,7 @@ impl Effects for NativeEffects {
         let metadata = &record.metadata;
         let rollout = i64::from(rollout);
         let is_final_report = record.is_final_report();
+        let keeps_unowned = record.keeps_unowned();
         let params: [&(dyn ToSql + Sync); pg_sql::RECORD_EVENT_PARAMS.len()] = [
             &record.assistant_id,       // $1 assistant_id
             &event_key,                 // $2 event_key
@@ -394,14 +395,18 @@ impl Effects for NativeEffects {
             &record.structured_data,    // $27 structured_data (jsonb)
             &record.success_evaluation, // $28 success_evaluation
             &record.costs,              // $29 costs (jsonb)
+            &record.default_org_id,     // $30 default_org_id
+            &keeps_unowned,             // $31 keeps_unowned (bool)
         ];
         let rows = self.rows(pg_sql::RECORD_EVENT_CALL, &params).await?;
         let Some(row) = rows.first() else {
             return Ok(Recorded::OwnerNotFound);
         };
         let integer = |i: usize| row.try_get::<_, Option<i64>>(i).ok().flatten();
+        let via = text(row, 7);
         Ok(Recorded::from_record_event_row(
-            Owner::from_columns(text(row, 0), text(row, 1), text(row, 2), text(row, 7)),
+            Owner::from_columns(text(row, 0), text(row, 1), text(row, 2), via.clone()),
+            via.as_deref(),
             integer(3),
             integer(4),
             text(row, 5),
@@ -409,20 +414,16 @@ impl Effects for NativeEffects {
         ))
     }
 
-    async fn inbound_agent_for_line(
+    async fn line_answer(
         &mut self,
         vapi_phone_number_id: Option<&str>,
         phone_e164: Option<&str>,
-    ) -> Result<Option<(Agent, String)>, DbError> {
+    ) -> Result<LineAnswer, DbError> {
         let rows = self
-            .rows(
-                pg_sql::INBOUND_AGENT_FOR_LINE,
-                &[&vapi_phone_number_id, &phone_e164],
-            )
+            .rows(pg_sql::LINE_ANSWER, &[&vapi_phone_number_id, &phone_e164])
             .await?;
-        Ok(rows.first().and_then(|row| {
-            let agent = Agent::from_columns(text(row, 0), text(row, 1), text(row, 2))?;
-            Some((agent, text(row, 3)?))
+        Ok(rows.first().map_or_else(LineAnswer::default, |row| {
+            LineAnswer::from_columns(std::array::from_fn(|i| text(row, i)))
         }))
     }
 

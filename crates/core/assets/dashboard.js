@@ -86,6 +86,12 @@ function renderSummary(summary) {
   const failures = summary.agent_lookup_failures_24h ?? 0;
   $("lookup-failures").textContent = failures;
   $("lookup-failures").classList.toggle("bad", failures > 0);
+  // Calls no organisation owns (only an all-organisation token sees them):
+  // `vapi-edge-host map-org` attributes them (README, "Who owns a call").
+  const unassigned = summary.unassigned_calls ?? 0;
+  $("unassigned-card").hidden = summary.scope !== "all";
+  $("unassigned").textContent = unassigned;
+  $("unassigned").classList.toggle("bad", unassigned > 0);
   $("scope").textContent = summary.scope === "all" ? "all organisations" :
     "organisation " + (summary.scope || []).join(", ");
   drawChart(summary.hourly || []);
@@ -174,7 +180,7 @@ function renderCalls() {
     cell(row, "").replaceChildren(status);
     cell(row, call.from_number);
     cell(row, call.to_number);
-    cell(row, call.agent_name);
+    cell(row, call.org_id == null ? "no organisation" : call.agent_name, call.org_id == null ? "bad" : "");
     cell(row, call.lead_name || (call.lead_id ? "linked" : null));
     cell(row, call.duration_seconds == null ? null : Math.round(call.duration_seconds) + " s");
     cell(row, call.cost == null ? null : "$" + Number(call.cost).toFixed(2));
@@ -196,7 +202,7 @@ async function showDetail(id) {
   if (!call) return;
   $("detail-title").textContent = id;
   const fields = [
-    ["Organisation", call.org_id], ["Direction", call.direction], ["Status", call.status],
+    ["Organisation", call.org_id ?? "none yet (vapi-edge-host map-org attributes it)"], ["Direction", call.direction], ["Status", call.status],
     ["From", call.from_number], ["To", call.to_number], ["Agent", call.agent_name],
     ["Lead", call.lead_name || call.lead_id], ["Started", time(call.started_at)],
     ["Ended", time(call.ended_at)], ["Ended reason", call.ended_reason],

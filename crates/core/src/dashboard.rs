@@ -9,6 +9,7 @@
 //!   deliveries of its events; 404 when it is not there or not the token's;
 //! - `GET /api/summary`: calls today, in progress, the last hour's success
 //!   ratio and p95, agent lookup failures, calls per hour of the last 24 h,
+//!   calls recorded without an organisation (all-organisation tokens only),
 //!   and where the page subscribes for live updates (`dashboard_relay_url`).
 //!
 //! Phone numbers are masked as in the logs unless `dashboard_full_numbers` is
@@ -292,6 +293,11 @@ async fn summary(
             "agent_lookup_failures": last_hour["agent_lookup_failures"],
         },
         "agent_lookup_failures_24h": figures["agent_lookup_failures_24h"],
+        // Calls no organisation owns yet: shown to all-organisation tokens.
+        "unassigned_calls": match scope {
+            Scope::All => figures["unassigned_calls"].clone(),
+            Scope::Orgs(_) => json!(0),
+        },
         "hourly": hourly(&figures["hourly"], now_ms),
         "scope": match scope {
             Scope::All => json!("all"),

@@ -29,17 +29,24 @@ impl Agent {
     }
 }
 
-/// How a call's organisation was found.
+/// How a call's organisation was found: the handles Vapi sends, tried in this
+/// order (README, "Who owns a call"). The first that resolves decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnerVia {
-    /// The agent with the call's assistant id.
+    /// The agent with the call's assistant id (`agents.vapi_assistant_id`).
     Assistant,
-    /// The agent mapped to the call's squad (`agents.vapi_squad_id`).
+    /// The agent mapped to the call's squad (`agents.vapi_squad_id`), also
+    /// when the squad's active member is an assistant no agent has.
     Squad,
     /// The agent mapped to the call's workflow (`agents.vapi_workflow_id`).
     Workflow,
-    /// The organisation that owns the line; no agent.
+    /// The organisation that owns the line (`phone_numbers`); no agent.
     Line,
+    /// The organisation mapped to Vapi's organisation id, `call.orgId`
+    /// (`vapi_organizations`); no agent.
+    VapiOrg,
+    /// The deployment's `default_org_id`; no agent.
+    Default,
 }
 
 impl OwnerVia {
@@ -49,6 +56,8 @@ impl OwnerVia {
             OwnerVia::Squad => "squad",
             OwnerVia::Workflow => "workflow",
             OwnerVia::Line => "line",
+            OwnerVia::VapiOrg => "vapi_org",
+            OwnerVia::Default => "default",
         }
     }
 
@@ -58,10 +67,16 @@ impl OwnerVia {
             "squad" => OwnerVia::Squad,
             "workflow" => OwnerVia::Workflow,
             "line" => OwnerVia::Line,
+            "vapi_org" => OwnerVia::VapiOrg,
+            "default" => OwnerVia::Default,
             _ => return None,
         })
     }
 }
+
+/// What the recording statement's `via` column says when it wrote the call
+/// without an owner (see [`Recorded::New`]).
+pub const UNASSIGNED_VIA: &str = "none";
 
 /// Who owns a recorded call: always an organisation, and its agent when one
 /// is known.
@@ -95,40 +110,46 @@ impl Owner {
     }
 }
 
-/// What recording one event did.
+/// What recording one event did. `owner` is `None` for a call recorded
+/// without an organisation ("unassigned"): no handle it carries resolves and it
+/// has no assistant id to wait for. Its rows are kept with a NULL `org_id`
+/// until `vapi-edge-host map-org` attributes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     /// This attempt wrote the event.
     New {
-        owner: Owner,
+        owner: Option<Owner>,
         tracked: bool,
         lead_id: Option<String>,
     },
     /// `processed_webhook_events` already had the key: nothing was written.
-    Duplicate { owner: Owner },
-    /// Nobody owns the call yet: no agent has its assistant id, or (without
-    /// one) neither its squad, its workflow nor its line maps to an
-    /// organisation. Nothing was written.
+    Duplicate { owner: Option<Owner> },
+    /// No agent has the call's assistant id (yet) and no other handle
+    /// resolves: nothing was written, and the caller may retry.
     OwnerNotFound,
     /// The organisation is outside the inbound rollout: nothing was written.
     OutsideRollout { owner: Owner },
 }
 
 impl Recorded {
-    /// Reads the one row of `pg_sql::RECORD_EVENT`: (agent id, org id, agent
-    /// name, claimed count, tracked count, lead id, in rollout, via).
+    /// Reads the one row of the recording statement (`pg_sql::RECORD_EVENT_CALL`):
+    /// the owner as read back, its `via` column, the claimed and tracked counts,
+    /// the lead id and whether the organisation is in the rollout.
     pub fn from_record_event_row(
         owner: Option<Owner>,
+        via: Option<&str>,
         claimed: Option<i64>,
         tracked: Option<i64>,
         lead_id: Option<String>,
         in_rollout: Option<bool>,
     ) -> Recorded {
-        let Some(owner) = owner else {
+        if owner.is_none() && via != Some(UNASSIGNED_VIA) {
             return Recorded::OwnerNotFound;
-        };
-        if in_rollout == Some(false) {
-            return Recorded::OutsideRollout { owner };
+        }
+        if let (Some(owner), Some(false)) = (&owner, in_rollout) {
+            return Recorded::OutsideRollout {
+                owner: owner.clone(),
+            };
         }
         if claimed != Some(1) {
             return Recorded::Duplicate { owner };
@@ -137,6 +158,39 @@ impl Recorded {
             owner,
             tracked: tracked == Some(1),
             lead_id,
+        }
+    }
+
+    /// The database holds the event (its claim is done, not given back).
+    pub fn is_held(&self) -> bool {
+        matches!(self, Recorded::New { .. } | Recorded::Duplicate { .. })
+    }
+}
+
+/// What answers an `assistant-request` for a line: the agent that takes its
+/// inbound calls (with its assistant id), and what the line falls back to
+/// when neither an agent nor the upstream answers in time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineAnswer {
+    pub agent: Option<(Agent, String)>,
+    pub fallback: Option<crate::upstream::Fallback>,
+}
+
+impl LineAnswer {
+    /// From the columns of `pg_sql::LINE_ANSWER` (or its SQLite twin): agent
+    /// id, org id, agent name, assistant id, fallback assistant id, fallback
+    /// number. A line not there, or without an agent, reads as no agent.
+    pub fn from_columns(columns: [Option<String>; 6]) -> LineAnswer {
+        let [agent_id, org_id, name, assistant_id, fallback_assistant_id, fallback_number] =
+            columns;
+        let agent = Agent::from_columns(agent_id, org_id, name)
+            .and_then(|agent| Some((agent, assistant_id?)));
+        LineAnswer {
+            agent,
+            fallback: crate::upstream::Fallback::from_columns(
+                fallback_assistant_id,
+                fallback_number,
+            ),
         }
     }
 }
@@ -263,32 +317,63 @@ mod tests {
 
     #[test]
     fn the_record_event_row_reads_each_outcome() {
+        let read = |owner: Option<Owner>, via, claimed, in_rollout| {
+            Recorded::from_record_event_row(owner, via, Some(claimed), Some(0), None, in_rollout)
+        };
+        assert_eq!(read(None, None, 0, None), Recorded::OwnerNotFound);
         assert_eq!(
-            Recorded::from_record_event_row(None, Some(0), Some(0), None, None),
-            Recorded::OwnerNotFound
-        );
-        assert_eq!(
-            Recorded::from_record_event_row(Some(ava()), Some(0), Some(0), None, Some(false)),
+            read(Some(ava()), Some("assistant"), 0, Some(false)),
             Recorded::OutsideRollout { owner: ava() }
         );
         assert_eq!(
-            Recorded::from_record_event_row(Some(ava()), Some(0), Some(0), None, Some(true)),
-            Recorded::Duplicate { owner: ava() }
+            read(Some(ava()), Some("assistant"), 0, Some(true)),
+            Recorded::Duplicate { owner: Some(ava()) }
         );
         assert_eq!(
             Recorded::from_record_event_row(
                 Some(ava()),
+                Some("assistant"),
                 Some(1),
                 Some(1),
                 Some("lead".into()),
                 Some(true)
             ),
             Recorded::New {
-                owner: ava(),
+                owner: Some(ava()),
                 tracked: true,
                 lead_id: Some("lead".into())
             }
         );
+        // Written without an owner: new, then a duplicate; never "not found".
+        assert_eq!(
+            read(None, Some(UNASSIGNED_VIA), 1, Some(true)),
+            Recorded::New {
+                owner: None,
+                tracked: false,
+                lead_id: None
+            }
+        );
+        assert_eq!(
+            read(None, Some(UNASSIGNED_VIA), 0, Some(true)),
+            Recorded::Duplicate { owner: None }
+        );
+        assert!(read(None, Some(UNASSIGNED_VIA), 1, Some(true)).is_held());
+        assert!(!read(None, None, 0, None).is_held());
+    }
+
+    #[test]
+    fn every_via_reads_back_as_itself() {
+        for via in [
+            OwnerVia::Assistant,
+            OwnerVia::Squad,
+            OwnerVia::Workflow,
+            OwnerVia::Line,
+            OwnerVia::VapiOrg,
+            OwnerVia::Default,
+        ] {
+            assert_eq!(OwnerVia::from_name(via.as_str()), Some(via));
+        }
+        assert_eq!(OwnerVia::from_name(UNASSIGNED_VIA), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! complete at once (Spin's interfaces it uses are blocking).
 
 use crate::dashboard::Read;
-use crate::db::{Agent, Database, DbError, DeadLetter, EventRow, PendingLetter, Recorded};
+use crate::db::{Database, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded};
 use crate::handling::CallRecord;
 use crate::kv::KeyValue;
 use crate::log::LogLine;
@@ -26,22 +26,24 @@ pub trait Effects: KeyValue {
 
     /// The database the records go to, as configured.
     fn database(&mut self) -> Database;
-    /// Finds the agent and, in one transaction, records the event in
-    /// `processed_webhook_events` and upserts `call_tracking` (inbound) and
-    /// `call_logs`. Inbound calls of organisations outside the rollout write
-    /// nothing.
+    /// Finds the call's owner (in `CallRecord`'s order) and, in one
+    /// transaction, records the event in `processed_webhook_events` and
+    /// upserts `call_tracking` (inbound) and `call_logs`. Inbound calls of
+    /// organisations outside the rollout write nothing; a call nobody owns is
+    /// written without an owner when `CallRecord::keeps_unowned`, else not.
     async fn record_event(
         &mut self,
         record: &CallRecord,
         rollout_percent: u32,
     ) -> Result<Recorded, DbError>;
-    /// The agent that answers inbound calls on a line (by Vapi phone-number id,
-    /// else by E.164 number), with its assistant id.
-    async fn inbound_agent_for_line(
+    /// What answers an `assistant-request` on a line (by Vapi phone-number
+    /// id, else by E.164 number): its agent with the assistant id, and the
+    /// line's fallback.
+    async fn line_answer(
         &mut self,
         vapi_phone_number_id: Option<&str>,
         phone_e164: Option<&str>,
-    ) -> Result<Option<(Agent, String)>, DbError>;
+    ) -> Result<LineAnswer, DbError>;
     /// Keeps one pending dead letter per event; a repeated failure bumps `attempts`.
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError>;
     async fn insert_event_row(&mut self, row: &EventRow) -> Result<(), DbError>;

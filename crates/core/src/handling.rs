@@ -38,16 +38,21 @@ pub struct CallRecord {
     pub event_key: EventKey,
     pub message_type: String,
     pub call_id: String,
-    pub vapi_org_id: Option<String>,
-    /// Who owns the call, in the order the database tries them: the agent
-    /// with this assistant id; else the agent mapped to the squad or workflow;
-    /// else the organisation that owns the line (no agent).
+    /// Who owns the call, in the order the database tries them (the first
+    /// that resolves decides; see `db::OwnerVia`): the agent with this
+    /// assistant id; the agent mapped to the squad, then to the workflow;
+    /// the organisation that owns the line; the organisation mapped to
+    /// Vapi's organisation id; the deployment's default organisation.
     pub assistant_id: Option<String>,
     pub squad_id: Option<String>,
     pub workflow_id: Option<String>,
     /// The line: its Vapi phone-number id, and its number when E.164.
     pub line_id: Option<String>,
     pub line_e164: Option<String>,
+    /// `call.orgId`: Vapi's organisation id, not this product's `org_id`.
+    pub vapi_org_id: Option<String>,
+    /// `default_org_id`, when set.
+    pub default_org_id: Option<String>,
     pub direction: CallDirection,
     /// Who called whom: for inbound the customer called the organisation's
     /// line; for outbound the reverse; web calls have no numbers.
@@ -82,6 +87,15 @@ impl CallRecord {
     /// Only inbound phone calls get a `call_tracking` row.
     pub fn tracks_call(&self) -> bool {
         self.direction == CallDirection::Inbound
+    }
+
+    /// Whether a call that no handle resolves is recorded without an owner
+    /// (unassigned, for an operator to attribute) instead of refused. Only
+    /// an assistant id can be waited for: the agent may be saved any moment
+    /// (the checklist's agent lookup), so a call that names one is refused
+    /// and retried; nothing else a call carries is mapped that way.
+    pub fn keeps_unowned(&self) -> bool {
+        self.assistant_id.is_none()
     }
 }
 
@@ -168,6 +182,7 @@ pub fn plan(message: &ServerMessage, settings: &Settings) -> Result<Plan, PlanEr
         message_type: message.message_type.clone(),
         call_id: call.id.clone(),
         vapi_org_id: call.vapi_org_id.clone(),
+        default_org_id: settings.default_org_id.clone(),
         assistant_id: message.assistant_id().map(str::to_string),
         squad_id: call.squad_id.clone(),
         workflow_id: call.workflow_id.clone(),

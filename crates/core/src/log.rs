@@ -11,9 +11,10 @@ pub const AGENT_LOOKUP_FAILED: &str = "Agent lookup failed";
 pub const CANNOT_DETERMINE_CALL_TYPE: &str = "Cannot determine call type";
 pub const CALL_TRACKING_FAILED: &str = "Failed to create call_tracking";
 pub const CALL_LOGS_FAILED: &str = "Failed to upsert call_logs";
-/// A call without an assistant id that no squad, workflow or line maps to an
-/// organisation (answered 500, kept as a dead letter).
-pub const ORG_LOOKUP_FAILED: &str = "Organisation lookup failed";
+/// A call without an assistant id that no squad, workflow, line or Vapi
+/// organisation maps to an organisation: recorded without one, for an operator
+/// to map (`vapi-edge-host map-org`).
+pub const CALL_UNASSIGNED: &str = "Call recorded without an organisation";
 /// The upstream did not answer a reply-expecting message in time, or not in
 /// Vapi's shape; the fallback answered.
 pub const UPSTREAM_FAILED: &str = "Upstream failed";

@@ -55,6 +55,9 @@ pub struct Snapshot {
     pub call_tracking_failures_total: u64,
     #[serde(default)]
     pub upstream_failures_total: u64,
+    /// Calls recorded without an organisation, now (`call_logs.org_id` NULL).
+    #[serde(default)]
+    pub unassigned_calls: u64,
     pub processing: Histogram,
     pub last_hour: LastHour,
 }
@@ -158,7 +161,12 @@ pub fn render(snapshot: &Snapshot) -> String {
     );
 
     let hour = &snapshot.last_hour;
-    let gauges: [(&str, &str, Option<f64>); 8] = [
+    let gauges: [(&str, &str, Option<f64>); 9] = [
+        (
+            "vapi_edge_unassigned_calls",
+            "Calls recorded without an organisation, waiting for `vapi-edge-host map-org`.",
+            Some(snapshot.unassigned_calls as f64),
+        ),
         (
             "vapi_edge_inbound_calls_last_hour",
             "Inbound calls first seen in the last hour.",
@@ -257,6 +265,7 @@ mod tests {
             agent_lookup_failures_total: 1,
             call_tracking_failures_total: 0,
             upstream_failures_total: 2,
+            unassigned_calls: 3,
             processing: Histogram {
                 buckets: vec![1, 5, 9, 10, 10, 10, 10, 10, 10, 10, 10],
                 count: 10,
@@ -289,6 +298,7 @@ mod tests {
         assert_eq!(samples["vapi_edge_webhook_success_ratio_last_hour"], 0.9);
         assert_eq!(samples["vapi_edge_webhook_error_ratio_last_hour"], 0.1);
         assert_eq!(samples["vapi_edge_inbound_calls_total"], 7.0);
+        assert_eq!(samples["vapi_edge_unassigned_calls"], 3.0);
         for name in samples.keys() {
             assert!(name.starts_with("vapi_edge_"), "{name}");
             assert!(!name.contains("call_id"), "{name}");

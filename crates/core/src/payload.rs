@@ -81,7 +81,7 @@ impl MessageKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolCall {
     pub id: String,
-    pub name: Option<String>,
+    pub name: String,
 }
 
 /// The parts of `message.call` the product uses. `call` is a snapshot taken when
@@ -162,8 +162,10 @@ pub struct ServerMessage {
     /// `toolCallList` of a `tool-calls` message (`function-call`: one entry
     /// named from `functionCall.name`).
     pub tool_calls: Vec<ToolCall>,
-    /// `message.assistant.id`.
+    /// `message.assistant.id`: in a squad, the member speaking now.
     pub assistant_id: Option<String>,
+    /// `message.assistant.name` (a transient assistant has no id).
+    pub assistant_name: Option<String>,
     pub report: Report,
 }
 
@@ -205,7 +207,7 @@ static MESSAGE: Shape = Shape {
         ("status", &LEAF),
         ("customer", &NUMBER),
         ("phoneNumber", &PHONE_NUMBER),
-        ("assistant", &ID),
+        ("assistant", &ASSISTANT),
         ("destination", &DESTINATION),
         ("timestamp", &LEAF),
         ("endedReason", &LEAF),
@@ -243,8 +245,8 @@ static NUMBER: Shape = Shape {
 static PHONE_NUMBER: Shape = Shape {
     members: &[("id", &LEAF), ("number", &LEAF), ("assistantId", &LEAF)],
 };
-static ID: Shape = Shape {
-    members: &[("id", &LEAF)],
+static ASSISTANT: Shape = Shape {
+    members: &[("id", &LEAF), ("name", &LEAF)],
 };
 static DESTINATION: Shape = Shape {
     members: &[("number", &LEAF), ("sipUri", &LEAF)],
@@ -351,13 +353,12 @@ fn read_whole_parts(
             message.tool_calls = read_tool_calls(value)?;
         }
         MessageKind::FunctionCall => {
-            let name = value["functionCall"]["name"].as_str().map(str::to_string);
-            if name.is_none() {
+            let Some(name) = value["functionCall"]["name"].as_str() else {
                 return Err(error("message.functionCall.name", "is required"));
-            }
+            };
             message.tool_calls = vec![ToolCall {
                 id: String::new(),
-                name,
+                name: name.to_string(),
             }];
         }
         _ => {}
@@ -365,9 +366,11 @@ fn read_whole_parts(
     Ok(())
 }
 
-/// `toolCallList` (each `{id, function: {name}}`), or in its absence the
-/// `toolCall` of each `toolWithToolCallList` entry. Every entry needs an id:
-/// the reply names it.
+/// `toolCallList`, or in its absence the `toolCall` of each
+/// `toolWithToolCallList` entry. An entry comes in the schema's shape
+/// (`{id, function: {name, arguments}}`) or the flat one of Vapi's docs
+/// example (`{id, name, arguments}`). Every entry needs an id and a name: the
+/// reply names both (`ToolCallResult.name` is required).
 fn read_tool_calls(value: &serde_json::Value) -> Result<Vec<ToolCall>, PayloadError> {
     let (list, field, nested) = match (
         value["toolCallList"].as_array(),
@@ -377,22 +380,30 @@ fn read_tool_calls(value: &serde_json::Value) -> Result<Vec<ToolCall>, PayloadEr
         (None, Some(list)) => (list, "message.toolWithToolCallList", true),
         (None, None) => return Err(error("message.toolCallList", "is required")),
     };
+    fn text(value: &serde_json::Value) -> Option<&str> {
+        value.as_str().filter(|s| !s.trim().is_empty())
+    }
     list.iter()
         .enumerate()
         .map(|(i, entry)| {
             let call = if nested { &entry["toolCall"] } else { entry };
-            let id = call["id"].as_str().filter(|id| !id.trim().is_empty());
-            let Some(id) = id else {
-                let at = if nested { "].toolCall.id" } else { "].id" };
-                return Err(error(&format!("{field}[{i}{at}"), "is required"));
+            let at = if nested { "].toolCall" } else { "]" };
+            let Some(id) = text(&call["id"]) else {
+                return Err(error(&format!("{field}[{i}{at}.id"), "is required"));
             };
-            let name = call["function"]["name"]
-                .as_str()
-                .or_else(|| entry["function"]["name"].as_str())
-                .map(str::to_string);
+            let name = text(&call["function"]["name"])
+                .or_else(|| text(&call["name"]))
+                .or_else(|| text(&entry["function"]["name"]))
+                .or_else(|| text(&entry["name"]));
+            let Some(name) = name else {
+                return Err(error(
+                    &format!("{field}[{i}{at}.function.name"),
+                    "is required (or `name` beside `id`)",
+                ));
+            };
             Ok(ToolCall {
                 id: id.to_string(),
-                name,
+                name: name.to_string(),
             })
         })
         .collect()
@@ -447,12 +458,12 @@ fn parse_document(document: &Json<'_>) -> Result<ServerMessage, PayloadError> {
             .optional("artifact")
             .and_then(|artifact| count(artifact.optional("messages")))
     });
-    let assistant_id = match message.optional("assistant") {
+    let (assistant_id, assistant_name) = match message.optional("assistant") {
         Some(assistant) => {
             assistant.object()?;
-            assistant.opt_str("id")?
+            (assistant.opt_str("id")?, assistant.opt_str("name")?)
         }
-        None => None,
+        None => (None, None),
     };
     let destination = match message.optional("destination") {
         Some(destination) => {
@@ -481,6 +492,7 @@ fn parse_document(document: &Json<'_>) -> Result<ServerMessage, PayloadError> {
         messages_count,
         tool_calls: Vec::new(),
         assistant_id,
+        assistant_name,
     })
 }
 
@@ -870,6 +882,46 @@ mod tests {
             let err = parse_json(body.clone()).unwrap_err();
             assert_eq!(err.field, field, "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_tool_call_is_named_in_either_shape() {
+        let names = |list: Value| -> Result<Vec<(String, String)>, PayloadError> {
+            let message = parse_json(json!({"message": {"type": "tool-calls",
+                "call": {"id": "c"}, "toolCallList": list}}))?;
+            Ok(message
+                .tool_calls
+                .into_iter()
+                .map(|t| (t.id, t.name))
+                .collect())
+        };
+        // The schema's shape, and the flat one of Vapi's docs example.
+        assert_eq!(
+            names(json!([
+                {"id": "t1", "type": "function", "function": {"name": "book", "arguments": {}}},
+                {"id": "t2", "name": "get_weather", "arguments": {"location": "SF"}}
+            ]))
+            .unwrap(),
+            [
+                ("t1".to_string(), "book".to_string()),
+                ("t2".to_string(), "get_weather".to_string())
+            ]
+        );
+        let nameless = names(json!([{"id": "t1"}, {"id": "t2", "arguments": {}}])).unwrap_err();
+        assert_eq!(nameless.field, "message.toolCallList[0].function.name");
+        let nested = parse_json(
+            json!({"message": {"type": "tool-calls", "call": {"id": "c"},
+            "toolWithToolCallList": [{"type": "function", "function": {"name": "book"},
+                                      "toolCall": {"id": "t9"}}]}}),
+        )
+        .unwrap();
+        assert_eq!(nested.tool_calls[0].name, "book");
+        let no_id = parse_json(
+            json!({"message": {"type": "tool-calls", "call": {"id": "c"},
+            "toolWithToolCallList": [{"function": {"name": "book"}, "toolCall": {}}]}}),
+        )
+        .unwrap_err();
+        assert_eq!(no_id.field, "message.toolWithToolCallList[0].toolCall.id");
     }
 
     #[test]

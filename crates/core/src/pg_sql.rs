@@ -9,129 +9,40 @@
 //! statement is listed in [`ROW_QUERIES`] with parameters that find nothing;
 //! `host/tests/statements.rs` runs them on an empty database and checks for a row.
 
-/// Records one call event. Runs as one statement, hence one transaction.
+/// Records one call event: `vapi_record_event_v2` (migration 0007) finds
+/// the call's owner and, in the one transaction of this one statement,
+/// claims the event in `processed_webhook_events` and upserts `call_tracking`
+/// (inbound) and `call_logs`. Its body lives only in the migration (a change
+/// is a new function, `_v3`, in a new migration, so the previous build keeps
+/// calling its own during a rolling deploy or after a rollback).
 ///
-/// The owner is found in this order: the agent with the call's assistant id
-/// (`$1`); without one, the agent mapped to its squad (`$23`) or workflow
-/// (`$24`); else the organisation that owns its line (`$25` phone-number id,
-/// `$26` E.164), with no agent. An assistant id that no agent has does not
-/// fall back to the line: the agent may not be saved yet, and the caller
-/// retries. When no owner is found every CTE selects from an empty `agent` and
-/// nothing is written, and the one row it returns has a NULL organisation;
-/// when the event key is already recorded `claimed` is empty and the upserts
-/// select nothing either. Statuses move forward only (`status_rank`). Inbound
-/// calls of organisations outside `inbound_rollout_percent` (`$21`) write
-/// nothing; the bucket is `vapi_edge_core::rollout::bucket` in SQL.
-pub const RECORD_EVENT: &str = "
-WITH by_assistant AS (
-    SELECT id, org_id, name, 'assistant'::text AS via
-    FROM agents WHERE vapi_assistant_id = $1::text
-), by_route AS (
-    SELECT id, org_id, name,
-           CASE WHEN vapi_squad_id = $23::text THEN 'squad' ELSE 'workflow' END AS via
-    FROM agents
-    WHERE $1::text IS NULL AND (vapi_squad_id = $23::text OR vapi_workflow_id = $24::text)
-    ORDER BY (vapi_squad_id = $23::text) DESC NULLS LAST
-    LIMIT 1
-), by_line AS (
-    SELECT NULL::uuid AS id, p.org_id, NULL::text AS name, 'line'::text AS via
-    FROM phone_numbers p
-    WHERE $1::text IS NULL AND NOT EXISTS (SELECT 1 FROM by_route)
-      AND (p.vapi_phone_number_id = $25::text OR p.phone_e164 = $26::text)
-    ORDER BY (p.vapi_phone_number_id = $25::text) DESC NULLS LAST
-    LIMIT 1
-), agent AS (
-    SELECT id, org_id, name, via,
-           ($5::text <> 'inbound' OR
-            (('x' || encode(substring(sha256(convert_to(lower(org_id::text), 'UTF8')) FROM 1 FOR 4), 'hex'))::bit(32)::bigint % 100)
-            < $21::int8) AS in_rollout
-    FROM (SELECT * FROM by_assistant UNION ALL SELECT * FROM by_route
-          UNION ALL SELECT * FROM by_line) AS owner
-    LIMIT 1
-), claimed AS (
-    INSERT INTO processed_webhook_events (event_key, message_type, vapi_call_id, org_id)
-    SELECT $2::text, $3::text, $4::text, agent.org_id FROM agent WHERE agent.in_rollout
-    ON CONFLICT (event_key) DO NOTHING
-    RETURNING event_key
-), lead AS (
-    SELECT leads.id FROM leads JOIN agent ON leads.org_id = agent.org_id
-    WHERE leads.phone_e164 = $8::text
-), tracking AS (
-    INSERT INTO call_tracking AS t
-        (vapi_call_id, org_id, agent_id, direction, from_number, to_number,
-         status, status_rank, vapi_org_id)
-    SELECT $4::text, agent.org_id, agent.id, 'inbound', $6::text, $7::text,
-           $9::text, $10::int2, $11::text
-    FROM agent, claimed
-    WHERE $5::text = 'inbound'
-    ON CONFLICT (vapi_call_id) DO UPDATE SET
-        status = CASE WHEN EXCLUDED.status_rank > coalesce(t.status_rank, 0)
-                      THEN EXCLUDED.status ELSE t.status END,
-        status_rank = greatest(t.status_rank, EXCLUDED.status_rank),
-        agent_id = coalesce(t.agent_id, EXCLUDED.agent_id),
-        from_number = coalesce(t.from_number, EXCLUDED.from_number),
-        to_number = coalesce(t.to_number, EXCLUDED.to_number),
-        updated_at = now()
-    RETURNING t.id
-), logged AS (
-    INSERT INTO call_logs AS l
-        (vapi_call_id, org_id, agent_id, lead_id, status, status_rank, metadata,
-         direction, from_number, to_number, started_at, ended_at, ended_reason,
-         duration_seconds, cost, summary, transcript, recording_url,
-         structured_data, success_evaluation, costs)
-    SELECT $4::text, agent.org_id, agent.id, (SELECT id FROM lead), $9::text,
-           $10::int2, $12::jsonb, $5::text, $6::text, $7::text,
-           to_timestamp($13::int8 / 1000.0), to_timestamp($14::int8 / 1000.0),
-           $15::text, $16::float8, $17::float8::numeric, $18::text, $19::text,
-           $20::text, $27::jsonb, $28::text, $29::jsonb
-    FROM agent, claimed
-    ON CONFLICT (vapi_call_id) DO UPDATE SET
-        status = CASE WHEN EXCLUDED.status_rank > coalesce(l.status_rank, 0)
-                      THEN EXCLUDED.status ELSE l.status END,
-        status_rank = greatest(l.status_rank, EXCLUDED.status_rank),
-        agent_id = coalesce(l.agent_id, EXCLUDED.agent_id),
-        lead_id = coalesce(l.lead_id, EXCLUDED.lead_id),
-        metadata = l.metadata || EXCLUDED.metadata,
-        from_number = coalesce(l.from_number, EXCLUDED.from_number),
-        to_number = coalesce(l.to_number, EXCLUDED.to_number),
-        -- The end-of-call report is authoritative for the call's times and
-        -- reason; otherwise the first value seen stays, so the final row does
-        -- not depend on the order Vapi's messages arrive in.
-        started_at = CASE WHEN $22::bool THEN coalesce(EXCLUDED.started_at, l.started_at)
-                          ELSE coalesce(l.started_at, EXCLUDED.started_at) END,
-        ended_at = CASE WHEN $22::bool THEN coalesce(EXCLUDED.ended_at, l.ended_at)
-                        ELSE coalesce(l.ended_at, EXCLUDED.ended_at) END,
-        ended_reason = CASE WHEN $22::bool THEN coalesce(EXCLUDED.ended_reason, l.ended_reason)
-                            ELSE coalesce(l.ended_reason, EXCLUDED.ended_reason) END,
-        duration_seconds = coalesce(EXCLUDED.duration_seconds, l.duration_seconds),
-        cost = coalesce(EXCLUDED.cost, l.cost),
-        summary = coalesce(EXCLUDED.summary, l.summary),
-        transcript = coalesce(EXCLUDED.transcript, l.transcript),
-        recording_url = coalesce(EXCLUDED.recording_url, l.recording_url),
-        structured_data = coalesce(EXCLUDED.structured_data, l.structured_data),
-        success_evaluation = coalesce(EXCLUDED.success_evaluation, l.success_evaluation),
-        costs = coalesce(EXCLUDED.costs, l.costs),
-        updated_at = now()
-    RETURNING l.id, l.lead_id
-)
-SELECT agent.id::text, agent.org_id::text, agent.name,
-       (SELECT count(*) FROM claimed) AS claimed,
-       (SELECT count(*) FROM tracking) AS tracked,
-       (SELECT lead_id::text FROM logged) AS lead_id,
-       agent.in_rollout, agent.via
-FROM (SELECT 1) AS one LEFT JOIN agent ON true";
-
-/// What the component sends to record an event: [`RECORD_EVENT`] run by the
-/// function `vapi_record_event_v1` (migration 0006), same parameters, same
-/// one row. Spin sends statements unprepared, and PostgreSQL would plan the
-/// whole CTE each time; a PL/pgSQL function's plan is made once per
+/// The owner is the first that resolves of: the agent with the assistant id
+/// (`$1`); the agent mapped to the squad (`$23`), then to the workflow
+/// (`$24`); the organisation that owns the line (`$25` phone-number id, `$26`
+/// E.164); the organisation mapped to Vapi's organisation id (`$11`); the
+/// default organisation (`$30`). When none does, `$31` decides: true writes
+/// the call without an owner (`via` = `none`), false writes nothing and
+/// returns a row with a NULL organisation and `via` (the caller retries: an
+/// assistant id no agent has yet). When the event key is already recorded
+/// `claimed` is 0 and nothing is written. Statuses move forward only
+/// (`status_rank`). Inbound calls of organisations outside
+/// `inbound_rollout_percent` (`$21`) write nothing; the bucket is
+/// `vapi_edge_core::rollout::bucket` in SQL.
+///
+/// Spin sends statements unprepared, and PostgreSQL would plan a statement of
+/// this size each time; a PL/pgSQL function's plans are made once per
 /// connection. `vapi-edge-host` and the native baseline prepare it, as any
-/// statement.
-pub const RECORD_EVENT_CALL: &str = "SELECT * FROM vapi_record_event_v1(
+/// statement. One row: (agent id, org id, agent name, claimed, tracked, lead
+/// id, in rollout, via).
+pub const RECORD_EVENT_CALL: &str = "SELECT * FROM vapi_record_event_v2(
     $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text,
     $9::text, $10::int2, $11::text, $12::jsonb, $13::int8, $14::int8, $15::text,
     $16::float8, $17::float8, $18::text, $19::text, $20::text, $21::int8, $22::bool,
-    $23::text, $24::text, $25::text, $26::text, $27::jsonb, $28::text, $29::jsonb)";
+    $23::text, $24::text, $25::text, $26::text, $27::jsonb, $28::text, $29::jsonb,
+    $30::text, $31::bool)";
+
+/// The migration that defines the function [`RECORD_EVENT_CALL`] calls.
+pub const RECORD_EVENT_MIGRATION: &str = include_str!("../../../migrations/0007_owners.sql");
 
 /// Adds one row to `webhook_events`, the durable record `/metrics` is
 /// computed from (written after the response).
@@ -167,16 +78,20 @@ pub const MARK_REPLAYED: &str =
 pub const COUNT_PENDING_DEAD_LETTERS: &str =
     "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL";
 
-/// The agent that answers inbound calls on a line (by Vapi phone-number id
-/// `$1`, else by E.164 number `$2`), as (id, org_id, name, vapi_assistant_id);
-/// a row of NULLs when the line has none.
-pub const INBOUND_AGENT_FOR_LINE: &str = "SELECT f.id, f.org_id, f.name, f.vapi_assistant_id
+/// What answers an `assistant-request` on a line (by Vapi phone-number id
+/// `$1`, else by E.164 number `$2`), as (agent id, org_id, name,
+/// vapi_assistant_id, fallback assistant id, fallback number): the agent of
+/// the line's inbound role, if it has an assistant id, and the line's
+/// fallback; a row of NULLs when the line is not there.
+pub const LINE_ANSWER: &str = "SELECT f.id, f.org_id, f.name, f.vapi_assistant_id,
+       f.fallback_assistant_id, f.fallback_number
 FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-    SELECT a.id::text AS id, a.org_id::text AS org_id, a.name, a.vapi_assistant_id
+    SELECT a.id::text AS id, a.org_id::text AS org_id, a.name, a.vapi_assistant_id,
+           p.fallback_assistant_id, p.fallback_number
     FROM phone_numbers p
-    JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
-    WHERE (p.vapi_phone_number_id = $1::text OR p.phone_e164 = $2::text)
-      AND a.vapi_assistant_id IS NOT NULL
+    LEFT JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
+                      AND a.vapi_assistant_id IS NOT NULL
+    WHERE p.vapi_phone_number_id = $1::text OR p.phone_e164 = $2::text
     ORDER BY (p.vapi_phone_number_id = $1::text) DESC NULLS LAST
     LIMIT 1
 ) AS f ON true";
@@ -195,6 +110,7 @@ SELECT json_build_object(
       SELECT message_type, outcome, status_class, sum(count) AS count
       FROM webhook_event_totals GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) r),
   'inbound_calls_total', (SELECT coalesce(sum(calls), 0) FROM call_tracking_totals),
+  'unassigned_calls', (SELECT count(*) FROM call_logs WHERE org_id IS NULL),
   'agent_lookup_failures_total',
       (SELECT coalesce(sum(count), 0) FROM webhook_event_totals WHERE error_class = 'agent_lookup'),
   'call_tracking_failures_total',
@@ -303,11 +219,14 @@ pub const DASHBOARD_CALL: &str = concat!(
 /// text: calls today (UTC), calls in progress (a live status, updated within
 /// 12 h: a call whose end was never reported does not count forever), the
 /// last hour's deliveries (the `/metrics` figures, for these organisations),
-/// agent lookup failures, and calls per hour of the last 24 h. Deliveries that
-/// no organisation owns (an unknown assistant) count for all-organisation
-/// tokens only.
+/// agent lookup failures, calls per hour of the last 24 h, and the calls
+/// recorded without an organisation (`unassigned_calls`, for
+/// all-organisation tokens; 0 for the others). Deliveries and calls that no
+/// organisation owns count for all-organisation tokens only.
 pub const DASHBOARD_SUMMARY: &str = concat!(
     "SELECT json_build_object(
+  'unassigned_calls', CASE WHEN $1::text IS NULL
+      THEN (SELECT count(*) FROM call_logs WHERE org_id IS NULL) ELSE 0 END,
   'calls_today', (SELECT count(*) FROM call_logs
       WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
         AND ",
@@ -383,6 +302,8 @@ pub const RECORD_EVENT_QUERY: RowQuery = RowQuery {
         "NULL",
         "NULL",
         "NULL",
+        "NULL",
+        "false",
     ],
 };
 
@@ -404,9 +325,9 @@ pub const COUNT_PENDING_DEAD_LETTERS_QUERY: RowQuery = RowQuery {
     not_found: &[],
 };
 
-pub const INBOUND_AGENT_FOR_LINE_QUERY: RowQuery = RowQuery {
-    name: "inbound_agent_for_line",
-    sql: INBOUND_AGENT_FOR_LINE,
+pub const LINE_ANSWER_QUERY: RowQuery = RowQuery {
+    name: "line_answer",
+    sql: LINE_ANSWER,
     not_found: &["'PN-no-such-line'", "'+14155550199'"],
 };
 
@@ -441,7 +362,7 @@ pub const ROW_QUERIES: &[RowQuery] = &[
     SCHEMA_VERSION_QUERY,
     PENDING_DEAD_LETTERS_QUERY,
     COUNT_PENDING_DEAD_LETTERS_QUERY,
-    INBOUND_AGENT_FOR_LINE_QUERY,
+    LINE_ANSWER_QUERY,
     METRICS_SNAPSHOT_QUERY,
     DASHBOARD_CALLS_QUERY,
     DASHBOARD_CALL_QUERY,
@@ -467,8 +388,8 @@ impl RowQuery {
     }
 }
 
-/// The parameters of [`RECORD_EVENT`], in order (`$1`..`$29`).
-pub const RECORD_EVENT_PARAMS: [&str; 29] = [
+/// The parameters of [`RECORD_EVENT_CALL`], in order (`$1`..`$31`).
+pub const RECORD_EVENT_PARAMS: [&str; 31] = [
     "assistant_id",
     "event_key",
     "message_type",
@@ -498,58 +419,54 @@ pub const RECORD_EVENT_PARAMS: [&str; 29] = [
     "structured_data (jsonb)",
     "success_evaluation",
     "costs (jsonb)",
+    "default_org_id",
+    "keeps_unowned (bool)",
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_parameter_is_used_and_named() {
-        for n in 1..=RECORD_EVENT_PARAMS.len() {
-            assert!(RECORD_EVENT.contains(&format!("${n}::")), "${n} unused");
-        }
-        assert!(!RECORD_EVENT.contains(&format!("${}::", RECORD_EVENT_PARAMS.len() + 1)));
+    /// The function's body, between `$fn$` quotes.
+    fn record_event_body() -> &'static str {
+        RECORD_EVENT_MIGRATION
+            .split("$fn$")
+            .nth(1)
+            .expect("the function's body")
     }
 
     #[test]
-    fn the_record_event_function_is_record_event() {
-        let migration = include_str!("../../../migrations/0006_record_event_function.sql");
-        let body = migration
-            .split("RETURN QUERY\n")
+    fn the_call_passes_every_parameter_the_function_declares_and_uses() {
+        let declaration = RECORD_EVENT_MIGRATION
+            .split("CREATE FUNCTION vapi_record_event_v2(")
             .nth(1)
-            .and_then(|rest| rest.split(";\nEND").next())
-            .expect("the function's body");
-        let mut expected = RECORD_EVENT.trim().to_string();
-        for n in (1..=RECORD_EVENT_PARAMS.len()).rev() {
-            expected = expected.replace(&format!("${n}::"), &format!("p{n}::"));
-        }
-        let lines = |text: &str| -> Vec<String> {
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect()
-        };
-        assert_eq!(lines(body), lines(&expected));
-        // The call passes every parameter, in order, with RECORD_EVENT's types.
-        for n in 1..=RECORD_EVENT_PARAMS.len() {
-            let typed = RECORD_EVENT
-                .split(&format!("${n}::"))
-                .nth(1)
-                .map(|rest| {
-                    rest.chars()
-                        .take_while(|c| c.is_ascii_alphanumeric())
-                        .collect::<String>()
-                })
-                .unwrap();
+            .and_then(|rest| rest.split(")\nRETURNS").next())
+            .expect("the function's parameters");
+        let declared: Vec<(String, String)> = declaration
+            .split(',')
+            .map(|p| {
+                let mut words = p.split_whitespace();
+                let name = words.next().unwrap().to_string();
+                let kind = words.next().unwrap().to_string();
+                (name, kind)
+            })
+            .collect();
+        assert_eq!(declared.len(), RECORD_EVENT_PARAMS.len());
+        let body = record_event_body();
+        for (i, (name, kind)) in declared.iter().enumerate() {
+            let n = i + 1;
+            assert_eq!(name, &format!("p{n}"));
             assert!(
-                RECORD_EVENT_CALL.contains(&format!("${n}::{typed}")),
-                "${n}"
+                RECORD_EVENT_CALL.contains(&format!("${n}::{kind}")),
+                "${n} is passed as {kind}"
             );
-            assert!(migration.contains(&format!("p{n} {typed}")), "p{n}");
+            // Used: as a word of its own, not the start of p1x or p3x.
+            let used = body
+                .match_indices(name.as_str())
+                .any(|(at, _)| !body[at + name.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            assert!(used, "{name} unused");
         }
-        assert!(!RECORD_EVENT_CALL.contains(&format!("${}::", RECORD_EVENT_PARAMS.len() + 1)));
+        assert!(!RECORD_EVENT_CALL.contains(&format!("${}::", declared.len() + 1)));
     }
 
     #[test]

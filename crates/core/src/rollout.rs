@@ -4,8 +4,9 @@
 //!
 //! The bucket is computed inside the recording statement (the organisation is
 //! only known once the agent is found, and one round trip is the budget), so
-//! `pg_sql::RECORD_EVENT` holds the same function in SQL; an end-to-end test at a split
-//! rollout keeps the two in step.
+//! the recording function (`pg_sql::RECORD_EVENT_CALL`) holds the same
+//! function in SQL; an end-to-end test at a split rollout keeps the two in
+//! step.
 
 use sha2::{Digest, Sha256};
 

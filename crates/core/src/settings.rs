@@ -8,6 +8,7 @@ use crate::payload::MessageKind;
 use crate::phone::Country;
 use crate::rollout;
 use crate::standard_webhooks::SigningKey;
+use crate::upstream::{Fallback, TypeTimeout};
 use thiserror::Error;
 
 /// `agent_lookup_retry_ms` when unset: 5 retries, 3.85 s in all.
@@ -36,6 +37,12 @@ pub enum SettingsError {
     UpstreamTimeout,
     #[error("campaign_predial_eligible: expected true or false")]
     PredialEligible,
+    #[error("upstream_timeouts: `{0}` is not `<reply type>=<milliseconds from 100 to 300000>`")]
+    UpstreamTimeouts(String),
+    #[error("default_org_id: expected an organisation id (a UUID)")]
+    DefaultOrgId,
+    #[error("assistant_request_fallback: expected an assistant id or an E.164 number (+ and 8 to 15 digits)")]
+    AssistantRequestFallback,
 }
 
 /// `upstream_types` when unset: every type whose reply Vapi uses. An
@@ -56,12 +63,30 @@ pub struct Upstream {
     pub key: Option<SigningKey>,
     /// The message types forwarded, as Vapi names them.
     pub types: Vec<String>,
+    /// The deadline of every type without one of its own.
     pub timeout_ms: u64,
+    /// `upstream_timeouts`: deadlines set per type, up to Vapi's 300 s.
+    pub type_timeouts: Vec<(String, u64)>,
 }
 
 impl Upstream {
     pub fn handles(&self, message_type: &str) -> bool {
         self.types.iter().any(|t| t == message_type)
+    }
+
+    /// The deadline for `message_type`: its own when `upstream_timeouts`
+    /// sets one, else `upstream_timeout_ms`.
+    pub fn timeout_for(&self, message_type: &str) -> TypeTimeout {
+        match self.type_timeouts.iter().find(|(t, _)| t == message_type) {
+            Some((_, ms)) => TypeTimeout {
+                ms: *ms,
+                set_for_type: true,
+            },
+            None => TypeTimeout {
+                ms: self.timeout_ms,
+                set_for_type: false,
+            },
+        }
     }
 }
 
@@ -87,6 +112,12 @@ pub struct Settings {
     pub upstream: Option<Upstream>,
     /// The answer to a `campaign.predial` when no upstream gives one.
     pub predial_eligible: bool,
+    /// The organisation of a call that no handle Vapi sends resolves
+    /// (`default_org_id`); `None` keeps such calls unassigned.
+    pub default_org_id: Option<String>,
+    /// What answers an `assistant-request` on a line without a fallback of
+    /// its own when no agent or upstream does (`assistant_request_fallback`).
+    pub assistant_request_fallback: Option<Fallback>,
 }
 
 impl Settings {
@@ -113,6 +144,17 @@ impl Settings {
             Some("false") => false,
             Some(_) => return Err(SettingsError::PredialEligible),
         };
+        let default_org_id = match get("default_org_id") {
+            None => None,
+            Some(id) if is_uuid(id.trim()) => Some(id.trim().to_ascii_lowercase()),
+            Some(_) => return Err(SettingsError::DefaultOrgId),
+        };
+        let assistant_request_fallback = match get("assistant_request_fallback") {
+            None => None,
+            Some(text) => {
+                Some(Fallback::parse(&text).ok_or(SettingsError::AssistantRequestFallback)?)
+            }
+        };
         Ok(Settings {
             country,
             retry_delays,
@@ -121,6 +163,8 @@ impl Settings {
             call_type_aliases,
             upstream: upstream(&get)?,
             predial_eligible,
+            default_org_id,
+            assistant_request_fallback,
         })
     }
 }
@@ -129,21 +173,32 @@ impl Settings {
 fn parse_call_type_aliases(
     text: Option<&str>,
 ) -> Result<Vec<(String, CallDirection)>, SettingsError> {
-    let Some(text) = text else {
-        return Ok(Vec::new());
-    };
-    text.split(',')
+    parse_pairs(text, |entry, kind, direction| {
+        let direction = CallDirection::from_name(direction)
+            .ok_or_else(|| SettingsError::CallTypeAlias(entry.to_string()))?;
+        Ok((kind.to_string(), direction))
+    })
+    .map_err(|entry| entry.unwrap_or_else(SettingsError::CallTypeAlias))
+}
+
+/// The entries of a comma-separated `<name>=<value>` list, each read by
+/// `read(entry, name, value)` (both sides trimmed). An entry that is not a
+/// pair fails with `Err(Err(entry))`, for the caller to name its variable.
+fn parse_pairs<T>(
+    text: Option<&str>,
+    read: impl Fn(&str, &str, &str) -> Result<T, SettingsError>,
+) -> Result<Vec<T>, Result<SettingsError, String>> {
+    text.unwrap_or_default()
+        .split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
         .map(|entry| {
-            let (kind, direction) = entry
+            let (name, value) = entry
                 .split_once('=')
-                .map(|(k, d)| (k.trim(), d.trim()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| SettingsError::CallTypeAlias(entry.to_string()))?;
-            let direction = CallDirection::from_name(direction)
-                .ok_or_else(|| SettingsError::CallTypeAlias(entry.to_string()))?;
-            Ok((kind.to_string(), direction))
+                .map(|(n, v)| (n.trim(), v.trim()))
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| Err(entry.to_string()))?;
+            read(entry, name, value).map_err(Ok)
         })
         .collect()
 }
@@ -182,12 +237,37 @@ fn upstream(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Upstream>, S
             _ => return Err(SettingsError::UpstreamTimeout),
         },
     };
+    let type_timeouts = parse_type_timeouts(get("upstream_timeouts").as_deref())?;
     Ok(Some(Upstream {
         url,
         key,
         types,
         timeout_ms,
+        type_timeouts,
     }))
+}
+
+/// `upstream_timeouts`: `tool-calls=40000,knowledge-base-request=3000`.
+fn parse_type_timeouts(text: Option<&str>) -> Result<Vec<(String, u64)>, SettingsError> {
+    parse_pairs(text, |entry, kind, ms| {
+        let bad = || SettingsError::UpstreamTimeouts(entry.to_string());
+        let ms = ms.parse::<u64>().map_err(|_| bad())?;
+        if !MessageKind::from_type(kind).expects_reply() || !(100..=300_000).contains(&ms) {
+            return Err(bad());
+        }
+        Ok((kind.to_string(), ms))
+    })
+    .map_err(|entry| entry.unwrap_or_else(SettingsError::UpstreamTimeouts))
+}
+
+/// `8-4-4-4-12` hex digits, as PostgreSQL's `uuid` reads it back.
+pub fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Reads `agent_lookup_retry_ms`: comma-separated milliseconds, at most 10
@@ -305,10 +385,73 @@ mod tests {
                 vec![("upstream_url", "http://x/"), ("upstream_timeout_ms", "50")],
                 "upstream_timeout_ms: expected milliseconds from 100 to 300000",
             ),
+            (
+                vec![("upstream_url", "http://x/"), ("upstream_timeouts", "tool-calls=400000")],
+                "upstream_timeouts: `tool-calls=400000` is not `<reply type>=<milliseconds from 100 to 300000>`",
+            ),
+            (
+                vec![("upstream_url", "http://x/"), ("upstream_timeouts", "status-update=1000")],
+                "upstream_timeouts: `status-update=1000` is not `<reply type>=<milliseconds from 100 to 300000>`",
+            ),
+            (
+                vec![("default_org_id", "acme")],
+                "default_org_id: expected an organisation id (a UUID)",
+            ),
+            (
+                vec![("assistant_request_fallback", "+1 415")],
+                "assistant_request_fallback: expected an assistant id or an E.164 number (+ and 8 to 15 digits)",
+            ),
         ] {
             assert_eq!(settings(&vars).unwrap_err().to_string(), expected);
         }
         assert!(settings(&[]).unwrap().upstream.is_none());
+    }
+
+    #[test]
+    fn a_type_may_have_its_own_deadline() {
+        let s = settings(&[
+            ("upstream_url", "http://x/"),
+            (
+                "upstream_timeouts",
+                " tool-calls=40000 ,knowledge-base-request=3000",
+            ),
+        ])
+        .unwrap();
+        let upstream = s.upstream.unwrap();
+        assert_eq!(
+            upstream.timeout_for("tool-calls"),
+            TypeTimeout {
+                ms: 40_000,
+                set_for_type: true
+            }
+        );
+        assert_eq!(
+            upstream.timeout_for("transfer-destination-request"),
+            TypeTimeout {
+                ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
+                set_for_type: false
+            }
+        );
+    }
+
+    #[test]
+    fn the_default_organisation_and_the_fallback_are_read() {
+        let s = settings(&[
+            ("default_org_id", " 6F1C2A4E-8B3D-4F7A-9C2E-1D5B7E9A3C40 "),
+            ("assistant_request_fallback", "+14155550100"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.default_org_id.as_deref(),
+            Some("6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40")
+        );
+        assert_eq!(
+            s.assistant_request_fallback,
+            Some(Fallback::Transfer("+14155550100".into()))
+        );
+        let none = settings(&[]).unwrap();
+        assert_eq!(none.default_org_id, None);
+        assert_eq!(none.assistant_request_fallback, None);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The embedded store: SQLite twins of the Postgres statements in
 //! [`crate::pg_sql`], and the SQLite migrations the component applies itself.
 //!
-//! SQLite has no data-modifying CTEs, so [`crate::pg_sql::RECORD_EVENT`] becomes a
-//! `BEGIN IMMEDIATE` transaction of the statements below on one connection
-//! (each Spin `open` is its own connection, so the transaction is the
-//! request's own): the agent is read, the rollout decided in Rust, the event
-//! claimed, then the call rows upserted, and all of it commits or none does.
+//! SQLite has no data-modifying CTEs, so the PostgreSQL recording function
+//! ([`crate::pg_sql::RECORD_EVENT_CALL`]) becomes a `BEGIN IMMEDIATE`
+//! transaction of the statements below on one connection (each Spin `open` is
+//! its own connection, so the transaction is the request's own): the owner is
+//! found, the rollout decided in Rust, the event claimed, then the call rows
+//! upserted, and all of it commits or none does.
 //! Parameters are positional (`?N`); ids and times are TEXT (UUIDs, and
 //! ISO-8601 UTC with milliseconds, which sort as they compare).
 
@@ -20,22 +21,23 @@ macro_rules! now {
 pub const AGENT_BY_ASSISTANT: &str =
     "SELECT id, org_id, name FROM agents WHERE vapi_assistant_id = ?1";
 
-/// Without an assistant id: the agent mapped to the squad (`?1`) or the
-/// workflow (`?2`) → (id, org_id, name, via).
-pub const AGENT_BY_ROUTE: &str = "
-SELECT id, org_id, name, CASE WHEN vapi_squad_id = ?1 THEN 'squad' ELSE 'workflow' END
-FROM agents
-WHERE vapi_squad_id = ?1 OR vapi_workflow_id = ?2
-ORDER BY (vapi_squad_id = ?1) DESC NULLS LAST
-LIMIT 1";
+/// The agent mapped to a squad: `?1` squad id → (id, org_id, name).
+pub const AGENT_BY_SQUAD: &str = "SELECT id, org_id, name FROM agents WHERE vapi_squad_id = ?1";
 
-/// Else: the organisation that owns the line, by Vapi phone-number id (`?1`)
-/// or E.164 number (`?2`) → (org_id).
+/// The agent mapped to a workflow: `?1` workflow id → (id, org_id, name).
+pub const AGENT_BY_WORKFLOW: &str =
+    "SELECT id, org_id, name FROM agents WHERE vapi_workflow_id = ?1";
+
+/// The organisation that owns the line, by Vapi phone-number id (`?1`) or
+/// E.164 number (`?2`) → (org_id).
 pub const ORG_BY_LINE: &str = "
 SELECT org_id FROM phone_numbers
 WHERE vapi_phone_number_id = ?1 OR phone_e164 = ?2
 ORDER BY (vapi_phone_number_id = ?1) DESC NULLS LAST
 LIMIT 1";
+
+/// The organisation mapped to Vapi's organisation id: `?1` → (org_id).
+pub const ORG_BY_VAPI_ORG: &str = "SELECT org_id FROM vapi_organizations WHERE vapi_org_id = ?1";
 
 /// Claims an event in the durable record; returns a row only for the first
 /// attempt that commits. `?1` event key, `?2` message type, `?3` call id, `?4` org id.
@@ -59,7 +61,9 @@ ON CONFLICT (vapi_call_id) DO UPDATE SET
                   THEN excluded.status ELSE t.status END,
     status_rank = CASE WHEN excluded.status_rank > coalesce(t.status_rank, 0)
                        THEN excluded.status_rank ELSE t.status_rank END,
+    org_id = coalesce(t.org_id, excluded.org_id),
     agent_id = coalesce(t.agent_id, excluded.agent_id),
+    vapi_org_id = coalesce(t.vapi_org_id, excluded.vapi_org_id),
     from_number = coalesce(t.from_number, excluded.from_number),
     to_number = coalesce(t.to_number, excluded.to_number),
     updated_at = ",
@@ -74,26 +78,30 @@ ON CONFLICT (vapi_call_id) DO UPDATE SET
 /// direction, `?9` from, `?10` to, `?11` started ms, `?12` ended ms, `?13`
 /// ended reason, `?14` duration s, `?15` cost, `?16` summary, `?17`
 /// transcript, `?18` recording URL, `?19` is final report (0/1), `?20`
-/// structured data JSON, `?21` success evaluation, `?22` costs JSON.
+/// structured data JSON, `?21` success evaluation, `?22` costs JSON, `?23`
+/// Vapi org id. `?2` is NULL for a call recorded without an owner; a later
+/// event that finds one sets it.
 pub const LOG_CALL: &str = concat!(
     "
 INSERT INTO call_logs AS l
     (vapi_call_id, org_id, agent_id, lead_id, status, status_rank, metadata,
      direction, from_number, to_number, started_at, ended_at, ended_reason,
      duration_seconds, cost, summary, transcript, recording_url,
-     structured_data, success_evaluation, costs)
+     structured_data, success_evaluation, costs, vapi_org_id)
 VALUES (?1, ?2, ?3,
         (SELECT id FROM leads WHERE org_id = ?2 AND phone_e164 = ?4),
         ?5, ?6, json(?7), ?8, ?9, ?10,
         strftime('%Y-%m-%dT%H:%M:%fZ', ?11 / 1000.0, 'unixepoch'),
         strftime('%Y-%m-%dT%H:%M:%fZ', ?12 / 1000.0, 'unixepoch'),
-        ?13, ?14, ?15, ?16, ?17, ?18, json(?20), ?21, json(?22))
+        ?13, ?14, ?15, ?16, ?17, ?18, json(?20), ?21, json(?22), ?23)
 ON CONFLICT (vapi_call_id) DO UPDATE SET
     status = CASE WHEN excluded.status_rank > coalesce(l.status_rank, 0)
                   THEN excluded.status ELSE l.status END,
     status_rank = CASE WHEN excluded.status_rank > coalesce(l.status_rank, 0)
                        THEN excluded.status_rank ELSE l.status_rank END,
+    org_id = coalesce(l.org_id, excluded.org_id),
     agent_id = coalesce(l.agent_id, excluded.agent_id),
+    vapi_org_id = coalesce(l.vapi_org_id, excluded.vapi_org_id),
     lead_id = coalesce(l.lead_id, excluded.lead_id),
     metadata = json_patch(l.metadata, excluded.metadata),
     from_number = coalesce(l.from_number, excluded.from_number),
@@ -145,14 +153,16 @@ pub const MARK_REPLAYED: &str = concat!(
 pub const COUNT_PENDING_DEAD_LETTERS: &str =
     "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL";
 
-/// The agent that answers inbound calls on a line: `?1` Vapi phone number id,
-/// `?2` line E.164 → (agent id, org id, name, assistant id).
-pub const INBOUND_AGENT_FOR_LINE: &str = "
-SELECT a.id, a.org_id, a.name, a.vapi_assistant_id
+/// What answers an `assistant-request` on a line: `?1` Vapi phone number id,
+/// `?2` line E.164 → (agent id, org id, name, assistant id, fallback
+/// assistant id, fallback number); the agent columns NULL when the line has
+/// no agent with an assistant id, no row when the line is not there.
+pub const LINE_ANSWER: &str = "
+SELECT a.id, a.org_id, a.name, a.vapi_assistant_id, p.fallback_assistant_id, p.fallback_number
 FROM phone_numbers p
-JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
-WHERE (p.vapi_phone_number_id = ?1 OR p.phone_e164 = ?2)
-  AND a.vapi_assistant_id IS NOT NULL
+LEFT JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
+                  AND a.vapi_assistant_id IS NOT NULL
+WHERE p.vapi_phone_number_id = ?1 OR p.phone_e164 = ?2
 ORDER BY (p.vapi_phone_number_id = ?1) DESC NULLS LAST
 LIMIT 1";
 
@@ -185,6 +195,7 @@ pub fn metrics_snapshot() -> String {
                SELECT message_type, outcome, status_class, sum(count) AS n
                FROM webhook_event_totals GROUP BY 1, 2, 3 ORDER BY 1, 2, 3))),
            'inbound_calls_total', (SELECT coalesce(sum(calls), 0) FROM call_tracking_totals),
+           'unassigned_calls', (SELECT count(*) FROM call_logs WHERE org_id IS NULL),
            'agent_lookup_failures_total', (SELECT coalesce(sum(count), 0)
                FROM webhook_event_totals WHERE error_class = 'agent_lookup'),
            'call_tracking_failures_total', (SELECT coalesce(sum(count), 0)
@@ -298,6 +309,8 @@ pub const DASHBOARD_SUMMARY: &str = concat!(
  ranked AS (SELECT duration_ms AS d, row_number() OVER (ORDER BY duration_ms) - 1 AS i FROM hour),
  position AS (SELECT 0.95 * (count(*) - 1) AS p, CAST(0.95 * (count(*) - 1) AS INTEGER) AS k FROM hour)
 SELECT json_object(
+  'unassigned_calls', CASE WHEN ?1 IS NULL
+      THEN (SELECT count(*) FROM call_logs WHERE org_id IS NULL) ELSE 0 END,
   'calls_today', (SELECT count(*) FROM call_logs
       WHERE created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now') AND ",
     sqlite_org_filter!("org_id"),
@@ -340,7 +353,7 @@ pub struct Migration {
 /// `migrations/sqlite/*.sql`, in order. The component applies what is missing
 /// when it opens the store, so `spin up` needs no migrate step; a test keeps
 /// this list equal to the folder.
-pub const MIGRATIONS: [Migration; 6] = [
+pub const MIGRATIONS: [Migration; 7] = [
     Migration {
         version: "0001_init",
         sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -364,6 +377,10 @@ pub const MIGRATIONS: [Migration; 6] = [
     Migration {
         version: "0006_record_event_function",
         sql: include_str!("../../../migrations/sqlite/0006_record_event_function.sql"),
+    },
+    Migration {
+        version: "0007_owners",
+        sql: include_str!("../../../migrations/sqlite/0007_owners.sql"),
     },
 ];
 

@@ -21,7 +21,7 @@ use crate::phone;
 use crate::relay::Notification;
 use crate::settings::Settings;
 use crate::standard_webhooks::SigningKey;
-use crate::upstream::{self, UpstreamFailure};
+use crate::upstream::{self, Fallback, UpstreamFailure};
 use crate::verify::VerifyConfig;
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -55,9 +55,12 @@ pub enum Outcome {
     Forwarded,
     /// The upstream failed; the fallback answered.
     UpstreamFailed,
-    /// A call without an assistant id whose squad, workflow or line maps to
-    /// no organisation (yet).
-    OrgNotFound,
+    /// An `assistant-request` answered by the line's (or the deployment's)
+    /// fallback assistant or transfer: no agent, and no upstream answer.
+    Fallback,
+    /// A call recorded without an organisation: no handle it carries
+    /// resolves, and it has no assistant id to wait for.
+    Unassigned,
 }
 
 impl Outcome {
@@ -81,13 +84,17 @@ impl Outcome {
             Outcome::Replied => "replied",
             Outcome::Forwarded => "forwarded",
             Outcome::UpstreamFailed => "upstream_failed",
-            Outcome::OrgNotFound => "org_not_found",
+            Outcome::Fallback => "fallback",
+            Outcome::Unassigned => "unassigned",
         }
     }
 
     /// The database holds the event: its claim is done, not given back.
     fn is_held_by_database(self) -> bool {
-        matches!(self, Outcome::Recorded | Outcome::Duplicate)
+        matches!(
+            self,
+            Outcome::Recorded | Outcome::Duplicate | Outcome::Unassigned
+        )
     }
 }
 
@@ -162,7 +169,12 @@ impl Context {
         self.set("agent", agent.name.as_str());
     }
 
-    fn note_owner(&mut self, owner: &Owner) {
+    /// The call's owner, or that it has none (`owner_via` `none`).
+    fn note_owner(&mut self, owner: Option<&Owner>) {
+        let Some(owner) = owner else {
+            self.set("owner_via", crate::db::UNASSIGNED_VIA);
+            return;
+        };
         match &owner.agent {
             Some(agent) => self.note_agent(agent),
             None => self.set("org_id", owner.org_id.as_str()),
@@ -573,9 +585,12 @@ async fn process_verified<E: Effects>(
 
 /// `assistant-request`: Vapi asks which assistant answers an inbound call on a
 /// line without a fixed one, and waits at most 7.5 s. Read-only: the call's
-/// rows come with its status updates. With no agent for the line the answer is
-/// Vapi's `error` shape (spoken, then the call ends); a database failure is a
-/// 5xx so Vapi falls back to the number's `fallbackDestination`.
+/// rows come with its status updates. The line's agent answers; else the
+/// upstream, when one takes this type; else (or when the upstream fails) the
+/// line's fallback assistant or transfer, then the deployment's
+/// (`assistant_request_fallback`); with none, Vapi's `error` shape (spoken,
+/// then the call ends). A database failure is a 5xx so Vapi falls back to the
+/// number's `fallbackDestination`.
 async fn answer_assistant_request<E: Effects>(
     effects: &mut E,
     message: &ServerMessage,
@@ -588,49 +603,69 @@ async fn answer_assistant_request<E: Effects>(
         .phone_number
         .as_deref()
         .map(|raw| phone::normalize(raw, &settings.country).value().to_string());
-    let phone_number_id = message
-        .call
-        .as_ref()
-        .and_then(|c| c.phone_number_id.as_deref());
-    match effects
-        .inbound_agent_for_line(phone_number_id, line_e164.as_deref())
+    let line = match effects
+        .line_answer(message.line_id(), line_e164.as_deref())
         .await
     {
-        Ok(Some((agent, assistant_id))) => {
-            context.note_agent(&agent);
-            Answer::with(
-                Outcome::Answered,
-                Response::json(200, &json!({ "assistantId": assistant_id })),
-            )
-        }
-        // No local agent: the upstream may know the line (it answers the
-        // way Vapi asks: an assistant, a squad, a workflow, a destination).
-        Ok(None)
-            if settings
-                .upstream
-                .as_ref()
-                .is_some_and(|u| u.handles(&message.message_type)) =>
-        {
-            answer_reply(effects, message, body, settings, context).await
-        }
-        Ok(None) => {
-            context.error_class = Some(ErrorClass::AgentLookup);
-            context.log(
-                effects,
-                Level::Error,
-                terms::AGENT_LOOKUP_FAILED,
-                &[(
-                    "line",
-                    phone::mask(message.phone_number.as_deref().unwrap_or_default()).into(),
-                )],
-            );
-            Answer::with(
-                Outcome::NoAgent,
-                upstream::fallback(message, settings.predial_eligible),
-            )
-        }
-        Err(error) => database_unavailable(effects, context, &error),
+        Ok(line) => line,
+        Err(error) => return database_unavailable(effects, context, &error),
+    };
+    if let Some((agent, assistant_id)) = &line.agent {
+        context.note_agent(agent);
+        return Answer::with(
+            Outcome::Answered,
+            Response::json(200, &json!({ "assistantId": assistant_id })),
+        );
     }
+    let fallback = line
+        .fallback
+        .clone()
+        .or_else(|| settings.assistant_request_fallback.clone());
+    let upstream_takes_it = settings
+        .upstream
+        .as_ref()
+        .is_some_and(|u| u.handles(&message.message_type));
+    if upstream_takes_it {
+        let answer = answer_reply(effects, message, body, settings, context).await;
+        return match (answer.outcome, fallback) {
+            (Outcome::UpstreamFailed, Some(fallback)) => {
+                answer_with_fallback(effects, context, &fallback)
+            }
+            _ => answer,
+        };
+    }
+    if let Some(fallback) = fallback {
+        return answer_with_fallback(effects, context, &fallback);
+    }
+    context.error_class = Some(ErrorClass::AgentLookup);
+    context.log(
+        effects,
+        Level::Error,
+        terms::AGENT_LOOKUP_FAILED,
+        &[(
+            "line",
+            phone::mask(message.phone_number.as_deref().unwrap_or_default()).into(),
+        )],
+    );
+    Answer::with(
+        Outcome::NoAgent,
+        upstream::fallback(message, settings.predial_eligible),
+    )
+}
+
+/// The line's (or the deployment's) fallback answers an `assistant-request`.
+fn answer_with_fallback(
+    effects: &mut impl Effects,
+    context: &mut Context,
+    fallback: &Fallback,
+) -> Answer {
+    context.log(
+        effects,
+        Level::Warn,
+        "Assistant request answered by the fallback",
+        &[("fallback", fallback.kind().into())],
+    );
+    Answer::with(Outcome::Fallback, fallback.response())
 }
 
 /// A message whose reply Vapi uses: the upstream's answer when one is
@@ -653,22 +688,29 @@ async fn answer_reply<E: Effects>(
         return Answer::with(Outcome::Replied, fallback());
     };
     let key = event_key::reply_key(message);
-    let reply =
-        match upstream::deadline_ms(&message.kind, upstream.timeout_ms, context.elapsed_ms()) {
-            Some(timeout_ms) => {
-                if upstream.key.is_none() {
-                    context.log(
-                        effects,
-                        Level::Warn,
-                        "upstream_secret is not set; forwarded request is unsigned",
-                        &[],
-                    );
-                }
-                let post = upstream::forward(upstream, &key, body, effects.now_ms(), timeout_ms);
-                upstream::relay_reply(&message.kind, effects.post(&post).await)
+    let timeout = upstream.timeout_for(&message.message_type);
+    let reply = match upstream::deadline_ms(&message.kind, timeout, context.elapsed_ms()) {
+        Some(timeout_ms) => {
+            if upstream.key.is_none() {
+                context.log(
+                    effects,
+                    Level::Warn,
+                    "upstream_secret is not set; forwarded request is unsigned",
+                    &[],
+                );
             }
-            None => Err(UpstreamFailure::NoTime),
-        };
+            let post = upstream::forward(
+                &upstream.url,
+                upstream.key.as_ref(),
+                &key,
+                body,
+                effects.now_ms(),
+                timeout_ms,
+            );
+            upstream::relay_reply(&message.kind, effects.post(&post).await)
+        }
+        None => Err(UpstreamFailure::NoTime),
+    };
     match reply {
         Ok(response) => Answer::with(Outcome::Forwarded, response),
         Err(failure) => {
@@ -728,20 +770,35 @@ async fn record_with_retry<E: Effects>(
                 tracked,
                 lead_id,
             }) => {
-                context.note_owner(&owner);
+                context.note_owner(owner.as_ref());
                 if let Some(lead_id) = &lead_id {
                     context.set("lead_id", lead_id.as_str());
                 }
-                if owner.agent.is_none() {
-                    warn_no_agent(effects, context, record);
-                }
-                let mut answer = Answer::ok(Outcome::Recorded);
-                answer.notification =
-                    notification(effects, record, &owner, tracked, lead_id, message, context);
+                let outcome = match &owner {
+                    Some(owner) if owner.agent.is_none() => {
+                        warn_no_agent(effects, context, record, owner.via);
+                        Outcome::Recorded
+                    }
+                    Some(_) => Outcome::Recorded,
+                    None => {
+                        warn_unassigned(effects, context, record);
+                        Outcome::Unassigned
+                    }
+                };
+                let mut answer = Answer::ok(outcome);
+                answer.notification = notification(
+                    effects,
+                    record,
+                    owner.as_ref(),
+                    tracked,
+                    lead_id,
+                    message,
+                    context,
+                );
                 return answer;
             }
             Ok(Recorded::Duplicate { owner }) => {
-                context.note_owner(&owner);
+                context.note_owner(owner.as_ref());
                 let guard = effects.database().name();
                 context.log(
                     effects,
@@ -752,7 +809,7 @@ async fn record_with_retry<E: Effects>(
                 return Answer::ok(Outcome::Duplicate);
             }
             Ok(Recorded::OutsideRollout { owner }) => {
-                context.note_owner(&owner);
+                context.note_owner(Some(&owner));
                 context.log(
                     effects,
                     Level::Info,
@@ -761,52 +818,25 @@ async fn record_with_retry<E: Effects>(
                 );
                 return Answer::ok(Outcome::OutsideRollout);
             }
+            // Only a call that names an assistant is refused for want of an
+            // owner (`CallRecord::keeps_unowned`): its agent may appear.
             Ok(Recorded::OwnerNotFound) => match retries.next() {
                 Some(delay) => effects.sleep_ms(*delay).await,
                 None => {
                     context.error_class = Some(ErrorClass::AgentLookup);
-                    let attempts = (delays.len() + 1).into();
-                    return match &record.assistant_id {
-                        Some(assistant_id) => {
-                            context.log(
-                                effects,
-                                Level::Error,
-                                terms::AGENT_LOOKUP_FAILED,
-                                &[
-                                    ("assistant_id", assistant_id.as_str().into()),
-                                    ("attempts", attempts),
-                                ],
-                            );
-                            Answer::with(
-                                Outcome::AgentNotFound,
-                                Response::error(
-                                    500,
-                                    "no agent has this assistant id yet; retry later",
-                                ),
-                            )
-                        }
-                        None => {
-                            context.log(
-                                effects,
-                                Level::Error,
-                                terms::ORG_LOOKUP_FAILED,
-                                &[
-                                    ("squad_id", record.squad_id.clone().into()),
-                                    ("workflow_id", record.workflow_id.clone().into()),
-                                    ("line_id", record.line_id.clone().into()),
-                                    ("line", record.line_e164.as_deref().map(phone::mask).into()),
-                                    ("attempts", attempts),
-                                ],
-                            );
-                            Answer::with(
-                                Outcome::OrgNotFound,
-                                Response::error(
-                                    500,
-                                    "no organisation owns this call's line yet; retry later",
-                                ),
-                            )
-                        }
-                    };
+                    context.log(
+                        effects,
+                        Level::Error,
+                        terms::AGENT_LOOKUP_FAILED,
+                        &[
+                            ("assistant_id", record.assistant_id.clone().into()),
+                            ("attempts", (delays.len() + 1).into()),
+                        ],
+                    );
+                    return Answer::with(
+                        Outcome::AgentNotFound,
+                        Response::error(500, "no agent has this assistant id yet; retry later"),
+                    );
                 }
             },
             Err(error) if error.unreachable => {
@@ -837,17 +867,45 @@ async fn record_with_retry<E: Effects>(
 
 /// A call recorded for its organisation alone: say why it has no agent, so
 /// an operator can map its squad or workflow, or see the failed call.
-fn warn_no_agent(effects: &mut impl Effects, context: &Context, record: &CallRecord) {
-    let reason = match (&record.squad_id, &record.workflow_id) {
-        (Some(_), _) => "no agent is mapped to the call's squad (agents.vapi_squad_id)",
-        (None, Some(_)) => "no agent is mapped to the call's workflow (agents.vapi_workflow_id)",
-        (None, None) => "the call has no assistant, squad or workflow",
+fn warn_no_agent(
+    effects: &mut impl Effects,
+    context: &Context,
+    record: &CallRecord,
+    via: OwnerVia,
+) {
+    let reason = match (&record.assistant_id, &record.squad_id, &record.workflow_id) {
+        (Some(_), _, _) => "no agent has the call's assistant id (agents.vapi_assistant_id)",
+        (None, Some(_), _) => "no agent is mapped to the call's squad (agents.vapi_squad_id)",
+        (None, None, Some(_)) => {
+            "no agent is mapped to the call's workflow (agents.vapi_workflow_id)"
+        }
+        (None, None, None) => "the call has no assistant id, squad or workflow",
     };
     context.log(
         effects,
         Level::Warn,
         "Call recorded without an agent",
-        &[("reason", reason.into())],
+        &[
+            ("reason", reason.into()),
+            ("owner_via", via.as_str().into()),
+        ],
+    );
+}
+
+/// A call recorded without an organisation: say what it carried, so an
+/// operator can map it (`vapi-edge-host map-org`), which attributes its rows.
+fn warn_unassigned(effects: &mut impl Effects, context: &Context, record: &CallRecord) {
+    context.log(
+        effects,
+        Level::Warn,
+        terms::CALL_UNASSIGNED,
+        &[
+            ("vapi_org_id", record.vapi_org_id.clone().into()),
+            ("squad_id", record.squad_id.clone().into()),
+            ("workflow_id", record.workflow_id.clone().into()),
+            ("line_id", record.line_id.clone().into()),
+            ("line", record.line_e164.as_deref().map(phone::mask).into()),
+        ],
     );
 }
 
@@ -855,7 +913,7 @@ fn warn_no_agent(effects: &mut impl Effects, context: &Context, record: &CallRec
 fn notification(
     effects: &mut impl Effects,
     record: &CallRecord,
-    owner: &Owner,
+    owner: Option<&Owner>,
     tracked: bool,
     lead_id: Option<String>,
     message: &ServerMessage,
@@ -894,9 +952,10 @@ fn notification(
         "type": "call.event",
         "event_type": record.message_type,
         "vapi_call_id": record.call_id,
-        "org_id": owner.org_id,
-        "agent_id": owner.agent.as_ref().map(|a| a.id.as_str()),
-        "agent_name": owner.agent.as_ref().map(|a| a.name.as_str()),
+        // `null` for an unassigned call: the relay shows it to operators only.
+        "org_id": owner.map(|o| o.org_id.as_str()),
+        "agent_id": owner.and_then(|o| o.agent.as_ref()).map(|a| a.id.as_str()),
+        "agent_name": owner.and_then(|o| o.agent.as_ref()).map(|a| a.name.as_str()),
         "direction": record.direction.as_str(),
         "channel": record.direction.channel(),
         "status": record.status,

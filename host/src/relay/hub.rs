@@ -20,18 +20,28 @@ use vapi_edge_core::access::Scope;
 pub const MAX_ID_LEN: usize = 256;
 
 /// One accepted event as the replicas pass it on (the Redis message, and the
-/// WebSocket text frame): its `webhook-id`, its organisation, the body.
+/// WebSocket text frame): its `webhook-id`, its organisation, the body. A call
+/// recorded without an organisation has `org_id` `null`: only subscribers
+/// whose token opens every organisation (operators) get it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub id: String,
-    pub org_id: String,
+    pub org_id: Option<String>,
     pub event: serde_json::Value,
+}
+
+/// Whether a subscriber of `scope` may see an event of `org_id`.
+fn sees(scope: &Scope, org_id: Option<&str>) -> bool {
+    match org_id {
+        Some(org_id) => scope.allows(org_id),
+        None => scope.orgs().is_none(),
+    }
 }
 
 /// Why a body or a Redis message is not an event the relay can pass on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("the body is not a JSON object with a string org_id")]
+    #[error("the body is not a JSON object with an org_id that is a string or null")]
     NotAnEvent,
     #[error("webhook-id is empty, longer than {MAX_ID_LEN} bytes or holds control characters")]
     BadId,
@@ -39,15 +49,15 @@ pub enum EnvelopeError {
 
 impl Envelope {
     /// The envelope of a verified notification: `body` must be a JSON object
-    /// with a string `org_id`.
+    /// whose `org_id` is a string, or `null` for a call no organisation owns.
     pub fn from_notification(id: &str, body: &[u8]) -> Result<Envelope, EnvelopeError> {
         let event: serde_json::Value =
             serde_json::from_slice(body).map_err(|_| EnvelopeError::NotAnEvent)?;
-        let org_id = event
-            .get("org_id")
-            .and_then(|v| v.as_str())
-            .ok_or(EnvelopeError::NotAnEvent)?
-            .to_string();
+        let org_id = match event.get("org_id") {
+            Some(serde_json::Value::String(org_id)) => Some(org_id.clone()),
+            Some(serde_json::Value::Null) => None,
+            _ => return Err(EnvelopeError::NotAnEvent),
+        };
         let envelope = Envelope {
             id: id.to_string(),
             org_id,
@@ -112,7 +122,7 @@ impl Frames {
 
 struct RingEntry {
     id: String,
-    org_id: String,
+    org_id: Option<String>,
     frames: Arc<Frames>,
 }
 
@@ -206,7 +216,7 @@ impl Hub {
         });
         let mut dropped = Vec::new();
         state.subscribers.retain(|id, subscriber| {
-            if !subscriber.scope.allows(&envelope.org_id) {
+            if !sees(&subscriber.scope, envelope.org_id.as_deref()) {
                 return true;
             }
             offer(*id, subscriber, &frames, &mut dropped)
@@ -246,7 +256,7 @@ impl Hub {
                     .ring
                     .iter()
                     .skip(at + 1)
-                    .filter(|entry| scope.allows(&entry.org_id))
+                    .filter(|entry| sees(&scope, entry.org_id.as_deref()))
                     .map(|entry| entry.frames.clone())
                     .collect(),
                 None => vec![Arc::new(Frames::reset())],
@@ -429,6 +439,29 @@ mod tests {
         hub.deliver(&event("e2", ORG_B));
         assert_eq!(ids(&drain(&mut b)), ["e2"]);
         assert_eq!(ids(&drain(&mut all)), ["e1", "e2"]);
+    }
+
+    #[test]
+    fn an_event_of_no_organisation_reaches_operators_only() {
+        let hub = Arc::new(Hub::new(10, 16));
+        let unassigned =
+            Envelope::from_notification("e0", br#"{"type":"call.event","org_id":null,"n":"e0"}"#)
+                .unwrap();
+        assert_eq!(unassigned.org_id, None);
+        let mut a = hub.subscribe(Scope::Orgs(vec![ORG_A.into()]), None, Arc::default());
+        let mut all = hub.subscribe(Scope::All, None, Arc::default());
+        hub.deliver(&unassigned);
+        hub.deliver(&event("e1", ORG_A));
+        assert_eq!(ids(&drain(&mut a)), ["e1"]);
+        assert_eq!(ids(&drain(&mut all)), ["e0", "e1"]);
+        // Resuming from the ring keeps the same rule.
+        let resumed = hub.subscribe(Scope::Orgs(vec![ORG_A.into()]), Some("e0"), Arc::default());
+        assert_eq!(ids(&resumed.backlog), ["e1"]);
+        let frames = unassigned.frames();
+        assert_eq!(
+            Envelope::from_message(frames.ws.as_bytes()).unwrap(),
+            unassigned
+        );
     }
 
     #[test]

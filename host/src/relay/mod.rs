@@ -9,7 +9,8 @@
 //! - `POST /events`: the signed notification (at most 1 MiB). 202 `{"ok":true}`
 //!   once accepted; 401 unsigned, badly signed, or timestamp outside ±300 s;
 //!   409 a `webhook-id` accepted in the last 10 minutes; 400 not a JSON object
-//!   with a string `org_id`; 413 too large; 503 Redis unavailable. Errors are
+//!   whose `org_id` is a string, or `null` (a call no organisation owns, shown
+//!   only to tokens that open every organisation); 413 too large; 503 Redis unavailable. Errors are
 //!   `{"error":"..."}`. The POST never waits for subscribers.
 //! - `GET /events/stream` (SSE) and `GET /ws` (WebSocket), with
 //!   `Authorization: Bearer <token>` or `?token=<token>`: 401 without a valid

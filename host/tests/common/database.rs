@@ -132,6 +132,31 @@ impl TestDb {
         );
     }
 
+    /// `vapi-edge-host map-org` on this database: its JSON report.
+    pub fn map_org(&self, vapi_org: &str, org_id: &str) -> serde_json::Value {
+        let out = self.run_command("map-org", &["--vapi-org-id", vapi_org, "--org-id", org_id]);
+        serde_json::from_slice(&out).expect("map-org prints JSON")
+    }
+
+    /// `vapi-edge-host map-line` on this database, with these flags.
+    pub fn map_line(&self, flags: &[&str]) {
+        self.run_command("map-line", flags);
+    }
+
+    /// Runs a `vapi-edge-host` command on this database; its stdout.
+    fn run_command(&self, command: &str, flags: &[&str]) -> Vec<u8> {
+        let [flag, target] = self.database_args();
+        let mut args = vec![command, &flag, &target];
+        args.extend_from_slice(flags);
+        let out = run_host(&args);
+        assert!(
+            out.status.success(),
+            "{command} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// PostgreSQL only: a client for statements the portable helpers below
     /// do not cover.
     pub async fn client(&self) -> tokio_postgres::Client {

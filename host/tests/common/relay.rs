@@ -15,6 +15,37 @@ pub enum RelayMode {
     Slow(Duration),
     /// 200 with this JSON body, after this delay (an upstream).
     Answer(&'static str, Duration),
+    /// An upstream of tools: for a `tool-calls` message, 200 with a result
+    /// per tool call, after waiting the milliseconds its tool's name ends with
+    /// (`wait_25000`: 25 s), the longest of them.
+    Tools,
+}
+
+/// The answer of [`RelayMode::Tools`] to `body`, and how long to wait first.
+fn tool_results(body: &[u8]) -> (String, Duration) {
+    let message: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let calls = message["message"]["toolCallList"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut wait = Duration::ZERO;
+    let results: Vec<serde_json::Value> = calls
+        .iter()
+        .map(|call| {
+            let name = call["function"]["name"]
+                .as_str()
+                .or(call["name"].as_str())
+                .unwrap_or_default();
+            let ms = name
+                .rsplit('_')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            wait = wait.max(Duration::from_millis(ms));
+            serde_json::json!({"toolCallId": call["id"], "name": name, "result": "done"})
+        })
+        .collect();
+    (serde_json::json!({ "results": results }).to_string(), wait)
 }
 
 /// One notification as the relay received it.
@@ -72,22 +103,27 @@ impl Relay {
                                     .await
                                     .map(|b| b.to_bytes().to_vec())
                                     .unwrap_or_default();
+                                let received = body.clone();
                                 recorded.lock().unwrap().push(RelayHit { headers, body });
                                 let (status, body) = match mode {
-                                    RelayMode::Ok => (204, ""),
-                                    RelayMode::Fail500 => (500, ""),
+                                    RelayMode::Ok => (204, String::new()),
+                                    RelayMode::Fail500 => (500, String::new()),
                                     RelayMode::Slow(delay) => {
                                         tokio::time::sleep(delay).await;
-                                        (204, "")
+                                        (204, String::new())
                                     }
                                     RelayMode::Answer(body, delay) => {
                                         tokio::time::sleep(delay).await;
+                                        (200, body.to_string())
+                                    }
+                                    RelayMode::Tools => {
+                                        let (body, wait) = tool_results(&received);
+                                        tokio::time::sleep(wait).await;
                                         (200, body)
                                     }
                                 };
-                                let mut response = hyper::Response::new(Full::new(
-                                    Bytes::from_static(body.as_bytes()),
-                                ));
+                                let mut response =
+                                    hyper::Response::new(Full::new(Bytes::from(body.clone())));
                                 if !body.is_empty() {
                                     response.headers_mut().insert(
                                         "content-type",

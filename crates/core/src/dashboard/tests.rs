@@ -296,6 +296,7 @@ fn the_summary_fills_24_hours_and_computes_the_ratio() {
     fake.now_ms = 1_796_000_000_000; // 2026-11-30T00:53:20Z
     let figures = json!({
         "calls_today": 3, "in_progress": 1, "agent_lookup_failures_24h": 2,
+        "unassigned_calls": 4,
         "last_hour": {"requests": 8, "succeeded": 6, "failed": 2, "p95_seconds": 0.012,
                       "agent_lookup_failures": 1},
         "hourly": [{"hour": "2026-11-30T00:00:00Z", "calls": 2},
@@ -320,7 +321,19 @@ fn the_summary_fills_24_hours_and_computes_the_ratio() {
     );
     assert_eq!(hourly[10]["calls"], 0);
     assert_eq!(body["scope"], "all");
+    assert_eq!(body["unassigned_calls"], 4);
     assert_eq!(body["live"]["relay_url"], Value::Null);
+}
+
+#[test]
+fn an_organisations_token_never_sees_the_unassigned_count() {
+    let mut fake = fake();
+    fake.dashboard_answers
+        .push_back(Ok(Some(json!({"unassigned_calls": 4}).to_string())));
+    let body = answer(&mut fake, &get("/api/summary", Some(TOKEN_A)))
+        .body_json()
+        .unwrap();
+    assert_eq!(body["unassigned_calls"], 0);
 }
 
 #[test]

@@ -9,18 +9,19 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// The credential's own header decides when present, so a wrong value cannot
-/// be rescued by adding an `Authorization` header. `Authorization` carries the
-/// token after `Bearer `, or alone when the credential turns the prefix off.
+/// be rescued by adding an `Authorization` header. Any header carries the
+/// token after `Bearer ` or alone: Vapi's Bearer credential sends the prefix
+/// (its default) or not, in whatever header it names. A secret that itself
+/// starts with `Bearer ` still matches as a whole value.
 pub(super) fn verify_shared_secret(
     secrets: &[Secret],
     header: &str,
     headers: &Headers,
 ) -> Result<(), VerifyError> {
     let presented = match optional_header(headers, header)? {
-        Some(value) if header == AUTHORIZATION_HEADER => token_of_authorization(value),
         Some(value) => value,
         None => match optional_header(headers, AUTHORIZATION_HEADER)? {
-            Some(value) => token_of_authorization(value),
+            Some(value) => value,
             None if header == AUTHORIZATION_HEADER => {
                 return Err(VerifyError::MissingHeader(AUTHORIZATION_HEADER.to_owned()))
             }
@@ -31,14 +32,18 @@ pub(super) fn verify_shared_secret(
             }
         },
     };
-    if presented.is_empty() {
+    let whole = presented.trim();
+    let token = token_of_authorization(presented);
+    if token.is_empty() {
         return Err(VerifyError::SharedSecretMismatch);
     }
     let matched = secrets
         .iter()
         .filter(|s| !s.is_empty())
         .fold(false, |found, s| {
-            secret_matches(s.as_bytes(), presented.as_bytes()) | found
+            let as_token = secret_matches(s.as_bytes(), token.as_bytes());
+            let as_whole = secret_matches(s.as_bytes(), whole.as_bytes());
+            as_token | as_whole | found
         });
     if matched {
         Ok(())
@@ -47,8 +52,8 @@ pub(super) fn verify_shared_secret(
     }
 }
 
-/// The token of an `Authorization` value: after `Bearer `, or the whole value
-/// when the credential sends it without the prefix.
+/// The token of a credential header's value: after `Bearer `, or the whole
+/// value when the credential sends it without the prefix.
 fn token_of_authorization(value: &str) -> &str {
     bearer_token(value).unwrap_or(value.trim())
 }

@@ -640,8 +640,14 @@ fn shared_secret_by_header_or_bearer() {
         ok(&[("authorization", "Basic Zmlyc3Q=")]),
         Err(VerifyError::SharedSecretMismatch)
     );
-    // A Bearer credential with its prefix turned off sends the token alone.
+    // A Bearer credential with its prefix turned off sends the token alone;
+    // with it on, in its own header too.
     assert!(ok(&[("authorization", "first")]).is_ok());
+    assert!(ok(&[("x-vapi-secret", "Bearer second")]).is_ok());
+    assert_eq!(
+        ok(&[("x-vapi-secret", "Bearer firs")]),
+        Err(VerifyError::SharedSecretMismatch)
+    );
     // x-vapi-secret decides when present.
     assert_eq!(
         ok(&[
@@ -666,6 +672,18 @@ fn shared_secret_by_header_or_bearer() {
             ("authorization", "Bearer x")
         ]),
         Err(VerifyError::RepeatedHeader("authorization".into()))
+    );
+}
+
+#[test]
+fn a_secret_that_starts_with_bearer_matches_as_a_whole() {
+    let cfg = config(&[(var::SERVER_SECRET, "Bearer abc")]).expect("config");
+    let ok = |pairs: &[(&str, &str)]| cfg.verify(&headers(pairs), BODY, NOW_MS).map(|_| ());
+    assert_eq!(ok(&[("x-vapi-secret", "Bearer abc")]), Ok(()));
+    assert_eq!(ok(&[("x-vapi-secret", "Bearer Bearer abc")]), Ok(()));
+    assert_eq!(
+        ok(&[("x-vapi-secret", "abc")]),
+        Err(VerifyError::SharedSecretMismatch)
     );
 }
 
@@ -831,6 +849,17 @@ fn a_bearer_credential_with_its_own_header_name() {
     .expect("config");
     let check = |h: &[(&str, &str)]| cfg.verify(&headers(h), BODY, NOW_MS).map(|_| ());
     assert_eq!(check(&[("x-custom-auth", "tok")]), Ok(()));
+    // Vapi's default for a Bearer credential with a header name: the prefix on.
+    assert_eq!(check(&[("X-Custom-Auth", "Bearer tok")]), Ok(()));
+    assert_eq!(check(&[("x-custom-auth", "bearer  tok ")]), Ok(()));
+    assert_eq!(
+        check(&[("x-custom-auth", "Bearer nope")]),
+        Err(VerifyError::SharedSecretMismatch)
+    );
+    assert_eq!(
+        check(&[("x-custom-auth", "Bearer")]),
+        Err(VerifyError::SharedSecretMismatch)
+    );
     assert_eq!(
         check(&[("x-custom-auth", "nope"), ("authorization", "Bearer tok")]),
         Err(VerifyError::SharedSecretMismatch),

@@ -3,7 +3,7 @@
 //! told, and every log line kept.
 
 use super::*;
-use crate::db::{Database, OwnerVia, PendingLetter};
+use crate::db::{Database, LineAnswer, OwnerVia, PendingLetter};
 use crate::kv::fake::MapStore;
 use crate::kv::KvError;
 use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
@@ -35,7 +35,9 @@ pub(crate) struct Fake {
     /// Answers of `record_event`, in order; when empty, `Recorded::New`.
     record_answers: VecDeque<Result<Recorded, DbError>>,
     record_calls: usize,
-    line_agent: Option<(Agent, String)>,
+    /// The records `record_event` was given, in order.
+    records: Vec<CallRecord>,
+    line: LineAnswer,
     pub(crate) database_down: bool,
     dead_letters: Vec<DeadLetter>,
     event_rows: Vec<EventRow>,
@@ -121,24 +123,25 @@ impl Effects for Fake {
     }
     async fn record_event(
         &mut self,
-        _record: &CallRecord,
+        record: &CallRecord,
         _rollout_percent: u32,
     ) -> Result<Recorded, DbError> {
         self.down()?;
         self.record_calls += 1;
+        self.records.push(record.clone());
         self.record_answers.pop_front().unwrap_or(Ok(Recorded::New {
-            owner: ava(),
+            owner: Some(ava()),
             tracked: true,
             lead_id: None,
         }))
     }
-    async fn inbound_agent_for_line(
+    async fn line_answer(
         &mut self,
         _id: Option<&str>,
         _e164: Option<&str>,
-    ) -> Result<Option<(Agent, String)>, DbError> {
+    ) -> Result<LineAnswer, DbError> {
         self.down()?;
-        Ok(self.line_agent.clone())
+        Ok(self.line.clone())
     }
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError> {
         self.down()?;
@@ -289,7 +292,7 @@ fn a_second_delivery_stops_at_the_done_key_without_touching_the_database() {
 fn a_duplicate_the_store_forgot_is_caught_by_the_database() {
     let mut fake = Fake::new();
     fake.record_answers
-        .push_back(Ok(Recorded::Duplicate { owner: ava() }));
+        .push_back(Ok(Recorded::Duplicate { owner: Some(ava()) }));
     let response = deliver(&mut fake, &call_start());
     assert_eq!(outcome(&response), "duplicate");
     let duplicate = fake.lines_with(terms::DUPLICATE_EVENT);
@@ -520,7 +523,7 @@ fn an_unknown_call_type_is_400_with_the_search_term() {
 #[test]
 fn assistant_requests_are_answered_both_ways() {
     let mut fake = Fake::new();
-    fake.line_agent = Some((ava().agent.unwrap(), "asst-1".into()));
+    fake.line.agent = Some((ava().agent.unwrap(), "asst-1".into()));
     let request = signed(example("01-inbound-assistant-request.json"));
     let response = deliver(&mut fake, &request);
     assert_eq!(
@@ -614,7 +617,8 @@ fn every_outcome_has_its_own_word() {
         Outcome::Replied,
         Outcome::Forwarded,
         Outcome::UpstreamFailed,
-        Outcome::OrgNotFound,
+        Outcome::Fallback,
+        Outcome::Unassigned,
     ];
     let words: std::collections::HashSet<_> = all.iter().map(|o| o.as_str()).collect();
     assert_eq!(words.len(), all.len());
@@ -724,7 +728,7 @@ const UNSIGNED_UPSTREAM: &str = "upstream_secret is not set; forwarded request i
 #[test]
 fn an_assistant_request_goes_upstream_only_when_no_local_agent_answers() {
     let mut fake = Fake::new().var("upstream_url", "http://127.0.0.1:9901/vapi");
-    fake.line_agent = Some((ava().agent.unwrap(), "asst-1".into()));
+    fake.line.agent = Some((ava().agent.unwrap(), "asst-1".into()));
     let request = signed(example("01-inbound-assistant-request.json"));
     deliver(&mut fake, &request);
     assert!(fake.posted.is_empty(), "the local agent answered");
@@ -752,7 +756,7 @@ fn line_owner() -> Owner {
 fn a_call_without_an_assistant_is_recorded_for_its_line_with_a_warning() {
     let mut fake = Fake::new();
     fake.record_answers.push_back(Ok(Recorded::New {
-        owner: line_owner(),
+        owner: Some(line_owner()),
         tracked: true,
         lead_id: None,
     }));
@@ -775,22 +779,127 @@ fn a_call_without_an_assistant_is_recorded_for_its_line_with_a_warning() {
     assert_eq!(fake.event_rows[0].org_id.as_deref(), Some(ORG));
 }
 
-#[test]
-fn a_call_nobody_owns_is_retried_then_500_org_not_found_and_kept() {
-    let mut fake = Fake::new().var("agent_lookup_retry_ms", "5");
-    fake.record_answers.push_back(Ok(Recorded::OwnerNotFound));
-    fake.record_answers.push_back(Ok(Recorded::OwnerNotFound));
+/// An inbound call-start without any assistant id (a transient assistant).
+fn without_assistant() -> Value {
     let mut body: Value =
         serde_json::from_slice(&example("03-inbound-status-update-in-progress.json")).unwrap();
     body["message"]["call"]["assistantId"] = Value::Null;
     body["message"]["assistant"] = Value::Null;
     body["message"]["phoneNumber"]["assistantId"] = Value::Null;
+    body
+}
+
+#[test]
+fn a_call_nobody_owns_is_recorded_unassigned_at_once_with_a_warning() {
+    let mut fake = Fake::new().var("agent_lookup_retry_ms", "5");
+    fake.record_answers.push_back(Ok(Recorded::New {
+        owner: None,
+        tracked: true,
+        lead_id: None,
+    }));
+    let body = without_assistant();
     let response = deliver(&mut fake, &signed(serde_json::to_vec(&body).unwrap()));
-    assert_eq!(response.status, 500);
-    assert_eq!(outcome_of_summary(&fake), "org_not_found");
-    assert_eq!(fake.lines_with(terms::ORG_LOOKUP_FAILED).len(), 1);
-    assert!(fake.lines_with(terms::AGENT_LOOKUP_FAILED).is_empty());
-    assert_eq!(fake.dead_letters.len(), 1);
+    assert_eq!(response.status, 200);
+    assert_eq!(outcome(&response), "unassigned");
+    assert_eq!(
+        fake.record_calls, 1,
+        "no retry: nothing else can resolve it"
+    );
+    assert!(fake.slept.is_empty());
+    assert!(fake.records[0].keeps_unowned());
+    let warning = fake.lines_with(terms::CALL_UNASSIGNED);
+    assert_eq!(warning[0].level(), Level::Warn);
+    assert_eq!(
+        warning[0].get("vapi_org_id"),
+        Some(&json!(body["message"]["call"]["orgId"]))
+    );
+    assert_eq!(summary(&fake).get("owner_via"), Some(&json!("none")));
+    assert!(fake.dead_letters.is_empty(), "recorded, not a failure");
+    assert_eq!(fake.event_rows[0].outcome, "unassigned");
+    assert_eq!(fake.event_rows[0].org_id, None);
+    // The database holds it: a redelivery stops at the done key.
+    assert!(fake
+        .kv
+        .values
+        .keys()
+        .any(|k| k.starts_with("vapi-edge/done/")));
+    assert_eq!(
+        outcome(&deliver(
+            &mut fake,
+            &signed(serde_json::to_vec(&body).unwrap())
+        )),
+        "duplicate"
+    );
+}
+
+#[test]
+fn a_call_that_names_an_assistant_is_never_kept_unowned() {
+    let message = payload::parse(&example("03-inbound-status-update-in-progress.json")).unwrap();
+    let settings = Settings::from_variables(|_| None).unwrap();
+    let Ok(handling::Plan::Record(record)) = handling::plan(&message, &settings) else {
+        panic!("a record");
+    };
+    assert!(!record.keeps_unowned());
+    let without: ServerMessage =
+        payload::parse(&serde_json::to_vec(&without_assistant()).unwrap()).unwrap();
+    let Ok(handling::Plan::Record(record)) = handling::plan(&without, &settings) else {
+        panic!("a record");
+    };
+    assert!(record.keeps_unowned());
+    assert_eq!(
+        record.vapi_org_id.as_deref(),
+        message.call.as_ref().unwrap().vapi_org_id.as_deref()
+    );
+}
+
+#[test]
+fn an_unassigned_call_notifies_with_no_organisation() {
+    let mut fake = Fake::new().var("relay_url", "http://127.0.0.1:8787/events");
+    fake.record_answers.push_back(Ok(Recorded::New {
+        owner: None,
+        tracked: false,
+        lead_id: None,
+    }));
+    deliver(
+        &mut fake,
+        &signed(serde_json::to_vec(&without_assistant()).unwrap()),
+    );
+    let event: Value = serde_json::from_slice(&fake.posted[0].body).unwrap();
+    assert_eq!(event["org_id"], Value::Null);
+    assert_eq!(event["agent_id"], Value::Null);
+}
+
+#[test]
+fn the_default_organisation_reaches_the_recording_statement() {
+    let mut fake = Fake::new().var("default_org_id", ORG);
+    deliver(&mut fake, &call_start());
+    assert_eq!(fake.records[0].default_org_id.as_deref(), Some(ORG));
+    let mut fake = Fake::new().var("default_org_id", "not-a-uuid");
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(response.status, 503);
+    assert!(fake.lines_with("Webhook misconfigured")[0]
+        .get("error")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("default_org_id"));
+}
+
+#[test]
+fn a_squad_call_recorded_by_its_squad_says_so() {
+    let mut fake = Fake::new();
+    fake.record_answers.push_back(Ok(Recorded::New {
+        owner: Some(Owner {
+            via: OwnerVia::Squad,
+            ..ava()
+        }),
+        tracked: true,
+        lead_id: None,
+    }));
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(outcome(&response), "recorded");
+    assert_eq!(summary(&fake).get("owner_via"), Some(&json!("squad")));
+    assert_eq!(summary(&fake).get("agent"), Some(&json!("Ava")));
 }
 
 #[test]
@@ -816,4 +925,85 @@ fn an_unknown_call_type_is_kept_and_replays_once_an_alias_names_it() {
     let report = block_on(replay(&mut fake, 50)).body_json().unwrap();
     assert_eq!(report["replayed"], 1);
     assert_eq!(fake.replayed, [(3, "recorded".to_string())]);
+}
+
+#[test]
+fn an_assistant_request_falls_back_to_the_lines_assistant_when_the_upstream_fails() {
+    let mut fake = Fake::new().var("upstream_url", "http://127.0.0.1:9901/vapi");
+    fake.upstream_reply = Some(Err(OutboundError::Timeout(6000)));
+    fake.line.fallback = Some(Fallback::Assistant("asst-fallback".into()));
+    let response = deliver(
+        &mut fake,
+        &signed(example("01-inbound-assistant-request.json")),
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.body_json().unwrap(),
+        json!({ "assistantId": "asst-fallback" })
+    );
+    assert_eq!(fake.posted.len(), 1, "the upstream was asked first");
+    assert_eq!(fake.event_rows[0].outcome, "fallback");
+    assert_eq!(fake.event_rows[0].error_class.as_deref(), Some("upstream"));
+    assert_eq!(
+        fake.lines_with("Assistant request answered by the fallback")[0].get("fallback"),
+        Some(&json!("assistant"))
+    );
+    // The upstream's deadline left time for the answer within Vapi's 7.5 s.
+    assert!(fake.posted[0].timeout_ms <= 7_000);
+}
+
+#[test]
+fn without_an_agent_or_upstream_the_deployments_fallback_answers() {
+    let mut fake = Fake::new().var("assistant_request_fallback", "+14155550100");
+    let response = deliver(
+        &mut fake,
+        &signed(example("01-inbound-assistant-request.json")),
+    );
+    assert_eq!(
+        response.body_json().unwrap(),
+        json!({ "destination": { "type": "number", "number": "+14155550100" } })
+    );
+    assert_eq!(fake.event_rows[0].outcome, "fallback");
+    // A line's own fallback comes first.
+    let mut fake = Fake::new().var("assistant_request_fallback", "+14155550100");
+    fake.line.fallback = Some(Fallback::Assistant("asst-line".into()));
+    let response = deliver(
+        &mut fake,
+        &signed(example("01-inbound-assistant-request.json")),
+    );
+    assert_eq!(response.body_json().unwrap()["assistantId"], "asst-line");
+    // An upstream that answers is not overridden.
+    let mut fake = Fake::new().var("upstream_url", "http://127.0.0.1:9901/vapi");
+    fake.line.fallback = Some(Fallback::Assistant("asst-line".into()));
+    fake.upstream_reply = Some(Ok(OutboundReply {
+        status: 200,
+        content_type: None,
+        body: br#"{"assistantId":"from-upstream"}"#.to_vec(),
+    }));
+    let response = deliver(
+        &mut fake,
+        &signed(example("01-inbound-assistant-request.json")),
+    );
+    assert_eq!(
+        response.body_json().unwrap()["assistantId"],
+        "from-upstream"
+    );
+    assert_eq!(fake.event_rows[0].outcome, "forwarded");
+}
+
+#[test]
+fn a_reply_type_with_its_own_deadline_waits_that_long() {
+    let mut fake = Fake::new()
+        .var("upstream_url", "http://127.0.0.1:9901/vapi")
+        .var("upstream_timeouts", "tool-calls=40000");
+    deliver(&mut fake, &tool_calls());
+    assert_eq!(fake.posted[0].timeout_ms, 40_000);
+    let mut fake = Fake::new()
+        .var("upstream_url", "http://127.0.0.1:9901/vapi")
+        .var("upstream_timeout_ms", "30000");
+    deliver(&mut fake, &tool_calls());
+    assert_eq!(
+        fake.posted[0].timeout_ms, 19_500,
+        "without its own deadline, Vapi's default 20 s wait caps it"
+    );
 }
