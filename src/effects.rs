@@ -13,7 +13,7 @@ use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 use std::io::Write;
 use vapi_edge_core::dashboard::Read;
 use vapi_edge_core::db::{
-    Database, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded,
+    Database, DatabaseAddress, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded,
 };
 use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
@@ -136,6 +136,10 @@ impl Effects for SpinEffects {
 
     fn database(&mut self) -> Database {
         self.target().database()
+    }
+
+    fn database_address(&mut self) -> DatabaseAddress {
+        self.target().address()
     }
 
     async fn record_event(

@@ -8,15 +8,15 @@ use spin_sdk::http::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, Re
 use vapi_edge_core::headers::Headers;
 use vapi_edge_core::http::{Request, Response, MAX_BODY_BYTES};
 
-/// Reads method, path, headers and body; a body over [`MAX_BODY_BYTES`] is refused
-/// with 413 without reading the rest.
-pub fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
+/// The request's head (method, path, headers), with an empty body, and the
+/// request itself, whose body is still to be read; or the answer to give at
+/// once: 413 when `content-length` announces more than [`MAX_BODY_BYTES`].
+pub fn read_head(incoming: IncomingRequest) -> Result<(Request, IncomingRequest), Response> {
     let method = incoming.method().to_string();
     let path = incoming
         .path_with_query()
         .unwrap_or_else(|| "/".to_string());
     let headers: Headers = incoming.headers().entries().into_iter().collect();
-
     if let Ok(Some(length)) = headers.one("content-length") {
         if length
             .parse::<u64>()
@@ -25,15 +25,22 @@ pub fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
             return Err(Response::payload_too_large());
         }
     }
-    let body = read_body(incoming)
-        .map_err(|()| Response::bad_request("body", "could not read the request body"))?;
-    let body = body.ok_or_else(Response::payload_too_large)?;
-    Ok(Request {
+    let head = Request {
         method,
         path,
         headers,
-        body,
-    })
+        body: Vec::new(),
+    };
+    Ok((head, incoming))
+}
+
+/// Reads the body into `head`; one over [`MAX_BODY_BYTES`] is refused with
+/// 413 without reading the rest.
+pub fn read_body_into(mut head: Request, incoming: IncomingRequest) -> Result<Request, Response> {
+    let body = read_body(incoming)
+        .map_err(|()| Response::bad_request("body", "could not read the request body"))?;
+    head.body = body.ok_or_else(Response::payload_too_large)?;
+    Ok(head)
 }
 
 /// `Ok(None)` when the body is larger than the limit.

@@ -232,6 +232,27 @@ struct LimitArgs {
     /// instance on demand instead (no limit, more work per request).
     #[arg(long, default_value_t = 256)]
     instance_pool: u32,
+    /// Connections open at once; more wait in the listen backlog. Lowered to
+    /// the open-file limit less 64.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Longest wait for a request's head, and for the next request on an idle
+    /// keep-alive connection (then the connection is closed).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Longest wait for a request's whole body, from its head (408 after).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_ms: u64,
+    /// Largest request body read (413 beyond, before it is read). Default:
+    /// what the component's manifest sets ([component.<id>.tool.vapi-edge-host]
+    /// max_body_bytes), else 16.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_body_mb: Option<u64>,
+    /// Memory for request bodies being read, all connections together: a
+    /// body that does not fit gets 503 with retry-after before it is read. A
+    /// quarter is kept for bodies of up to 64 KiB (Vapi's messages).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    body_budget_mb: u64,
 }
 
 /// The database a command works on.
@@ -419,6 +440,11 @@ fn load_server(app: &AppArgs, limits: &LimitArgs) -> Result<server::Server> {
         request_timeout: limits.request_timeout_ms.map(Duration::from_millis),
         max_memory_bytes: limits.max_memory_mb << 20,
         instance_pool: limits.instance_pool,
+        max_connections: usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
+        header_timeout: Duration::from_millis(limits.header_timeout_ms),
+        body_timeout: Duration::from_millis(limits.body_timeout_ms),
+        max_body_bytes: limits.max_body_mb.map(|mb| mb << 20),
+        body_budget_bytes: limits.body_budget_mb << 20,
     };
     let manifest = manifest::load(&app.manifest, &env_var)?;
     let runtime = runtime_config::RuntimeConfig::load(app.runtime_config_file.as_deref())?;

@@ -70,6 +70,7 @@ struct RawComponent {
 #[serde(deny_unknown_fields)]
 struct RawHostSettings {
     request_timeout_ms: Option<u64>,
+    max_body_bytes: Option<u64>,
 }
 
 /// The name of this host's table under a component's `tool`.
@@ -94,6 +95,9 @@ pub struct Component {
     pub variables: HashMap<String, String>,
     /// Its requests' deadline, when its manifest sets one for this host.
     pub request_timeout: Option<std::time::Duration>,
+    /// The largest body its requests may have, when its manifest sets it
+    /// for this host (larger: 413 before the body is read).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// An HTTP route: an exact path, or a prefix when written `/prefix/...`.
@@ -176,6 +180,7 @@ pub fn parse(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
                 sqlite_databases: component.sqlite_databases,
                 variables: component_variables,
                 request_timeout,
+                max_body_bytes: host_settings.max_body_bytes,
             },
         );
     }
@@ -321,13 +326,14 @@ token = "Bearer {{token}}"
         assert_eq!(app.components["web"].request_timeout, None);
         let text = format!(
             "{MANIFEST}[component.web.tool.vapi-edge-host]\nrequest_timeout_ms = 305000\n\
-             [component.web.tool.other]\nanything = [1, 2]\n"
+             max_body_bytes = 5242880\n[component.web.tool.other]\nanything = [1, 2]\n"
         );
         let app = parse(&text, Path::new("."), &env).unwrap();
         assert_eq!(
             app.components["web"].request_timeout,
             Some(std::time::Duration::from_millis(305_000))
         );
+        assert_eq!(app.components["web"].max_body_bytes, Some(5 << 20));
         let typo = format!("{MANIFEST}[component.web.tool.vapi-edge-host]\nrequest_timeout = 5\n");
         let err = format!("{:#}", parse(&typo, Path::new("."), &env).unwrap_err());
         assert!(err.contains("tool.vapi-edge-host"), "{err}");

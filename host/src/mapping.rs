@@ -19,8 +19,8 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::Path;
+use vapi_edge_core::access::looks_like_uuid;
 use vapi_edge_core::phone::{self, Country};
-use vapi_edge_core::settings::is_uuid;
 
 /// `map-org`'s arguments, checked.
 pub struct OrgMapping {
@@ -51,7 +51,7 @@ pub struct Attributed {
 
 fn org_id_of(text: &str) -> Result<String> {
     let text = text.trim();
-    if !is_uuid(text) {
+    if !looks_like_uuid(text) {
         bail!("--org-id `{text}` is not an organisation id (a UUID)");
     }
     Ok(text.to_ascii_lowercase())

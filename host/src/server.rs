@@ -2,6 +2,12 @@
 //! pre-instantiated component for the process; a fresh Store per request,
 //! bounded by an epoch deadline, a wall-clock timeout and a memory limit.
 //! Instances come from wasmtime's pooling allocator unless it is turned off.
+//!
+//! The open internet's part (`vapi_edge_backends::listener`): a cap on open
+//! connections, a deadline on request heads and idle keep-alives, and each
+//! body read whole, within its own deadline and a process-wide budget,
+//! before the request may take an instance slot: a slow or silent client
+//! holds a connection and a few bytes, never an instance.
 
 use crate::manifest::{App, Route};
 use crate::outbound::OutboundHooks;
@@ -10,7 +16,6 @@ use crate::state::{ComponentServices, RequestState};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
-use hyper::server::conn::http1;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use vapi_edge_backends::allowed_hosts::AllowedHosts;
+use vapi_edge_backends::listener::{self, BodyBudget, BodyRefusal, Listener, Throttle};
 use vapi_edge_backends::log;
 use vapi_edge_backends::sqlite::SqliteDatabase;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
@@ -51,6 +57,20 @@ pub struct Limits {
     /// Instances the pooling allocator reserves up front; 0 allocates each
     /// instance on demand instead. Requests beyond it wait for a free slot.
     pub instance_pool: u32,
+    /// Connections open at once (lowered to what the file limit allows).
+    pub max_connections: usize,
+    /// Longest wait for a request's head, and for the next request on an
+    /// idle keep-alive connection.
+    pub header_timeout: Duration,
+    /// Longest wait for a request's whole body, from its head.
+    pub body_timeout: Duration,
+    /// Largest request body taken (413 beyond) for every component; `None`
+    /// lets each component's manifest say (`max_body_bytes`), else
+    /// [`DEFAULT_MAX_BODY_BYTES`].
+    pub max_body_bytes: Option<u64>,
+    /// Bodies in flight, all requests together; a quarter of it is kept for
+    /// bodies of up to [`SMALL_BODY_BYTES`].
+    pub body_budget_bytes: u64,
 }
 
 impl Default for Limits {
@@ -59,9 +79,18 @@ impl Default for Limits {
             request_timeout: None,
             max_memory_bytes: 128 << 20,
             instance_pool: 256,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_body_bytes: None,
+            body_budget_bytes: 64 << 20,
         }
     }
 }
+
+/// A body this small may use the budget's reserve: Vapi's status updates and
+/// tool calls are a few KiB.
+pub const SMALL_BODY_BYTES: u64 = 64 << 10;
 
 /// What one pool slot holds, for any component this host runs: a Rust
 /// `wasm32-wasip2` component instantiates three core modules (the program, a
@@ -80,11 +109,17 @@ const POOL_TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// component's manifest sets one.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest body read when neither `--max-body-mb` nor the component's
+/// manifest sets one.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
+
 struct LoadedComponent {
     pre: ProxyPre<RequestState>,
     services: Arc<ComponentServices>,
     /// Longest one of its requests may run.
     request_timeout: Duration,
+    /// The largest body one of its requests may have.
+    max_body_bytes: u64,
 }
 
 pub struct Server {
@@ -98,6 +133,10 @@ pub struct Server {
     instance_slots: Option<Arc<Semaphore>>,
     /// Connections and request tasks still running: what a shutdown waits for.
     in_flight: InFlight,
+    /// The memory for request bodies being read.
+    bodies: Arc<BodyBudget>,
+    /// One log line a second for refused bodies, however many there are.
+    body_refusals: Throttle,
 }
 
 /// Counts the work in flight: each connection and each request task holds a
@@ -305,6 +344,10 @@ impl Server {
                     pre,
                     services,
                     request_timeout,
+                    max_body_bytes: limits
+                        .max_body_bytes
+                        .or(spec.max_body_bytes)
+                        .unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 },
             );
         }
@@ -312,9 +355,15 @@ impl Server {
             engine,
             routes: app.routes.clone(),
             components,
-            limits,
             instance_slots: pooled.map(|n| Arc::new(Semaphore::new(n as usize))),
             in_flight: InFlight::default(),
+            bodies: BodyBudget::new(
+                limits.body_budget_bytes,
+                limits.body_budget_bytes / 4,
+                SMALL_BODY_BYTES,
+            ),
+            body_refusals: Throttle::default(),
+            limits,
         })
     }
 
@@ -440,7 +489,27 @@ impl Server {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = Listener::new(listener, self.limits.max_connections);
         let local = listener.local_addr()?;
+        log::info(
+            "listening",
+            &[
+                ("addr", &local.to_string()),
+                ("max_connections", &listener.limit().to_string()),
+                (
+                    "header_timeout_ms",
+                    &self.limits.header_timeout.as_millis().to_string(),
+                ),
+                (
+                    "body_timeout_ms",
+                    &self.limits.body_timeout.as_millis().to_string(),
+                ),
+                (
+                    "body_budget_bytes",
+                    &self.limits.body_budget_bytes.to_string(),
+                ),
+            ],
+        );
         let ticker = self.engine.weak();
         std::thread::spawn(move || {
             while let Some(engine) = ticker.upgrade() {
@@ -460,8 +529,8 @@ impl Server {
         let (stopping, _) = watch::channel(false);
         tokio::pin!(shutdown);
         let signal = loop {
-            let (stream, client) = tokio::select! {
-                accepted = listener.accept() => accepted?,
+            let (stream, client, open) = tokio::select! {
+                accepted = listener.accept() => accepted,
                 signal = &mut shutdown => break signal,
             };
             // A response's head can go out before the guest has written its
@@ -471,8 +540,11 @@ impl Server {
             let server = self.clone();
             let mut stop = stopping.subscribe();
             let busy = self.in_flight.enter();
+            let header_timeout = self.limits.header_timeout;
             tokio::spawn(async move {
                 let _busy = busy;
+                // The connection's place among the open ones, until it closes.
+                let _open = open;
                 // Boxed: `poll_without_shutdown` needs an `Unpin` service.
                 let service = hyper::service::service_fn(move |request| {
                     let server = server.clone();
@@ -480,8 +552,7 @@ impl Server {
                         Ok::<_, std::convert::Infallible>(server.handle(request, client).await)
                     })
                 });
-                let mut connection = http1::Builder::new()
-                    .keep_alive(true)
+                let mut connection = listener::http1(header_timeout)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 let mut stopping = false;
                 let served = loop {
@@ -544,7 +615,18 @@ impl Server {
         };
         let started = Instant::now();
         let method = request.method().to_string();
-        match self.run(component, route, request, client).await {
+        // The whole body first, within its deadline and the budget: only a
+        // request that can be served takes an instance slot.
+        let (parts, body) = request.into_parts();
+        let (body, permit) = match self.read_body(&parts, body, component.max_body_bytes).await {
+            Ok(read) => read,
+            Err(refusal) => return self.refuse_body(refusal, &path),
+        };
+        let request = hyper::Request::from_parts(
+            parts,
+            Full::new(body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
+        );
+        match self.run(component, route, request, client, permit).await {
             Ok(response) => response,
             Err(error) => {
                 log::error(
@@ -562,13 +644,80 @@ impl Server {
         }
     }
 
-    async fn run(
+    /// The request's body, read whole (see [`BodyBudget::read`]), and its
+    /// room in the budget; nothing to read for a request without one.
+    async fn read_body(
+        &self,
+        parts: &http::request::Parts,
+        body: hyper::body::Incoming,
+        max_body_bytes: u64,
+    ) -> Result<(Bytes, Option<listener::BodyPermit>), BodyRefusal> {
+        use hyper::body::Body;
+        let declared = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if body.is_end_stream() || declared == Some(0) {
+            return Ok((Bytes::new(), None));
+        }
+        let (bytes, permit) = self
+            .bodies
+            .read(body, declared, max_body_bytes, self.limits.body_timeout)
+            .await?;
+        Ok((bytes, Some(permit)))
+    }
+
+    /// The answer to a body that was not read, and the connection closed
+    /// after it (the rest of the body is never read).
+    fn refuse_body(&self, refusal: BodyRefusal, path: &str) -> hyper::Response<ResponseBody> {
+        let (status, text, reason) = match refusal {
+            BodyRefusal::TooLarge => (413, "request body too large\n", "too_large"),
+            BodyRefusal::Busy => (
+                503,
+                "too many request bodies in flight; retry\n",
+                "budget_full",
+            ),
+            BodyRefusal::TimedOut => (408, "request body not received in time\n", "timeout"),
+            BodyRefusal::Broken => (400, "request body could not be read\n", "broken"),
+        };
+        if self.body_refusals.allow() {
+            log::warn(
+                "request body refused",
+                &[
+                    ("reason", reason),
+                    ("path", path),
+                    ("bodies_in_flight_bytes", &self.bodies.in_use().to_string()),
+                ],
+            );
+        }
+        let mut response = plain(status, text);
+        let headers = response.headers_mut();
+        headers.insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        if refusal == BodyRefusal::Busy {
+            headers.insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+
+    async fn run<B>(
         &self,
         component: &LoadedComponent,
         route: &Route,
-        request: hyper::Request<hyper::body::Incoming>,
+        request: hyper::Request<B>,
         client: SocketAddr,
-    ) -> Result<hyper::Response<ResponseBody>> {
+        body_permit: Option<listener::BodyPermit>,
+    ) -> Result<hyper::Response<ResponseBody>>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         // Held until the store is gone: the slot is busy until then.
         let slot = self.instance_slot().await;
         let PreparedRequest {
@@ -607,6 +756,7 @@ impl Server {
             };
             drop(store);
             drop(slot);
+            drop(body_permit);
             outcome
         });
         match response.await {

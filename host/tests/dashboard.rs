@@ -236,10 +236,154 @@ async fn paging_neither_repeats_nor_skips_while_calls_arrive(store: StoreKind, h
     );
 }
 
+/// Every parameter of the API with bad values, on both stores: each is the
+/// client's mistake, answered 4xx naming the parameter where there is one,
+/// and never a 5xx or an ERROR line (which would page whoever watches the
+/// database). A cursor that looks right but holds an impossible time is the
+/// case PostgreSQL used to fail on (SQLSTATE 22008).
+async fn every_bad_api_parameter_is_a_4xx_and_no_error(store: StoreKind, host: HostKind) {
+    use base64::Engine as _;
+    let app = dashboard_app(store, host).await;
+    let ava = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let started = app
+        .deliver(&inbound_start(&call_id, &ava.assistant_id, CALLER))
+        .await;
+    assert_eq!(started.status, 200);
+    let cursor = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let uuid = "0b5e3c1d-2a4f-4e6b-8c7d-9e1f2a3b4c5d";
+    let long_id = "x".repeat(201);
+    let cases: Vec<(String, u16, Option<&str>)> = vec![
+        ("/api/calls?limit=0".into(), 400, Some("limit")),
+        ("/api/calls?limit=101".into(), 400, Some("limit")),
+        ("/api/calls?limit=-1".into(), 400, Some("limit")),
+        ("/api/calls?limit=1e3".into(), 400, Some("limit")),
+        (
+            "/api/calls?limit=99999999999999999999".into(),
+            400,
+            Some("limit"),
+        ),
+        ("/api/calls?status=done".into(), 400, Some("status")),
+        ("/api/calls?status=%00".into(), 400, Some("status")),
+        (
+            "/api/calls?direction=sideways".into(),
+            400,
+            Some("direction"),
+        ),
+        (
+            "/api/calls?direction=INBOUND".into(),
+            400,
+            Some("direction"),
+        ),
+        ("/api/calls?cursor=%%%".into(), 400, Some("cursor")),
+        ("/api/calls?cursor=not-a-cursor".into(), 400, Some("cursor")),
+        (
+            format!("/api/calls?cursor={}", cursor("2026|x")),
+            400,
+            Some("cursor"),
+        ),
+        (
+            format!(
+                "/api/calls?cursor={}",
+                cursor(&format!("2026-13-45T25:61:61.000000Z|{uuid}"))
+            ),
+            400,
+            Some("cursor"),
+        ),
+        (
+            format!(
+                "/api/calls?cursor={}",
+                cursor(&format!("2026-02-30T00:00:00.000Z|{uuid}"))
+            ),
+            400,
+            Some("cursor"),
+        ),
+        (
+            format!(
+                "/api/calls?cursor={}",
+                cursor(&format!("99999-01-01T00:00:00.000Z|{uuid}"))
+            ),
+            400,
+            Some("cursor"),
+        ),
+        (
+            format!(
+                "/api/calls?cursor={}",
+                cursor("2026-12-07T18:42:54.000Z|not-a-uuid")
+            ),
+            400,
+            Some("cursor"),
+        ),
+        (format!("/api/calls/{long_id}"), 400, Some("vapi_call_id")),
+        ("/api/calls/no-such-call".into(), 404, None),
+        ("/api/calls/%E2%80%AE%00".into(), 400, Some("vapi_call_id")),
+        ("/api/calls/call%0Aid".into(), 400, Some("vapi_call_id")),
+        ("/api/calls/%E2%80%AEcall".into(), 404, None),
+        ("/api/nothing-here".into(), 404, None),
+        ("/api".into(), 404, None),
+    ];
+    for (path, status, field) in &cases {
+        let response = api(&app.host, path, OPERATOR_TOKEN).await;
+        assert_eq!(response.status, *status, "{path}: {}", response.text());
+        if let Some(field) = field {
+            assert_eq!(response.json()["field"], *field, "{path}");
+        }
+    }
+    // Not a token's: 401 whatever the parameters.
+    let response = api(&app.host, "/api/calls?cursor=%%%", "not-a-token-0000000").await;
+    assert_eq!(response.status, 401);
+    // A good request still answers after them all.
+    let page = api_json(&app.host, "/api/calls?limit=1", OPERATOR_TOKEN).await;
+    assert_eq!(call_ids(&page), [call_id]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors: Vec<Value> = app
+        .host
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["level"] == "ERROR" || l["level"] == "CRITICAL")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    println!(
+        "[dashboard] {} {}: {} bad API requests: each 4xx, 0 ERROR lines",
+        host.name(),
+        store.name(),
+        cases.len() + 1
+    );
+}
+
+/// The transcript, summary and structured data of a call hold the caller's
+/// numbers too: masked there as well unless `dashboard_full_numbers`.
+async fn numbers_in_a_calls_free_text_are_masked(store: StoreKind, host: HostKind) {
+    let app = dashboard_app(store, host).await;
+    let ava = app.db.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    let call_id = unique_id("call");
+    let mut report = fixture("08-inbound-end-of-call-report.json");
+    retarget(&mut report, &call_id, &ava.assistant_id);
+    let message = &mut report["message"];
+    message["analysis"]["summary"] = "Wants a call back on 415-555-0199 after 5.".into();
+    message["analysis"]["structuredData"] =
+        json!({"callback": "+1 (212) 555-0187", "notes": ["alt: 212.555.0111"]});
+    message["artifact"]["transcript"] = "User: my number is (415) 555 0188.\nAI: Thank you.".into();
+    let response = app.deliver(&report).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let detail = api(&app.host, &format!("/api/calls/{call_id}"), OPERATOR_TOKEN).await;
+    assert_eq!(detail.status, 200, "{}", detail.text());
+    let text = detail.text();
+    for digits in ["4155550199", "555-0199", "555-0187", "555.0111", "555 0188"] {
+        assert!(!text.contains(digits), "{digits} in {text}");
+    }
+    let body = detail.json();
+    assert_eq!(body["summary"], "Wants a call back on 41******99 after 5.");
+    assert_eq!(body["structured_data"]["callback"], "+12*******87");
+    assert_eq!(body["vapi_call_id"], call_id.as_str());
+}
+
 conformance! {
     every_store: [
         the_dashboard_shows_each_organisation_its_own_calls,
         paging_neither_repeats_nor_skips_while_calls_arrive,
+        every_bad_api_parameter_is_a_4xx_and_no_error,
+        numbers_in_a_calls_free_text_are_masked,
     ],
     postgres: [],
     sqlite: [],

@@ -17,6 +17,7 @@ async fn healthz_is_200_when_postgres_schema_and_redis_are_up(_store: StoreKind,
             ..Default::default()
         }
         .on(kind)
+        .var("vapi_hmac_secret", HMAC_SECRET)
         .var("pg_url", &db.url)
         .redis_kv(&dir),
     );
@@ -38,6 +39,7 @@ async fn healthz_is_503_naming_postgres_when_it_is_unreachable(_store: StoreKind
             ..Default::default()
         }
         .on(kind)
+        .var("vapi_hmac_secret", HMAC_SECRET)
         .var("pg_url", "postgres://postgres@127.0.0.1:1/postgres")
         .var("pg_allowed_host", "postgres://127.0.0.1:1"),
     );
@@ -69,6 +71,40 @@ async fn healthz_is_503_when_the_schema_is_not_migrated(_store: StoreKind, kind:
     assert!(error.contains("not migrated"), "{error}");
 }
 
+/// A setting that makes every webhook answer 503 also makes the deployment
+/// not ready, naming the setting: a readiness probe keeps traffic off it.
+async fn healthz_is_503_naming_a_setting_that_refuses_webhooks(store: StoreKind, kind: HostKind) {
+    let db = TestDb::migrated_on(store).await;
+    for (vars, named) in [
+        (
+            vec![
+                ("vapi_hmac_secret", HMAC_SECRET),
+                ("vapi_hmac_algorithm", "md5"),
+            ],
+            "vapi_hmac_algorithm",
+        ),
+        (vec![], "vapi_server_secret"),
+        (
+            vec![("vapi_hmac_secret", HMAC_SECRET), ("default_country", "XX")],
+            "default_country",
+        ),
+    ] {
+        let options = vars
+            .iter()
+            .fold(db.host_options().on(kind), |options, (name, value)| {
+                options.var(name, *value)
+            });
+        let host = Host::start(options);
+        let response = host.get("/healthz").await;
+        assert_eq!(response.status, 503, "{named}: {}", response.text());
+        let body = response.json();
+        assert_eq!(body["failing"], serde_json::json!(["configuration"]));
+        let error = body["checks"]["configuration"]["error"].as_str().unwrap();
+        assert!(error.contains(named), "{error}");
+        assert!(!response.text().contains(HMAC_SECRET));
+    }
+}
+
 /// Not under Spin: Spin 4.0.2's Redis store (redis-rs 0.32's connection
 /// manager, default backoff) retries a Redis that is down for minutes inside
 /// the host call; measured: one `/healthz` answered after 8 min 12 s, and a
@@ -89,6 +125,7 @@ async fn healthz_is_503_naming_the_key_value_store_when_redis_is_unreachable() {
             runtime_config: Some(config),
             ..Default::default()
         }
+        .var("vapi_hmac_secret", HMAC_SECRET)
         .var("pg_url", &db.url),
     );
     let response = host.get("/healthz").await;
@@ -738,6 +775,7 @@ async fn pg_url_tls_is_verified_unless_sslmode_disable(_store: StoreKind, kind: 
                 ..Default::default()
             }
             .on(kind)
+            .var("vapi_hmac_secret", HMAC_SECRET)
             .var("pg_url", &url),
         );
         let response = host.get("/healthz").await;
@@ -749,7 +787,7 @@ async fn pg_url_tls_is_verified_unless_sslmode_disable(_store: StoreKind, kind: 
 
 // The scenarios that must behave the same under real Spin (see `conformance!`).
 conformance! {
-    every_store: [],
+    every_store: [healthz_is_503_naming_a_setting_that_refuses_webhooks],
     postgres: [
         healthz_is_200_when_postgres_schema_and_redis_are_up,
         healthz_is_503_naming_postgres_when_it_is_unreachable,

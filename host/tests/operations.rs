@@ -689,13 +689,137 @@ on_every_store!(
 );
 
 // The scenarios that must behave the same under real Spin (see `conformance!`).
+/// README's own flow: the zero-config run (SQLite records, claims in the
+/// key-value file `.spin/sqlite_key_value.db`), then the same app folder with
+/// `pg_url`. The claims the SQLite run marked done speak for SQLite only: the
+/// PostgreSQL run records the same event instead of answering `duplicate`.
+async fn switching_from_the_zero_config_store_to_postgres_records_every_event(
+    _store: StoreKind,
+    host: HostKind,
+) {
+    let sqlite = TestDb::migrated_on(StoreKind::Sqlite).await;
+    let postgres = TestDb::migrated().await;
+    let ava_sqlite = sqlite.seed_agent(ORG_ID, "receptionist", "Ava").await;
+    // The same assistant in both databases, as an operator moving over would have it.
+    postgres
+        .rows(
+            "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1, 'receptionist', 'Ava', $2)",
+            &[ORG_ID, &ava_sqlite.assistant_id],
+        )
+        .await;
+    let call_id = unique_id("call");
+    let body = inbound_start(&call_id, &ava_sqlite.assistant_id, CALLER);
+    let zero_config = Host::start(
+        sqlite
+            .host_options()
+            .on(host)
+            .var("vapi_hmac_secret", HMAC_SECRET),
+    );
+    assert_eq!(
+        deliver_to(&zero_config, &body).await.json()["outcome"],
+        "recorded"
+    );
+    assert_eq!(
+        deliver_to(&zero_config, &body).await.json()["outcome"],
+        "duplicate"
+    );
+    drop(zero_config);
+    let with_postgres = Host::start(
+        sqlite
+            .host_options()
+            .on(host)
+            .var("vapi_hmac_secret", HMAC_SECRET)
+            .var("pg_url", &postgres.url),
+    );
+    let moved = deliver_to(&with_postgres, &body).await;
+    assert_eq!(moved.json()["outcome"], "recorded", "{}", moved.text());
+    assert_eq!(call_rows(&postgres, &call_id).await, (1, 1, 1));
+    assert_eq!(
+        deliver_to(&with_postgres, &body).await.json()["outcome"],
+        "duplicate"
+    );
+}
+
+/// Staging and production on one Redis: an event each receives is recorded
+/// in each; and after a database is restored from a backup (here: its rows
+/// of the event deleted), a new `claim_scope` makes the claims made before
+/// the restore speak for nothing (RUNBOOK, "Restoring the database").
+async fn two_databases_sharing_one_redis_each_record_every_event(
+    _store: StoreKind,
+    host: HostKind,
+) {
+    let staging = TestDb::migrated().await;
+    let production = TestDb::migrated().await;
+    let call_id = unique_id("call");
+    let assistant_id = unique_id("asst");
+    for db in [&staging, &production] {
+        db.rows(
+            "INSERT INTO agents (org_id, role, name, vapi_assistant_id) VALUES ($1, 'receptionist', 'Ava', $2)",
+            &[ORG_ID, &assistant_id],
+        )
+        .await;
+    }
+    let start = |db: &TestDb, scope: &str| {
+        webhook_host(
+            db,
+            AppOptions {
+                host,
+                extra: vec![("claim_scope".into(), scope.into())],
+                ..Default::default()
+            },
+        )
+    };
+    let body = inbound_start(&call_id, &assistant_id, CALLER);
+    let outcome = |response: TestResponse| response.json()["outcome"].clone();
+    let staging_host = start(&staging, "");
+    let production_host = start(&production, "");
+    assert_eq!(outcome(deliver_to(&staging_host, &body).await), "recorded");
+    assert_eq!(
+        outcome(deliver_to(&production_host, &body).await),
+        "recorded"
+    );
+    assert_eq!(
+        outcome(deliver_to(&production_host, &body).await),
+        "duplicate"
+    );
+    for db in [&staging, &production] {
+        assert_eq!(call_rows(db, &call_id).await, (1, 1, 1));
+    }
+    drop(production_host);
+
+    // Production restored to before the event: the old claims would call it
+    // done; a new claim_scope forgets them.
+    for table in ["call_tracking", "call_logs", "processed_webhook_events"] {
+        production
+            .rows(
+                &format!("DELETE FROM {table} WHERE vapi_call_id = $1"),
+                &[&call_id],
+            )
+            .await;
+    }
+    let stale = start(&production, "");
+    assert_eq!(
+        outcome(deliver_to(&stale, &body).await),
+        "duplicate",
+        "the hazard the RUNBOOK step is for"
+    );
+    drop(stale);
+    let rescoped = start(&production, "restored-2026-12-07");
+    assert_eq!(outcome(deliver_to(&rescoped, &body).await), "recorded");
+    assert_eq!(call_rows(&production, &call_id).await, (1, 1, 1));
+}
+
 conformance! {
     every_store: [
         metrics_match_a_scripted_mix_of_outcomes,
         rollout_is_deterministic_per_organisation,
         assistant_requests_are_answered_with_the_lines_receptionist,
     ],
-    postgres: [dead_letters_from_an_outage_are_replayed_exactly_once],
+    postgres: [
+        dead_letters_from_an_outage_are_replayed_exactly_once,
+        switching_from_the_zero_config_store_to_postgres_records_every_event,
+        two_databases_sharing_one_redis_each_record_every_event,
+    ],
     sqlite: [],
     host_only: [],
 }

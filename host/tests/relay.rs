@@ -441,7 +441,10 @@ async fn two_hundred_dashboards_get_everything_in_order_and_a_stalled_one_is_dro
     let relay = RelayProcess::start(
         RelayOptions::default()
             .tokens(&dashboard_tokens())
-            .redis(&channel),
+            .redis(&channel)
+            // 201 dashboards on one token: past the per-token default.
+            .arg("--max-subscribers-per-token")
+            .arg("1000"),
     );
 
     let started = Instant::now();
@@ -881,4 +884,71 @@ async fn a_lost_redis_subscription_comes_back_and_dashboards_are_told_to_refetch
         "[relay] Redis subscription restored {} ms after Redis came back",
         back_in.as_millis()
     );
+}
+
+/// Subscribers are capped in all and per token (429 with `retry-after`, and
+/// room again once one leaves), and a browser's page from an origin not on
+/// `--allowed-origin` is refused (clients that send no `Origin` are not).
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribers_are_capped_and_foreign_origins_refused() {
+    let relay = RelayProcess::start(
+        RelayOptions::default()
+            .tokens(&dashboard_tokens())
+            .arg("--max-subscribers")
+            .arg("5")
+            .arg("--max-subscribers-per-token")
+            .arg("3")
+            .arg("--allowed-origin")
+            .arg("https://edge.example.com/"),
+    );
+    let subscribe = |token: &'static str, origin: Option<&'static str>| {
+        let addr = relay.addr;
+        async move {
+            let bearer = bearer(token);
+            let mut headers = vec![("authorization", bearer.as_str())];
+            if let Some(origin) = origin {
+                headers.push(("origin", origin));
+            }
+            sse_connect(addr, "/events/stream", &headers).await
+        }
+    };
+    let mut a = Vec::new();
+    for _ in 0..3 {
+        a.push(subscribe(TOKEN_A, None).await.expect("within A's cap"));
+    }
+    let crowded = subscribe(TOKEN_A, None).await.err().expect("A's fourth");
+    assert_eq!(crowded.status, 429, "{}", crowded.text());
+    assert!(crowded.headers.get("retry-after").is_some());
+    // Over WebSocket too, with the token in the query.
+    assert_eq!(
+        ws_connect(relay.addr, &format!("?token={TOKEN_A}"))
+            .await
+            .err(),
+        Some(429)
+    );
+    // Another token has its own room, up to the relay's.
+    let b1 = subscribe(TOKEN_B, Some("https://edge.example.com"))
+        .await
+        .expect("an allowed origin");
+    assert_eq!(
+        b1.headers["access-control-allow-origin"],
+        "https://edge.example.com"
+    );
+    let b2 = subscribe(TOKEN_B, None).await.expect("B's second");
+    let full = subscribe(OPERATOR_TOKEN, None)
+        .await
+        .err()
+        .expect("the relay's sixth");
+    assert_eq!(full.status, 429);
+    // One leaves: room again.
+    drop(a.pop());
+    relay.wait_for_subscribers(4).await;
+    let again = subscribe(OPERATOR_TOKEN, None).await.expect("room again");
+    // A page of another origin, with a valid token: 403, before any cap.
+    let foreign = subscribe(OPERATOR_TOKEN, Some("https://evil.example.net"))
+        .await
+        .err()
+        .expect("a foreign origin");
+    assert_eq!(foreign.status, 403, "{}", foreign.text());
+    drop((a, b1, b2, again));
 }

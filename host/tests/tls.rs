@@ -523,6 +523,7 @@ async fn healthz_with(
             manifest: app_manifest(&app.0),
             ..Default::default()
         }
+        .var("vapi_hmac_secret", HMAC_SECRET)
         .var("pg_url", pg_url)
         .var("pg_allowed_host", format!("postgres://127.0.0.1:{port}")),
     );
@@ -659,7 +660,8 @@ async fn redis_over_tls_with_credentials() {
         manifest: app_manifest(&app.0),
         ..Default::default()
     }
-    .redis_kv_at(&app.0, &url);
+    .redis_kv_at(&app.0, &url)
+    .var("vapi_hmac_secret", HMAC_SECRET);
     options
         .vars
         .push(("SSL_CERT_FILE".into(), certs.ca().display().to_string()));
@@ -716,6 +718,7 @@ async fn spin_accepts_the_portable_form_only() {
                 ..Default::default()
             }
             .on(kind)
+            .var("vapi_hmac_secret", HMAC_SECRET)
             .var("pg_url", server.url(&params))
             .var(
                 "pg_allowed_host",

@@ -10,7 +10,7 @@ mod sqlite;
 
 use vapi_edge_core::dashboard::Read;
 use vapi_edge_core::db::{
-    Database, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded,
+    Database, DatabaseAddress, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded,
 };
 use vapi_edge_core::handling::CallRecord;
 
@@ -39,6 +39,15 @@ impl Target {
         match self {
             Target::Postgres { .. } => Database::Postgres,
             Target::Sqlite { .. } => Database::Sqlite,
+        }
+    }
+
+    pub fn address(&self) -> DatabaseAddress {
+        match self {
+            Target::Postgres { url } => DatabaseAddress::Postgres { url: url.clone() },
+            Target::Sqlite { label } => DatabaseAddress::Sqlite {
+                label: (*label).to_string(),
+            },
         }
     }
 

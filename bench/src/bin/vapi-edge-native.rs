@@ -34,7 +34,8 @@ use vapi_edge_backends::pg::PgPools;
 use vapi_edge_core::app;
 use vapi_edge_core::dashboard::{Param, Read};
 use vapi_edge_core::db::{
-    Database, DbError, DeadLetter, EventRow, LineAnswer, Owner, PendingLetter, Recorded,
+    Database, DatabaseAddress, DbError, DeadLetter, EventRow, LineAnswer, Owner, PendingLetter,
+    Recorded,
 };
 use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
@@ -352,6 +353,12 @@ impl Effects for NativeEffects {
 
     fn database(&mut self) -> Database {
         Database::Postgres
+    }
+
+    fn database_address(&mut self) -> DatabaseAddress {
+        DatabaseAddress::Postgres {
+            url: self.services.pg_url.clone(),
+        }
     }
 
     async fn record_event(

@@ -19,6 +19,17 @@ pub use crate::webhook::After;
 /// Dead letters one `POST /admin/replay` re-drives.
 pub const REPLAY_BATCH: i64 = 50;
 
+/// For a host that reads the body after the head: the response to give
+/// without reading the body at all, when the head alone decides it (see
+/// [`webhook::precheck`]); `None` to read the body and [`route`] the request.
+/// `request.body` is not looked at.
+pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<(Response, After)> {
+    match (request.route(), request.method.as_str()) {
+        ("/webhooks/vapi", "POST") => webhook::precheck(effects, request).await,
+        _ => None,
+    }
+}
+
 /// The response, and work to do once it has been sent.
 pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
     if let Some(response) = dashboard::route(effects, request).await {
@@ -86,11 +97,21 @@ async fn metrics_text(effects: &mut impl Effects) -> Response {
 
 async fn healthz(effects: &mut impl Effects) -> Response {
     let checks = [
+        configuration_check(effects),
         database_check(effects).await,
         key_value_check(effects).await,
     ];
     let (status, body) = health::report(&checks);
     Response::json(status, &body).with_header("cache-control", "no-store")
+}
+
+/// The settings would let a webhook through (a bad one answers every webhook
+/// 503: the deployment is not ready, whatever else works).
+fn configuration_check(effects: &impl Effects) -> Check {
+    match webhook::configuration_problem(effects) {
+        None => Check::pass("configuration"),
+        Some(problem) => Check::fail("configuration", problem),
+    }
 }
 
 /// The database answers and its schema is one this build runs on.

@@ -13,7 +13,7 @@
 //!   and where the page subscribes for live updates (`dashboard_relay_url`).
 //!
 //! Phone numbers are masked as in the logs unless `dashboard_full_numbers` is
-//! `true`. Every API answer carries an `ETag`; a request whose
+//! `true`: the call's numbers, and numbers inside its free text. Every API answer carries an `ETag`; a request whose
 //! `If-None-Match` matches gets 304 and no body, so the page's polling costs
 //! a query but no transfer or redraw when nothing changed.
 
@@ -158,6 +158,12 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> Option<Res
     let full_numbers = effects
         .variable("dashboard_full_numbers")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    // National numbers in free text are read as the webhook reads them.
+    let country = effects
+        .variable("default_country")
+        .and_then(|code| phone::Country::from_iso(&code))
+        .or_else(|| phone::Country::from_iso("US"))
+        .expect("US is a known country");
     let answer = match path.strip_prefix("/api/") {
         Some("calls") => calls(effects, &query, orgs).await,
         Some("summary") => summary(effects, &scope, orgs).await,
@@ -170,7 +176,7 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> Option<Res
     Some(match answer {
         Ok(mut body) => {
             if !full_numbers {
-                mask_numbers(&mut body);
+                mask_numbers(&mut body, &country);
             }
             with_etag(request, Response::json(200, &body))
         }
@@ -255,10 +261,15 @@ async fn call(
     vapi_call_id: String,
     orgs: Option<String>,
 ) -> Result<Value, Response> {
-    if vapi_call_id.is_empty() || vapi_call_id.len() > 200 {
+    // A NUL or another control character is no call id, and PostgreSQL
+    // refuses a NUL in text outright: the client's mistake, not an outage.
+    if vapi_call_id.is_empty()
+        || vapi_call_id.len() > 200
+        || vapi_call_id.chars().any(char::is_control)
+    {
         return Err(Response::bad_request(
             "vapi_call_id",
-            "must be 1 to 200 characters",
+            "must be 1 to 200 characters, none of them control characters",
         ));
     }
     match read_json(effects, &Read::Call { orgs, vapi_call_id }).await? {
@@ -379,21 +390,32 @@ fn encode_cursor(call: &Value) -> Option<String> {
     (!at.is_empty() && !id.is_empty()).then(|| URL_SAFE_NO_PAD.encode(format!("{at}|{id}")))
 }
 
-/// A cursor this API gave: base64url of an ISO-8601 time, `|`, and a UUID.
+/// A cursor this API gave: base64url of a UTC time as the statements write
+/// it (`2026-12-07T18:42:54.123456Z`, with 3 or 6 decimals), `|`, and a UUID.
+/// Anything else, however close (an impossible date, another format), is the
+/// client's mistake: a 400, never a statement that fails in the database.
 fn decode_cursor(raw: &str) -> Option<String> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
     let (at, id) = text.split_once('|')?;
-    let time_like = !at.is_empty()
-        && at.len() <= 40
-        && at
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b"-:.TZ+".contains(&b));
-    (time_like && crate::access::looks_like_uuid(id)).then_some(text)
+    let shaped = matches!(at.len(), 24 | 27)
+        && at.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'.',
+            _ if i == at.len() - 1 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    let real = shaped && chrono::DateTime::parse_from_rfc3339(at).is_ok();
+    (real && crate::access::looks_like_uuid(id)).then_some(text)
 }
 
-/// Masks every phone number in the answer (`from_number`, `to_number`, at
-/// any depth), as the logs do. SIP URIs are masked to their number too.
-fn mask_numbers(value: &mut Value) {
+/// Masks every phone number in the answer, as the logs do: `from_number` and
+/// `to_number` whole (SIP URIs to their number), and in every other string
+/// at any depth (the transcript, the summary, `structured_data`, messages)
+/// each number `phone::mask_in_text` finds. Ids (`id`, `*_id`) are left as
+/// they are: they are not numbers, and the page links by them.
+fn mask_numbers(value: &mut Value, country: &phone::Country) {
     match value {
         Value::Object(object) => {
             for (key, field) in object.iter_mut() {
@@ -401,11 +423,19 @@ fn mask_numbers(value: &mut Value) {
                     Value::String(number) if key == "from_number" || key == "to_number" => {
                         *number = phone::mask(number);
                     }
-                    _ => mask_numbers(field),
+                    Value::String(_) if key == "id" || key.ends_with("_id") => {}
+                    _ => mask_numbers(field, country),
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(mask_numbers),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| mask_numbers(item, country)),
+        Value::String(text) => {
+            if let Some(masked) = phone::mask_in_text(text, country) {
+                *text = masked;
+            }
+        }
         _ => {}
     }
 }

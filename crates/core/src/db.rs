@@ -284,6 +284,44 @@ impl DbError {
     }
 }
 
+/// Where the records go, as configured: what names the database without
+/// asking it (see `claim::ClaimScope`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseAddress {
+    /// `pg_url`.
+    Postgres { url: String },
+    /// The host's SQLite database with this label.
+    Sqlite { label: String },
+}
+
+impl DatabaseAddress {
+    /// Which database this is, without the credentials and the connection
+    /// settings: `postgres|<host>|<port>|<database>` (libpq's defaults: port
+    /// 5432, the user's name for a missing database), or `sqlite|<label>`.
+    pub fn identity(&self) -> String {
+        match self {
+            DatabaseAddress::Sqlite { label } => format!("sqlite|{label}"),
+            DatabaseAddress::Postgres { url } => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                let rest = rest.split(['?', '#']).next().unwrap_or_default();
+                let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+                let (user, host_port) = match authority.rsplit_once('@') {
+                    Some((userinfo, host)) => (userinfo.split(':').next().unwrap_or(""), host),
+                    None => ("", authority),
+                };
+                // `[::1]:5432`: an IPv6 literal keeps its colons.
+                let (host, port) = match host_port.split_once(']') {
+                    Some((v6, after)) => (v6, after.trim_start_matches(':')),
+                    None => host_port.rsplit_once(':').unwrap_or((host_port, "")),
+                };
+                let port = if port.is_empty() { "5432" } else { port };
+                let database = if database.is_empty() { user } else { database };
+                format!("postgres|{}|{port}|{database}", host.to_ascii_lowercase())
+            }
+        }
+    }
+}
+
 /// Which database holds the records: its name in logs (`guard`, `store`) and
 /// in `/healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,9 @@
 //! complete at once (Spin's interfaces it uses are blocking).
 
 use crate::dashboard::Read;
-use crate::db::{Database, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded};
+use crate::db::{
+    Database, DatabaseAddress, DbError, DeadLetter, EventRow, LineAnswer, PendingLetter, Recorded,
+};
 use crate::handling::CallRecord;
 use crate::kv::KeyValue;
 use crate::log::LogLine;
@@ -26,6 +28,8 @@ pub trait Effects: KeyValue {
 
     /// The database the records go to, as configured.
     fn database(&mut self) -> Database;
+    /// Where that database is, as configured (what scopes the claims).
+    fn database_address(&mut self) -> DatabaseAddress;
     /// Finds the call's owner (in `CallRecord`'s order) and, in one
     /// transaction, records the event in `processed_webhook_events` and
     /// upserts `call_tracking` (inbound) and `call_logs`. Inbound calls of

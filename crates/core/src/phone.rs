@@ -239,6 +239,78 @@ pub fn mask(raw: &str) -> String {
     masked
 }
 
+/// `text` with every phone number in it masked as [`mask`] does, or `None`
+/// when it holds none. A number here is what [`normalize`] makes E.164 of: a
+/// run of digits and the separators people write between them (spaces, `-`,
+/// `.`, `(`, `)`), with an optional leading `+`, 8 to 15 digits, standing as
+/// a word of its own (not glued to a letter, a digit, `/` or `_`, nor hyphened
+/// to a word: so an id or a path in a URL is not taken for one). Not caught: numbers written as
+/// words ("four one five ..."), national numbers that are not valid in
+/// `default_country` without their country code, numbers split over
+/// separators other than those, and numbers stored as JSON numbers.
+pub fn mask_in_text(text: &str, default_country: &Country) -> Option<String> {
+    let bytes = text.as_bytes();
+    let starts_run = |b: u8| b.is_ascii_digit() || b == b'+' || b == b'(';
+    let in_run = |b: u8| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'(' | b')');
+    let glued = |b: u8| b.is_ascii_alphanumeric() || b == b'/' || b == b'_';
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Glued on the left: to a word, or to one by a hyphen (`call-4155550142`).
+        let glued_left = i > 0
+            && (glued(bytes[i - 1])
+                || bytes[i - 1] == b'+'
+                || (bytes[i - 1] == b'-' && i > 1 && bytes[i - 2].is_ascii_alphanumeric()));
+        if !starts_run(bytes[i]) || glued_left {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut end = i + 1;
+        while end < bytes.len() && in_run(bytes[end]) {
+            end += 1;
+        }
+        // The run ends at its last digit (a closing `)` of "(415)" aside, it
+        // never ends on a separator).
+        while end > start && !bytes[end - 1].is_ascii_digit() {
+            end -= 1;
+        }
+        let digits = bytes[start..end]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count();
+        let standalone = end == bytes.len() || !glued(bytes[end]);
+        if standalone && E164_DIGITS.contains(&digits) {
+            let run = &text[start..end];
+            if !starts_with_a_date(run) && normalize(run, default_country).is_e164() {
+                let masked = out.get_or_insert_with(String::new);
+                masked.push_str(&text[copied..start]);
+                masked.push_str(&mask(run));
+                copied = end;
+            }
+        }
+        i = end.max(start + 1);
+    }
+    out.map(|mut masked| {
+        masked.push_str(&text[copied..]);
+        masked
+    })
+}
+
+/// `2026-12-07`, `2026.12.07 18`: a year, a month and a day, which can pass
+/// for a national number with the hour after it.
+fn starts_with_a_date(run: &str) -> bool {
+    let mut groups = run.split(['-', '.', '/']);
+    let year = groups.next().unwrap_or_default();
+    let month = groups.next().unwrap_or_default();
+    year.len() == 4
+        && (year.starts_with("19") || year.starts_with("20"))
+        && year.bytes().all(|b| b.is_ascii_digit())
+        && matches!(month.parse::<u8>(), Ok(1..=12))
+        && groups.next().is_some()
+}
+
 fn fallback(trimmed: &str, number: &str, reason: &'static str) -> Normalized {
     let digits: String = number.chars().filter(char::is_ascii_digit).collect();
     let best_effort = if digits.is_empty() {
@@ -859,6 +931,47 @@ mod tests {
             check_invariants(&s);
             check_invariants(&format!("+{s}"));
             check_invariants(&format!("sip:{s}@example.com"));
+        }
+    }
+
+    #[test]
+    fn numbers_in_free_text_are_masked_and_the_rest_is_kept() {
+        let us = Country::from_iso("US").unwrap();
+        let cases = [
+            (
+                "AI: Can I call you back?\nUser: Sure, at 415-555-0142.",
+                "AI: Can I call you back?\nUser: Sure, at 41******42.",
+            ),
+            (
+                "my cell is (415) 555 0142, thanks",
+                "my cell is 41******42, thanks",
+            ),
+            (
+                "+44 20 7946 0958 is the office",
+                "+44********58 is the office",
+            ),
+            (
+                "call +14155550142 or 415.555.0199",
+                "call +14*******42 or 41******99",
+            ),
+            ("number=+14155550142&x=1", "number=+14*******42&x=1"),
+        ];
+        for (text, masked) in cases {
+            assert_eq!(mask_in_text(text, &us).as_deref(), Some(masked), "{text}");
+        }
+        for untouched in [
+            "The call lasted 2026-12-07 18:42, cost $0.42.",
+            "booked 2026.12.07 10 am",
+            "order 12345, booked for 3 people",
+            "https://storage.vapi.ai/4155550142-recording.wav",
+            "call-4155550142",
+            "0b5e3c1d-2a4f-4e6b-8c7d-415555014299",
+            "id_4155550142",
+            "seven digits 555-0142",
+            "four one five five five five zero one four two",
+            "",
+        ] {
+            assert_eq!(mask_in_text(untouched, &us), None, "{untouched}");
         }
     }
 }

@@ -146,7 +146,9 @@ impl Settings {
         };
         let default_org_id = match get("default_org_id") {
             None => None,
-            Some(id) if is_uuid(id.trim()) => Some(id.trim().to_ascii_lowercase()),
+            Some(id) if crate::access::looks_like_uuid(id.trim()) => {
+                Some(id.trim().to_ascii_lowercase())
+            }
             Some(_) => return Err(SettingsError::DefaultOrgId),
         };
         let assistant_request_fallback = match get("assistant_request_fallback") {
@@ -258,16 +260,6 @@ fn parse_type_timeouts(text: Option<&str>) -> Result<Vec<(String, u64)>, Setting
         Ok((kind.to_string(), ms))
     })
     .map_err(|entry| entry.unwrap_or_else(SettingsError::UpstreamTimeouts))
-}
-
-/// `8-4-4-4-12` hex digits, as PostgreSQL's `uuid` reads it back.
-pub fn is_uuid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Reads `agent_lookup_retry_ms`: comma-separated milliseconds, at most 10

@@ -201,6 +201,23 @@ impl VerifyConfig {
         self.verify_request("POST", headers, body, now_unix_ms)
     }
 
+    /// Every check of [`VerifyConfig::verify_request`] that needs no body
+    /// (the shared secret whole; of HMAC, the headers and the timestamp): a
+    /// request that fails it cannot be authentic whatever its body, so it is
+    /// refused before the body is read.
+    pub fn verify_head(&self, headers: &Headers, now_unix_ms: i64) -> Result<(), VerifyError> {
+        if !self.is_configured() {
+            return Err(VerifyError::NotConfigured);
+        }
+        if let Some(scheme) = self.hmac.as_ref().filter(|s| s.has_secret()) {
+            scheme.verify_head(headers, now_unix_ms)?;
+        }
+        if self.shared_secrets.iter().any(|s| !s.is_empty()) {
+            verify_shared_secret(&self.shared_secrets, &self.shared_secret_header, headers)?;
+        }
+        Ok(())
+    }
+
     /// [`VerifyConfig::verify`] for a request of any method (`{method}`).
     pub fn verify_request(
         &self,

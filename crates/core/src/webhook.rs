@@ -7,7 +7,7 @@
 //! Every step that refuses says why in one log line, with the checklist's exact
 //! search terms; the request ends with one summary line.
 
-use crate::claim::{self, Claim};
+use crate::claim::{self, Claim, ClaimScope};
 use crate::db::{Agent, DbError, DeadLetter, EventRow, Owner, OwnerVia, Recorded};
 use crate::effects::Effects;
 use crate::event_key;
@@ -22,7 +22,7 @@ use crate::relay::Notification;
 use crate::settings::Settings;
 use crate::standard_webhooks::SigningKey;
 use crate::upstream::{self, Fallback, UpstreamFailure};
-use crate::verify::VerifyConfig;
+use crate::verify::{VerifyConfig, VerifyError};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -272,6 +272,44 @@ pub async fn handle<E: Effects>(effects: &mut E, request: &Request) -> (Response
     finish(effects, answer, context, started).await
 }
 
+/// Refuses a `POST /webhooks/vapi` from its head alone, before its body is
+/// read, when the head proves it cannot be authentic (no credential header, a
+/// stale or malformed timestamp, a wrong shared secret) or the deployment
+/// refuses every webhook (503): answered as [`handle`] would answer, with the
+/// same log lines. `None`: read the body and [`handle`] it. A stranger's
+/// half-sent body then costs no memory and no wait, under any host.
+pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<(Response, After)> {
+    let started = Instant::now();
+    let mut context = Context {
+        started: Some(started),
+        ..Context::default()
+    };
+    let answer = match VerifyConfig::from_variables(|name| effects.variable(name)) {
+        Ok(config) if config.is_configured() => {
+            let error = config
+                .verify_head(&request.headers, effects.now_ms())
+                .err()?;
+            refuse_unverified(effects, &context, &error)
+        }
+        Ok(_) => misconfigured(effects, &context, NOT_CONFIGURED),
+        Err(error) => misconfigured(effects, &context, &error.to_string()),
+    };
+    context.set("checked", "head");
+    Some(finish(effects, answer, context, started).await)
+}
+
+/// 401 for a request that failed verification, with its one log line.
+fn refuse_unverified(effects: &mut impl Effects, context: &Context, error: &VerifyError) -> Answer {
+    let reason = error.public_reason();
+    context.log(
+        effects,
+        Level::Warn,
+        "Webhook verification failed",
+        &[("error", reason.clone().into())],
+    );
+    Answer::with(Outcome::Unauthorized, Response::error(401, &reason))
+}
+
 /// Logs the summary line, keeps the dead letter, and prepares the event record.
 async fn finish<E: Effects>(
     effects: &mut E,
@@ -366,6 +404,24 @@ fn duration_ms(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
 }
 
+/// The refusal of a webhook that no secret is set for (fail closed).
+const NOT_CONFIGURED: &str =
+    "neither vapi_hmac_secret nor vapi_server_secret is set: every request is refused";
+
+/// Why this deployment's settings make every webhook answer 503, naming the
+/// variable (never quoting a secret); `None` when they do not. `/healthz`
+/// reports it, so a readiness probe keeps traffic off a broken deployment.
+pub fn configuration_problem(effects: &impl Effects) -> Option<String> {
+    match VerifyConfig::from_variables(|name| effects.variable(name)) {
+        Ok(config) if config.is_configured() => {}
+        Ok(_) => return Some(NOT_CONFIGURED.to_string()),
+        Err(error) => return Some(error.to_string()),
+    }
+    Settings::from_variables(|name| effects.variable(name))
+        .err()
+        .map(|error| error.to_string())
+}
+
 /// A refusal because of how this deployment is set up: nobody but an operator
 /// can fix it, so it is CRITICAL, and 503 lets Vapi's retry succeed once fixed.
 fn misconfigured(effects: &mut impl Effects, context: &Context, problem: &str) -> Answer {
@@ -383,30 +439,18 @@ fn misconfigured(effects: &mut impl Effects, context: &Context, problem: &str) -
 
 async fn process<E: Effects>(effects: &mut E, request: &Request, context: &mut Context) -> Answer {
     // 1. Verify, over the raw bytes, before anything else.
-    let verifier =
-        match VerifyConfig::from_variables(|name| effects.variable(name)) {
-            Ok(config) if config.is_configured() => config,
-            Ok(_) => return misconfigured(
-                effects,
-                context,
-                "neither vapi_hmac_secret nor vapi_server_secret is set: every request is refused",
-            ),
-            Err(error) => return misconfigured(effects, context, &error.to_string()),
-        };
+    let verifier = match VerifyConfig::from_variables(|name| effects.variable(name)) {
+        Ok(config) if config.is_configured() => config,
+        Ok(_) => return misconfigured(effects, context, NOT_CONFIGURED),
+        Err(error) => return misconfigured(effects, context, &error.to_string()),
+    };
     if let Err(error) = verifier.verify_request(
         &request.method,
         &request.headers,
         &request.body,
         effects.now_ms(),
     ) {
-        let reason = error.public_reason();
-        context.log(
-            effects,
-            Level::Warn,
-            "Webhook verification failed",
-            &[("error", reason.clone().into())],
-        );
-        return Answer::with(Outcome::Unauthorized, Response::error(401, &reason));
+        return refuse_unverified(effects, context, &error);
     }
     context.verified = true;
     if !is_json(request) {
@@ -512,7 +556,12 @@ async fn process_verified<E: Effects>(
 
     // 4. Claim before any side effect.
     let now = effects.now_ms();
-    let held = match claim::claim(effects, &record.event_key, now, settings.lease_ms).await {
+    let scope = ClaimScope::new(
+        &effects.database_address(),
+        effects.variable("claim_scope").as_deref(),
+    );
+    let held = match claim::claim(effects, &scope, &record.event_key, now, settings.lease_ms).await
+    {
         Claim::Acquired(held) => Some(held),
         Claim::Done => {
             context.log(

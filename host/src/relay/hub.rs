@@ -128,6 +128,8 @@ struct RingEntry {
 
 struct Subscriber {
     scope: Scope,
+    /// Who subscribed: a digest of the token presented (never the token).
+    holder: String,
     sender: mpsc::Sender<Arc<Frames>>,
     /// Closes the subscriber's connection when it is dropped for being slow.
     close: Arc<Notify>,
@@ -145,6 +147,7 @@ pub struct Hub {
     state: Mutex<State>,
     ring_capacity: usize,
     buffer: usize,
+    caps: SubscriberCaps,
 }
 
 /// A live subscription: what to send first, then what arrives. Dropping it
@@ -179,14 +182,32 @@ impl Drop for Subscription {
     }
 }
 
+/// How many subscribers the relay keeps at once: in all, and per token (one
+/// tenant's dashboards, or one leaked token, cannot take every descriptor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberCaps {
+    pub total: usize,
+    pub per_token: usize,
+}
+
+/// Why a subscription was refused: a cap was reached (429, retry later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Crowded {
+    #[error("the relay has as many subscribers as it takes; retry later")]
+    Relay,
+    #[error("this token has as many subscribers as it may; close one or retry later")]
+    Token,
+}
+
 impl Hub {
     /// A hub keeping `ring_capacity` events for resume, with room for
     /// `buffer` undelivered messages per subscriber.
-    pub fn new(ring_capacity: usize, buffer: usize) -> Hub {
+    pub fn new(ring_capacity: usize, buffer: usize, caps: SubscriberCaps) -> Hub {
         Hub {
             state: Mutex::new(State::default()),
             ring_capacity: ring_capacity.max(1),
             buffer: buffer.max(1),
+            caps,
         }
     }
 
@@ -241,14 +262,30 @@ impl Hub {
     /// Adds a subscriber. With `last_event_id`, the backlog holds the ring's
     /// events after it that `scope` allows, or one reset when the id is no
     /// longer (or never was) in the ring.
+    ///
+    /// `holder` names who subscribes (a digest of their token): refused with
+    /// [`Crowded`] when the relay, or that holder, has as many subscribers as
+    /// the caps allow.
     pub fn subscribe(
         self: &Arc<Self>,
         scope: Scope,
         last_event_id: Option<&str>,
         close: Arc<Notify>,
-    ) -> Subscription {
+        holder: &str,
+    ) -> Result<Subscription, Crowded> {
         let (sender, receiver) = mpsc::channel(self.buffer);
         let mut state = self.state();
+        if state.subscribers.len() >= self.caps.total {
+            return Err(Crowded::Relay);
+        }
+        let held = state
+            .subscribers
+            .values()
+            .filter(|subscriber| subscriber.holder == holder)
+            .count();
+        if held >= self.caps.per_token {
+            return Err(Crowded::Token);
+        }
         let backlog = match last_event_id {
             None => Vec::new(),
             Some(last) => match state.ring.iter().rposition(|entry| entry.id == last) {
@@ -268,16 +305,17 @@ impl Hub {
             id,
             Subscriber {
                 scope,
+                holder: holder.to_string(),
                 sender,
                 close,
             },
         );
-        Subscription {
+        Ok(Subscription {
             id,
             backlog,
             receiver,
             hub: self.clone(),
-        }
+        })
     }
 }
 
@@ -334,6 +372,10 @@ mod tests {
 
     const ORG_A: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
     const ORG_B: &str = "0b5e3c1d-2a4f-4e6b-8c7d-9e1f2a3b4c5d";
+    const CAPS: SubscriberCaps = SubscriberCaps {
+        total: 100,
+        per_token: 100,
+    };
 
     fn event(id: &str, org: &str) -> Envelope {
         Envelope::from_notification(
@@ -410,19 +452,27 @@ mod tests {
 
     #[test]
     fn resume_sends_the_missed_events_of_the_scope_or_a_reset() {
-        let hub = Arc::new(Hub::new(3, 16));
+        let hub = Arc::new(Hub::new(3, 16, CAPS));
         for (id, org) in [("e1", ORG_A), ("e2", ORG_B), ("e3", ORG_A), ("e4", ORG_A)] {
             hub.deliver(&event(id, org));
         }
         let a = Scope::Orgs(vec![ORG_A.into()]);
-        let resumed = hub.subscribe(a.clone(), Some("e2"), Arc::default());
+        let resumed = hub
+            .subscribe(a.clone(), Some("e2"), Arc::default(), "holder")
+            .unwrap();
         assert_eq!(ids(&resumed.backlog), ["e3", "e4"]);
-        let all = hub.subscribe(Scope::All, Some("e2"), Arc::default());
+        let all = hub
+            .subscribe(Scope::All, Some("e2"), Arc::default(), "holder")
+            .unwrap();
         assert_eq!(ids(&all.backlog), ["e3", "e4"]);
-        let at_end = hub.subscribe(a.clone(), Some("e4"), Arc::default());
+        let at_end = hub
+            .subscribe(a.clone(), Some("e4"), Arc::default(), "holder")
+            .unwrap();
         assert!(at_end.backlog.is_empty());
         // e1 fell out of the ring of 3.
-        let lost = hub.subscribe(a, Some("e1"), Arc::default());
+        let lost = hub
+            .subscribe(a, Some("e1"), Arc::default(), "holder")
+            .unwrap();
         assert_eq!(lost.backlog.len(), 1);
         assert_eq!(&lost.backlog[0].sse[..], b"event: reset\ndata: {}\n\n");
         assert_eq!(hub.subscribers(), 4);
@@ -432,9 +482,18 @@ mod tests {
 
     #[test]
     fn live_events_follow_the_scope() {
-        let hub = Arc::new(Hub::new(10, 16));
-        let mut b = hub.subscribe(Scope::Orgs(vec![ORG_B.into()]), None, Arc::default());
-        let mut all = hub.subscribe(Scope::All, None, Arc::default());
+        let hub = Arc::new(Hub::new(10, 16, CAPS));
+        let mut b = hub
+            .subscribe(
+                Scope::Orgs(vec![ORG_B.into()]),
+                None,
+                Arc::default(),
+                "holder",
+            )
+            .unwrap();
+        let mut all = hub
+            .subscribe(Scope::All, None, Arc::default(), "holder")
+            .unwrap();
         hub.deliver(&event("e1", ORG_A));
         hub.deliver(&event("e2", ORG_B));
         assert_eq!(ids(&drain(&mut b)), ["e2"]);
@@ -443,19 +502,35 @@ mod tests {
 
     #[test]
     fn an_event_of_no_organisation_reaches_operators_only() {
-        let hub = Arc::new(Hub::new(10, 16));
+        let hub = Arc::new(Hub::new(10, 16, CAPS));
         let unassigned =
             Envelope::from_notification("e0", br#"{"type":"call.event","org_id":null,"n":"e0"}"#)
                 .unwrap();
         assert_eq!(unassigned.org_id, None);
-        let mut a = hub.subscribe(Scope::Orgs(vec![ORG_A.into()]), None, Arc::default());
-        let mut all = hub.subscribe(Scope::All, None, Arc::default());
+        let mut a = hub
+            .subscribe(
+                Scope::Orgs(vec![ORG_A.into()]),
+                None,
+                Arc::default(),
+                "holder",
+            )
+            .unwrap();
+        let mut all = hub
+            .subscribe(Scope::All, None, Arc::default(), "holder")
+            .unwrap();
         hub.deliver(&unassigned);
         hub.deliver(&event("e1", ORG_A));
         assert_eq!(ids(&drain(&mut a)), ["e1"]);
         assert_eq!(ids(&drain(&mut all)), ["e0", "e1"]);
         // Resuming from the ring keeps the same rule.
-        let resumed = hub.subscribe(Scope::Orgs(vec![ORG_A.into()]), Some("e0"), Arc::default());
+        let resumed = hub
+            .subscribe(
+                Scope::Orgs(vec![ORG_A.into()]),
+                Some("e0"),
+                Arc::default(),
+                "holder",
+            )
+            .unwrap();
         assert_eq!(ids(&resumed.backlog), ["e1"]);
         let frames = unassigned.frames();
         assert_eq!(
@@ -466,10 +541,14 @@ mod tests {
 
     #[test]
     fn a_full_subscriber_is_dropped_and_closed_without_slowing_the_others() {
-        let hub = Arc::new(Hub::new(10, 2));
+        let hub = Arc::new(Hub::new(10, 2, CAPS));
         let close = Arc::new(Notify::new());
-        let slow = hub.subscribe(Scope::All, None, close.clone());
-        let mut fast = hub.subscribe(Scope::All, None, Arc::default());
+        let slow = hub
+            .subscribe(Scope::All, None, close.clone(), "holder")
+            .unwrap();
+        let mut fast = hub
+            .subscribe(Scope::All, None, Arc::default(), "holder")
+            .unwrap();
         let mut dropped = Vec::new();
         for n in 0..3 {
             dropped.extend(hub.deliver(&event(&format!("e{n}"), ORG_A)));
@@ -491,12 +570,21 @@ mod tests {
 
     #[test]
     fn reset_clears_the_ring_and_tells_everyone() {
-        let hub = Arc::new(Hub::new(10, 4));
+        let hub = Arc::new(Hub::new(10, 4, CAPS));
         hub.deliver(&event("e1", ORG_A));
-        let mut sub = hub.subscribe(Scope::Orgs(vec![ORG_B.into()]), None, Arc::default());
+        let mut sub = hub
+            .subscribe(
+                Scope::Orgs(vec![ORG_B.into()]),
+                None,
+                Arc::default(),
+                "holder",
+            )
+            .unwrap();
         hub.reset();
         assert_eq!(&drain(&mut sub)[0].sse[..], b"event: reset\ndata: {}\n\n");
-        let late = hub.subscribe(Scope::All, Some("e1"), Arc::default());
+        let late = hub
+            .subscribe(Scope::All, Some("e1"), Arc::default(), "holder")
+            .unwrap();
         assert_eq!(late.backlog.len(), 1, "e1 is gone: reset");
     }
 
@@ -521,5 +609,42 @@ mod tests {
         assert_eq!(recent.claimed.len(), 2);
         assert!(recent.claim("a", t0), "the oldest was forgotten");
         assert!(!recent.claim("c", t0));
+    }
+
+    #[test]
+    fn subscribers_are_capped_in_all_and_per_token() {
+        let hub = Arc::new(Hub::new(
+            10,
+            4,
+            SubscriberCaps {
+                total: 3,
+                per_token: 2,
+            },
+        ));
+        let a1 = hub
+            .subscribe(Scope::All, None, Arc::default(), "a")
+            .unwrap();
+        let a2 = hub
+            .subscribe(Scope::All, None, Arc::default(), "a")
+            .unwrap();
+        assert_eq!(
+            hub.subscribe(Scope::All, None, Arc::default(), "a").err(),
+            Some(Crowded::Token)
+        );
+        let b1 = hub
+            .subscribe(Scope::All, None, Arc::default(), "b")
+            .unwrap();
+        assert_eq!(
+            hub.subscribe(Scope::All, None, Arc::default(), "c").err(),
+            Some(Crowded::Relay)
+        );
+        // A subscriber that leaves makes room again.
+        drop(a1);
+        let a3 = hub
+            .subscribe(Scope::All, None, Arc::default(), "a")
+            .unwrap();
+        assert_eq!(hub.subscribers(), 3);
+        drop((a2, a3, b1));
+        assert_eq!(hub.subscribers(), 0);
     }
 }

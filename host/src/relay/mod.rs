@@ -37,9 +37,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hub::{Envelope, EnvelopeError, Hub, RecentIds};
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use replicas::Replicas;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -47,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use vapi_edge_backends::listener::{self, Listener};
 use vapi_edge_backends::log;
 use vapi_edge_core::access::{Scope, Tokens};
 use vapi_edge_core::headers::Headers;
@@ -102,6 +102,28 @@ pub struct RelayArgs {
     /// How often an idle subscriber gets an SSE `: ping` or a WebSocket Ping.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_ms: u64,
+    /// Connections open at once (subscribers, POSTs, idle keep-alives); more
+    /// wait in the listen backlog. Lowered to the open-file limit less 64.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Subscribers (SSE and WebSocket) at once, all tokens together (429 past it).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscribers: u64,
+    /// Subscribers at once for one token (429 past it): one organisation's
+    /// dashboards, or a leaked token, cannot take the others' room.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscribers_per_token: u64,
+    /// Web pages that may subscribe (their `Origin`, e.g.
+    /// https://edge.example.com, where the dashboard is served); repeat, or
+    /// comma-separate (else VAPI_EDGE_RELAY_ALLOWED_ORIGINS). A browser's
+    /// request from another origin gets 403; clients that send no Origin
+    /// (not a browser) are not affected. Unset: any origin (with a warning).
+    #[arg(long, value_delimiter = ',')]
+    allowed_origin: Vec<String>,
+    /// Longest wait for a request's head, and for the next request on an idle
+    /// keep-alive connection.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for RelayArgs {
@@ -117,6 +139,11 @@ impl std::fmt::Debug for RelayArgs {
             .field("ring", &self.ring)
             .field("subscriber_buffer", &self.subscriber_buffer)
             .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("max_connections", &self.max_connections)
+            .field("max_subscribers", &self.max_subscribers)
+            .field("max_subscribers_per_token", &self.max_subscribers_per_token)
+            .field("allowed_origin", &self.allowed_origin)
+            .field("header_timeout_ms", &self.header_timeout_ms)
             .finish()
     }
 }
@@ -133,6 +160,8 @@ struct Relay {
     hub: Arc<Hub>,
     fanout: Fanout,
     heartbeat: Duration,
+    /// Web origins that may subscribe (lowercase, no trailing `/`); empty: any.
+    allowed_origins: Vec<String>,
 }
 
 /// Why a notification was not accepted; each maps to one status.
@@ -171,14 +200,29 @@ enum Denied {
     NoTokens,
     #[error("missing or invalid token")]
     BadToken,
+    #[error("this web page's origin may not subscribe here")]
+    Origin,
+    #[error(transparent)]
+    Crowded(#[from] hub::Crowded),
 }
 
 impl Denied {
     fn status(&self) -> StatusCode {
         match self {
-            Denied::NoTokens => StatusCode::FORBIDDEN,
+            Denied::NoTokens | Denied::Origin => StatusCode::FORBIDDEN,
             Denied::BadToken => StatusCode::UNAUTHORIZED,
+            Denied::Crowded(_) => StatusCode::TOO_MANY_REQUESTS,
         }
+    }
+
+    fn response(&self) -> Response<ResponseBody> {
+        let mut response = error(self.status(), &self.to_string());
+        if matches!(self, Denied::Crowded(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
     }
 }
 
@@ -198,10 +242,32 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         .map(|value| Tokens::parse(&value))
         .transpose()
         .context("invalid dashboard_token")?;
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let hub = Arc::new(Hub::new(
-        usize::try_from(args.ring).unwrap_or(usize::MAX),
-        usize::try_from(args.subscriber_buffer).unwrap_or(usize::MAX),
+        count(args.ring),
+        count(args.subscriber_buffer),
+        hub::SubscriberCaps {
+            total: count(args.max_subscribers),
+            per_token: count(args.max_subscribers_per_token),
+        },
     ));
+    let mut allowed_origins = args.allowed_origin.clone();
+    if allowed_origins.is_empty() {
+        if let Some(listed) = setting(None, "VAPI_EDGE_RELAY_ALLOWED_ORIGINS") {
+            allowed_origins = listed.split(',').map(str::to_string).collect();
+        }
+    }
+    let allowed_origins: Vec<String> = allowed_origins
+        .iter()
+        .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
+        .filter(|origin| !origin.is_empty())
+        .collect();
+    if allowed_origins.is_empty() {
+        log::warn(
+            "no --allowed-origin: a web page of any origin may subscribe with a dashboard token",
+            &[],
+        );
+    }
     let fanout = match setting(args.redis_url, "VAPI_EDGE_RELAY_REDIS_URL") {
         Some(url) => {
             if args.redis_channel.is_empty() {
@@ -217,6 +283,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         hub,
         fanout,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
+        allowed_origins,
     });
 
     // Installed once, before serving: a signal that arrives while a
@@ -227,12 +294,15 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = Listener::new(listener, count(args.max_connections));
     let local = listener.local_addr()?;
+    let header_timeout = Duration::from_millis(args.header_timeout_ms);
     log::info(
         "Relay serving",
         &[
             ("addr", &local.to_string()),
             ("redis", relay.redis_state()),
+            ("max_connections", &listener.limit().to_string()),
             (
                 "dashboard_token",
                 if relay.tokens.is_some() {
@@ -245,15 +315,15 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     );
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES);
-                    tokio::spawn(serve_connection(relay.clone(), stream));
-                }
-                // Out of file descriptors, say: give connections time to end.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
+            (stream, _, open) = listener.accept() => {
+                let _ = stream.set_nodelay(true);
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES);
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    serve_connection(relay, stream, header_timeout).await;
+                    drop(open);
+                });
+            }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
@@ -262,7 +332,11 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve_connection(relay: Arc<Relay>, stream: tokio::net::TcpStream) {
+async fn serve_connection(
+    relay: Arc<Relay>,
+    stream: tokio::net::TcpStream,
+    header_timeout: Duration,
+) {
     // Notified when the hub drops this connection's subscriber for being slow:
     // dropping the connection closes it even while the client reads nothing.
     let close = Arc::new(Notify::new());
@@ -272,10 +346,7 @@ async fn serve_connection(relay: Arc<Relay>, stream: tokio::net::TcpStream) {
         let close = service_close.clone();
         async move { Ok::<_, Infallible>(relay.handle(request, close).await) }
     });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .keep_alive(true)
+    let connection = listener::http1(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::select! {
@@ -305,7 +376,10 @@ impl Relay {
         let (response, outcome) = match (&method, path.as_str()) {
             (&Method::POST, "/events") => self.post_event(request).await,
             (&Method::GET, "/events/stream") => self.sse(request, close),
-            (&Method::OPTIONS, "/events/stream") => (preflight(), None),
+            (&Method::OPTIONS, "/events/stream") => match self.origin_allowed(&request) {
+                true => (preflight(self.allow_origin(&request)), None),
+                false => (Denied::Origin.response(), None),
+            },
             (&Method::GET, "/ws") => self.websocket(request, close),
             (&Method::GET, "/healthz") => (self.health(), None),
             (_, "/events" | "/events/stream" | "/ws" | "/healthz") => (
@@ -386,18 +460,60 @@ impl Relay {
         Ok(envelope)
     }
 
-    /// Who is asking: the scope of their token.
-    fn authorize(&self, request: &Request<hyper::body::Incoming>) -> Result<Scope, Denied> {
+    /// Who is asking: the scope of their token, and who holds it (a digest
+    /// of the token, for the per-token cap). A browser's page must be of an
+    /// allowed origin.
+    fn authorize(
+        &self,
+        request: &Request<hyper::body::Incoming>,
+    ) -> Result<(Scope, String), Denied> {
+        if !self.origin_allowed(request) {
+            return Err(Denied::Origin);
+        }
         let tokens = self.tokens.as_ref().ok_or(Denied::NoTokens)?;
         let bearer = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let scope = match bearer {
-            Some(_) => tokens.scope_of_bearer(bearer),
-            None => query_value(request, "token").and_then(|token| tokens.scope_of(&token)),
+        let (scope, presented) = match bearer {
+            Some(value) => (
+                tokens.scope_of_bearer(bearer),
+                value
+                    .trim()
+                    .rsplit(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => {
+                let token = query_value(request, "token").unwrap_or_default();
+                (tokens.scope_of(&token), token)
+            }
         };
-        scope.ok_or(Denied::BadToken)
+        let scope = scope.ok_or(Denied::BadToken)?;
+        let holder = hex_digest(presented.as_bytes());
+        Ok((scope, holder))
+    }
+
+    /// No `Origin` (not a browser), no list, or an origin on the list.
+    fn origin_allowed(&self, request: &Request<hyper::body::Incoming>) -> bool {
+        let Some(origin) = request.headers().get(header::ORIGIN) else {
+            return true;
+        };
+        self.allowed_origins.is_empty()
+            || origin.to_str().is_ok_and(|origin| {
+                let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+                self.allowed_origins.contains(&origin)
+            })
+    }
+
+    /// `access-control-allow-origin` for an answer to `request`: the page's
+    /// origin when a list decides, else `*`.
+    fn allow_origin(&self, request: &Request<hyper::body::Incoming>) -> HeaderValue {
+        match request.headers().get(header::ORIGIN) {
+            Some(origin) if !self.allowed_origins.is_empty() => origin.clone(),
+            _ => HeaderValue::from_static("*"),
+        }
     }
 
     /// `GET /events/stream`.
@@ -406,13 +522,20 @@ impl Relay {
         request: Request<hyper::body::Incoming>,
         close: Arc<Notify>,
     ) -> (Response<ResponseBody>, Option<String>) {
-        let scope = match self.authorize(&request) {
-            Ok(scope) => scope,
-            Err(denied) => return (error(denied.status(), &denied.to_string()), None),
+        let (scope, holder) = match self.authorize(&request) {
+            Ok(who) => who,
+            Err(denied) => return (denied.response(), None),
         };
         let last = last_event_id(&request);
-        let subscription = self.hub.subscribe(scope.clone(), last.as_deref(), close);
+        let subscription = match self
+            .hub
+            .subscribe(scope.clone(), last.as_deref(), close, &holder)
+        {
+            Ok(subscription) => subscription,
+            Err(crowded) => return (Denied::from(crowded).response(), Some(crowded.to_string())),
+        };
         let outcome = subscribed(&scope, last.as_deref(), subscription.backlog.len());
+        let allow_origin = self.allow_origin(&request);
         let body = stream::SseBody::new(subscription, self.heartbeat);
         let mut response = Response::new(body.boxed_unsync());
         let headers = response.headers_mut();
@@ -421,10 +544,8 @@ impl Relay {
             HeaderValue::from_static("text/event-stream"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+        headers.insert(header::VARY, HeaderValue::from_static("origin"));
         // Tells nginx-like proxies not to hold events back.
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         (response, Some(outcome))
@@ -436,9 +557,9 @@ impl Relay {
         request: Request<hyper::body::Incoming>,
         close: Arc<Notify>,
     ) -> (Response<ResponseBody>, Option<String>) {
-        let scope = match self.authorize(&request) {
-            Ok(scope) => scope,
-            Err(denied) => return (error(denied.status(), &denied.to_string()), None),
+        let (scope, holder) = match self.authorize(&request) {
+            Ok(who) => who,
+            Err(denied) => return (denied.response(), None),
         };
         let headers = request.headers();
         let has_token = |name: header::HeaderName, token: &str| {
@@ -468,9 +589,16 @@ impl Relay {
         };
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let last = last_event_id(&request);
-        let subscription = self
-            .hub
-            .subscribe(scope.clone(), last.as_deref(), close.clone());
+        let subscription =
+            match self
+                .hub
+                .subscribe(scope.clone(), last.as_deref(), close.clone(), &holder)
+            {
+                Ok(subscription) => subscription,
+                Err(crowded) => {
+                    return (Denied::from(crowded).response(), Some(crowded.to_string()))
+                }
+            };
         let outcome = subscribed(&scope, last.as_deref(), subscription.backlog.len());
         let heartbeat = self.heartbeat;
         tokio::spawn(async move {
@@ -509,6 +637,15 @@ impl Relay {
             }),
         )
     }
+}
+
+/// A short digest of `bytes`: who holds a token, without the token.
+fn hex_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One WARN line per subscriber the hub dropped for not keeping up.
@@ -624,14 +761,12 @@ fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
 }
 
 /// CORS preflight for a page that sends the token in `Authorization`.
-fn preflight() -> Response<ResponseBody> {
+fn preflight(allow_origin: HeaderValue) -> Response<ResponseBody> {
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+    headers.insert(header::VARY, HeaderValue::from_static("origin"));
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET"),

@@ -131,13 +131,42 @@ fn bad_parameters_are_400_naming_the_parameter() {
         ("direction=sideways", "direction"),
         ("cursor=not-a-cursor", "cursor"),
         ("cursor=MjAyNnxub3QtYS11dWlk", "cursor"), // "2026|not-a-uuid"
-    ] {
+    ]
+    .into_iter()
+    .map(|(q, f)| (q.to_string(), f))
+    .chain(
+        [
+            // Well-formed, impossible: PostgreSQL would fail on it (22008).
+            "2026-13-45T25:61:61.000000Z",
+            "2026-02-30T00:00:00.000Z",
+            // Another format than the API gives.
+            "2026-12-07 18:42:54",
+            "2026-12-07T18:42:54+02:00",
+            "0000-00-00T00:00:00.000000Z",
+        ]
+        .map(|at| {
+            let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!("{at}|0b5e3c1d-2a4f-4e6b-8c7d-9e1f2a3b4c5d"));
+            (format!("cursor={cursor}"), "cursor")
+        }),
+    ) {
         let response = answer(
             &mut fake,
             &get(&format!("/api/calls?{query}"), Some(OPERATOR)),
         );
         assert_eq!(response.status, 400, "{query}");
         assert_eq!(response.body_json().unwrap()["field"], field, "{query}");
+    }
+    assert!(fake.dashboard_reads.is_empty());
+}
+
+#[test]
+fn a_call_id_with_a_control_character_is_400_not_a_statement() {
+    let mut fake = fake();
+    for path in ["/api/calls/a%00b", "/api/calls/line%0Abreak"] {
+        let response = answer(&mut fake, &get(path, Some(OPERATOR)));
+        assert_eq!(response.status, 400, "{path}");
+        assert_eq!(response.body_json().unwrap()["field"], "vapi_call_id");
     }
     assert!(fake.dashboard_reads.is_empty());
 }
@@ -250,6 +279,65 @@ fn numbers_are_masked_unless_full_numbers_are_allowed() {
         .body_json()
         .unwrap();
     assert_eq!(body["calls"][0]["from_number"], "+14155550101");
+}
+
+#[test]
+fn numbers_in_a_calls_free_text_are_masked_too() {
+    let call = json!({
+        "id": "00000000-0000-4000-8000-000000000415", "vapi_call_id": "call-4155550142",
+        "org_id": ORG_A, "from_number": "+14155550101", "to_number": "+14155550142",
+        "summary": "Caller asked to be called back on 415-555-0199.",
+        "transcript": "User: my number is (415) 555 0188\nAI: Got it.",
+        "structured_data": {"callback": "+1 415 555 0177", "nested": [{"alt": "415.555.0166"}]},
+        "metadata": {"channel": "phone"},
+        "events": [{"message_type": "status-update"}],
+        "recording_url": "https://storage.example.com/4155550142/recording.wav",
+        "ended_reason": "customer-ended-call",
+    });
+    let mut masked = fake();
+    masked
+        .dashboard_answers
+        .push_back(Ok(Some(call.to_string())));
+    let body = answer(
+        &mut masked,
+        &get("/api/calls/call-4155550142", Some(OPERATOR)),
+    )
+    .body_json()
+    .unwrap();
+    let text = body.to_string();
+    for number in [
+        "4155550199",
+        "4155550188",
+        "4155550177",
+        "4155550166",
+        "555 0188",
+        "555-0199",
+    ] {
+        assert!(!text.contains(number), "{number} in {text}");
+    }
+    assert_eq!(
+        body["summary"],
+        "Caller asked to be called back on 41******99."
+    );
+    assert_eq!(body["structured_data"]["callback"], "+14*******77");
+    assert_eq!(
+        body["vapi_call_id"], "call-4155550142",
+        "an id is not a number"
+    );
+    assert_eq!(
+        body["recording_url"], call["recording_url"],
+        "a path is not a number"
+    );
+
+    let mut full = fake().var("dashboard_full_numbers", "true");
+    full.dashboard_answers.push_back(Ok(Some(call.to_string())));
+    let body = answer(
+        &mut full,
+        &get("/api/calls/call-4155550142", Some(OPERATOR)),
+    )
+    .body_json()
+    .unwrap();
+    assert_eq!(body["transcript"], call["transcript"]);
 }
 
 #[test]

@@ -269,6 +269,38 @@ impl HmacScheme {
         body: &[u8],
         now_unix_ms: i64,
     ) -> Result<(), VerifyError> {
+        let head = self.verify_head(headers, now_unix_ms)?;
+        let (timestamp, message_id, candidates) =
+            (head.timestamp, head.message_id, head.candidates);
+        let parts = SignedParts {
+            timestamp,
+            method,
+            url: self.url.as_deref().unwrap_or_default(),
+            message_id,
+            body,
+        };
+
+        for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
+            let Some(mut mac) = MacState::new(self.algorithm, secret.as_bytes()) else {
+                continue;
+            };
+            self.payload_format.feed(&mut mac, &parts);
+            if candidates.iter().any(|candidate| mac.matches(candidate)) {
+                return Ok(());
+            }
+        }
+        Err(VerifyError::NoMatchingSignature)
+    }
+
+    /// Every check that needs no body: the headers are there once each, the
+    /// signature is in the configured encoding and prefix, the timestamp is
+    /// fresh. What passes may still fail on the body; what fails here cannot
+    /// be authentic whatever the body, so it is refused before it is read.
+    pub fn verify_head<'h>(
+        &self,
+        headers: &'h Headers,
+        now_unix_ms: i64,
+    ) -> Result<SignedHead<'h>, VerifyError> {
         if !self.has_secret() {
             return Err(VerifyError::NotConfigured);
         }
@@ -289,25 +321,11 @@ impl HmacScheme {
             Some(name) if self.payload_format.uses_message_id() => required_header(headers, name)?,
             _ => "",
         };
-        let candidates = self.decode_candidates(signature_value)?;
-        let parts = SignedParts {
+        Ok(SignedHead {
             timestamp,
-            method,
-            url: self.url.as_deref().unwrap_or_default(),
             message_id,
-            body,
-        };
-
-        for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
-            let Some(mut mac) = MacState::new(self.algorithm, secret.as_bytes()) else {
-                continue;
-            };
-            self.payload_format.feed(&mut mac, &parts);
-            if candidates.iter().any(|candidate| mac.matches(candidate)) {
-                return Ok(());
-            }
-        }
-        Err(VerifyError::NoMatchingSignature)
+            candidates: self.decode_candidates(signature_value)?,
+        })
     }
 
     /// The header value Vapi would send for `body` signed at `timestamp` with the
@@ -350,6 +368,14 @@ impl HmacScheme {
         }
         Ok(candidates)
     }
+}
+
+/// What the headers of a request give the signature check.
+pub struct SignedHead<'h> {
+    timestamp: &'h str,
+    message_id: &'h str,
+    /// The signatures presented, decoded.
+    candidates: Vec<Vec<u8>>,
 }
 
 pub(super) fn check_timestamp(

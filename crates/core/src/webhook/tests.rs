@@ -3,7 +3,7 @@
 //! told, and every log line kept.
 
 use super::*;
-use crate::db::{Database, LineAnswer, OwnerVia, PendingLetter};
+use crate::db::{Database, DatabaseAddress, LineAnswer, OwnerVia, PendingLetter};
 use crate::kv::fake::MapStore;
 use crate::kv::KvError;
 use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
@@ -121,6 +121,11 @@ impl Effects for Fake {
     fn database(&mut self) -> Database {
         Database::Postgres
     }
+    fn database_address(&mut self) -> DatabaseAddress {
+        DatabaseAddress::Postgres {
+            url: "postgres://app@db.example.com/vapi_edge".into(),
+        }
+    }
     async fn record_event(
         &mut self,
         record: &CallRecord,
@@ -194,6 +199,11 @@ impl Effects for Fake {
             }),
         }
     }
+}
+
+/// The claims' scope of [`Fake`]'s database.
+fn fake_scope() -> ClaimScope {
+    ClaimScope::new(&Fake::new().database_address(), None)
 }
 
 fn example(name: &str) -> Vec<u8> {
@@ -312,7 +322,7 @@ fn a_live_claim_of_another_attempt_is_503_with_retry_after() {
     let request = call_start();
     let message = payload::parse(&request.body).unwrap();
     let key = crate::event_key::for_message(&message).unwrap();
-    let claim_key = claim::claim_key(&key, fake.now_ms, claim::DEFAULT_LEASE_MS);
+    let claim_key = claim::claim_key(&fake_scope(), &key, fake.now_ms, claim::DEFAULT_LEASE_MS);
     fake.kv
         .values
         .insert(claim_key, 1i64.to_le_bytes().to_vec());
@@ -336,7 +346,7 @@ fn a_claim_whose_lease_ended_is_taken_over() {
     let message = payload::parse(&request.body).unwrap();
     let key = crate::event_key::for_message(&message).unwrap();
     // A dead attempt's claim in the previous window.
-    let stale = claim::claim_key(&key, fake.now_ms - 1_000, 1_000);
+    let stale = claim::claim_key(&fake_scope(), &key, fake.now_ms - 1_000, 1_000);
     fake.kv.values.insert(stale, 1i64.to_le_bytes().to_vec());
     let response = deliver(&mut fake, &request);
     assert_eq!(outcome(&response), "recorded");
@@ -1005,5 +1015,69 @@ fn a_reply_type_with_its_own_deadline_waits_that_long() {
     assert_eq!(
         fake.posted[0].timeout_ms, 19_500,
         "without its own deadline, Vapi's default 20 s wait caps it"
+    );
+}
+
+#[test]
+fn the_head_alone_refuses_what_cannot_be_authentic() {
+    let head = |headers: &[(&str, &str)]| Request {
+        method: "POST".into(),
+        path: "/webhooks/vapi".into(),
+        headers: headers.iter().copied().collect(),
+        body: Vec::new(),
+    };
+    let precheck = |fake: &mut Fake, request: &Request| {
+        block_on(async { precheck(fake, request).await.map(|(response, _)| response) })
+    };
+    // The shared secret is checked whole; right, the body is read next.
+    let mut fake = Fake::new();
+    assert_eq!(
+        precheck(&mut fake, &head(&[("x-vapi-secret", SECRET)])),
+        None
+    );
+    let wrong = precheck(&mut fake, &head(&[("x-vapi-secret", "nope")])).unwrap();
+    assert_eq!(wrong.status, 401);
+    let missing = precheck(&mut fake, &head(&[])).unwrap();
+    assert_eq!(missing.status, 401);
+    assert_eq!(fake.lines_with("Webhook verification failed").len(), 2);
+    assert_eq!(summary(&fake).get("checked"), Some(&json!("head")));
+    assert_eq!(fake.record_calls, 0);
+
+    // HMAC: a well-formed signature and a fresh timestamp pass (only the body
+    // can tell); a stale or malformed timestamp, a missing signature do not.
+    let mut fake = Fake::new()
+        .var("vapi_server_secret", "")
+        .var("vapi_hmac_secret", "hmac-secret");
+    let now_s = (fake.now_ms / 1000).to_string();
+    let stale_s = (fake.now_ms / 1000 - 3_600).to_string();
+    let forged = "ab".repeat(32);
+    assert_eq!(
+        precheck(
+            &mut fake,
+            &head(&[("x-signature", &forged), ("x-timestamp", &now_s)])
+        ),
+        None
+    );
+    for headers in [
+        vec![
+            ("x-signature", forged.as_str()),
+            ("x-timestamp", stale_s.as_str()),
+        ],
+        vec![("x-signature", forged.as_str()), ("x-timestamp", "soon")],
+        vec![("x-timestamp", now_s.as_str())],
+        vec![("x-signature", "not hex"), ("x-timestamp", now_s.as_str())],
+    ] {
+        let refused = precheck(&mut fake, &head(&headers)).unwrap();
+        assert_eq!(refused.status, 401, "{headers:?}");
+    }
+
+    // Not configured: 503 before the body too; other routes are not touched.
+    let mut fake = Fake::new().var("vapi_server_secret", "");
+    assert_eq!(precheck(&mut fake, &head(&[])).unwrap().status, 503);
+    let mut other = head(&[]);
+    other.path = "/healthz".into();
+    assert_eq!(
+        block_on(crate::app::precheck(&mut fake, &other)).map(|(r, _)| r.status),
+        None
     );
 }
