@@ -3,8 +3,8 @@
 #
 #   fuzz/seed.sh            # from anywhere
 #
-# - corpus/payload/: the shared Vapi example messages (../shared/vapi/examples/*.json
-#   beside the repository, or $VAPI_EXAMPLES), plus a few edge cases;
+# - corpus/payload/: the repository's Vapi example messages (examples/vapi/*.json
+#   in the repository, or $VAPI_EXAMPLES), plus a few edge cases;
 # - corpus/verify/:  requests signed with openssl for each configuration of the
 #   `verify` target (layout documented in fuzz_targets/verify.rs and fuzz/README.md);
 # - corpus/phone/:   numbers in the shapes Vapi and people write them.
@@ -13,7 +13,7 @@ set -euo pipefail
 
 fuzz_dir=$(cd "$(dirname "$0")" && pwd)
 repo_root=$(cd "$fuzz_dir/.." && pwd)
-examples=${VAPI_EXAMPLES:-$repo_root/../shared/vapi/examples}
+examples=${VAPI_EXAMPLES:-$repo_root/examples/vapi}
 corpus=$fuzz_dir/corpus
 
 command -v openssl >/dev/null || { echo "seed.sh: openssl is needed to sign the verify seeds" >&2; exit 1; }

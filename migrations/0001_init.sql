@@ -1,6 +1,6 @@
 -- vapi-edge schema, version 0001.
 -- Table and column names marked "contract" are relied on by tools outside this
--- repository (../shared/DESIGN.md, "Tables"); a row that gives only those
+-- repository (docs/contract.md, "Tables"); a row that gives only those
 -- columns must insert, so every other column has a default or is nullable.
 
 -- Agents answer calls for an organisation; Vapi knows them by assistant id.

@@ -24,6 +24,26 @@ pub struct Migration {
     pub checksum: String,
 }
 
+/// Checksums that earlier releases recorded for a migration whose comments
+/// were corrected since (never its statements): a database migrated then is
+/// not told the migration changed. `0001_init`: its header named the shared
+/// design page that became docs/contract.md.
+const CORRECTED_COMMENTS: &[(&str, &str)] = &[(
+    "0001_init",
+    "b1aeac9841801b1fa22249d245ae4b54abd73283216bd4a199ef6d4785ad79ce",
+)];
+
+impl Migration {
+    /// Whether `recorded` is this migration's checksum, now or before a
+    /// comment was corrected.
+    fn was_applied_as(&self, recorded: &str) -> bool {
+        recorded == self.checksum
+            || CORRECTED_COMMENTS
+                .iter()
+                .any(|(version, old)| *version == self.version && *old == recorded)
+    }
+}
+
 pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read migrations folder {}", dir.display()))?;
@@ -89,7 +109,7 @@ async fn apply(
     let mut done = Vec::new();
     for migration in migrations {
         if let Some((_, checksum)) = applied.iter().find(|(v, _)| *v == migration.version) {
-            if *checksum != migration.checksum {
+            if !migration.was_applied_as(checksum) {
                 bail!(
                     "migration {} was changed after it was applied; add a new migration instead",
                     migration.version
@@ -133,7 +153,7 @@ pub fn run_sqlite(path: &Path, dir: &Path) -> Result<Vec<String>> {
             |row| row.get(0),
         ))?;
         if let Some(checksum) = applied {
-            if checksum != migration.checksum {
+            if !migration.was_applied_as(&checksum) {
                 bail!(
                     "migration {} was changed after it was applied; add a new migration instead",
                     migration.version
@@ -151,4 +171,31 @@ pub fn run_sqlite(path: &Path, dir: &Path) -> Result<Vec<String>> {
         done.push(migration.version.clone());
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrected_comment_is_not_a_changed_migration() {
+        let sql = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../migrations/0001_init.sql"
+        ))
+        .unwrap();
+        let migration = Migration {
+            version: "0001_init".into(),
+            checksum: vapi_edge_core::sqlite_sql::checksum(&sql),
+            sql,
+        };
+        assert!(migration.was_applied_as(&migration.checksum));
+        assert!(migration.was_applied_as(CORRECTED_COMMENTS[0].1));
+        assert!(!migration.was_applied_as("0000"));
+        let other = Migration {
+            version: "0002_operations".into(),
+            ..migration
+        };
+        assert!(!other.was_applied_as(CORRECTED_COMMENTS[0].1));
+    }
 }

@@ -691,7 +691,7 @@ async fn redis_over_tls_with_credentials() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spin_accepts_the_portable_form_only() {
     if spin_binary().is_none() {
-        return skip("spin", "no Spin CLI (SPIN_BIN, ../shared/bin/spin or PATH)");
+        return skip("spin", "no Spin CLI (see spin_binary)");
     }
     let scratch = Scratch::new("tls-spin");
     let Some(certs) = Certs::new(&scratch.0) else {

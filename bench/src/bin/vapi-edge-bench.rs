@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vapi_edge_core::verify::HmacScheme;
 
 const ORG_ID: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
-const FIXTURE: &str = "shared/vapi/examples/03-inbound-status-update-in-progress.json";
+const FIXTURE: &str = "examples/vapi/03-inbound-status-update-in-progress.json";
 const CALL_ID_PLACEHOLDER: &str = "__VAPI_EDGE_BENCH_CALL_ID__";
 /// How many failed requests are shown in full.
 const SHOWN_ERRORS: usize = 5;
@@ -189,11 +189,10 @@ impl Options {
     }
 }
 
-/// `../shared/...` beside the repository root (the parent of this package).
+/// [`FIXTURE`] in the repository (the parent of this package).
 fn default_fixture() -> PathBuf {
     let package = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = package.parent().unwrap_or(&package).to_path_buf();
-    root.parent().unwrap_or(&root).join(FIXTURE)
+    package.parent().unwrap_or(&package).join(FIXTURE)
 }
 
 /// `http://host:port[/path]` to a loopback socket address, the `host` header

@@ -1,4 +1,4 @@
-//! Which handler answers which method and path (the contract in DESIGN.md,
+//! Which handler answers which method and path (the contract in docs/contract.md,
 //! "Routes", plus `POST /admin/replay`), and the operator routes themselves:
 //! `/healthz`, `/metrics` and the replay; the dashboard's routes are in
 //! [`crate::dashboard`]. A host calls [`route`] with a fully
@@ -11,6 +11,7 @@ use crate::health::{self, Check};
 use crate::http::{Request, Response};
 use crate::log::{Level, LogLine};
 use crate::metrics::{self, Snapshot};
+use crate::replay;
 use crate::schema::{is_compatible, version_number, SCHEMA_VERSION};
 use crate::verify::bearer_matches;
 use crate::webhook;
@@ -30,12 +31,11 @@ pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<
     }
 }
 
-/// The response, and work to do once it has been sent.
+/// The response, and work to do once it has been sent. The one table of
+/// routes: every path and method the component answers is here.
 pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
-    if let Some(response) = dashboard::route(effects, request).await {
-        return (response, After::none());
-    }
-    let response = match (request.route(), request.method.as_str()) {
+    let path = request.route();
+    let response = match (path, request.method.as_str()) {
         ("/webhooks/vapi", "POST") => return webhook::handle(effects, request).await,
         ("/webhooks/vapi", _) => Response::method_not_allowed("POST"),
         ("/healthz", "GET" | "HEAD") => healthz(effects).await,
@@ -46,10 +46,16 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response,
         },
         ("/metrics", _) => Response::method_not_allowed("GET"),
         ("/admin/replay", "POST") => match authorised(effects, request, "admin_token") {
-            Ok(()) => webhook::replay(effects, REPLAY_BATCH).await,
+            Ok(()) => replay::replay(effects, REPLAY_BATCH).await,
             Err(refusal) => refusal,
         },
         ("/admin/replay", _) => Response::method_not_allowed("POST"),
+        ("/dashboard" | "/dashboard/" | "/dashboard/app.js", _) => {
+            dashboard::serve_page(effects, request)
+        }
+        (api, _) if api == "/api" || api.starts_with("/api/") => {
+            dashboard::serve_api(effects, request).await
+        }
         _ => Response::not_found(),
     };
     (response, After::none())
@@ -137,8 +143,10 @@ async fn database_check(effects: &mut impl Effects) -> Check {
         .with("expected_schema_version", SCHEMA_VERSION)
 }
 
+/// The key-value store answers and keeps state across requests: each probe
+/// increments a counter that lives in the host, not in an instance.
 async fn key_value_check(effects: &mut impl Effects) -> Check {
-    match webhook::key_value_probe(effects).await {
+    match effects.increment("vapi-edge/healthz/probes", 1).await {
         Ok(count) => Check::pass("key_value").with("probes", count),
         Err(_) => Check::fail("key_value", "store did not answer"),
     }

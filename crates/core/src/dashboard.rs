@@ -113,45 +113,53 @@ impl Read {
     }
 }
 
-/// Answers the dashboard's routes; `None` for any other path.
-pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> Option<Response> {
-    let path = request.route();
-    let is_dashboard = matches!(path, "/dashboard" | "/dashboard/" | "/dashboard/app.js");
-    if !is_dashboard && path != "/api" && !path.starts_with("/api/") {
-        return None;
+/// `GET /dashboard`, `/dashboard/` and `/dashboard/app.js`: the page and its
+/// script (`crate::app::route` sends them here).
+pub fn serve_page<E: Effects>(effects: &mut E, request: &Request) -> Response {
+    match open(effects, request) {
+        // The page holds no data: it asks for the token and reads the API.
+        Ok(_) => page(request.route()),
+        Err(refusal) => refusal,
     }
+}
+
+/// The dashboard is readable: GET or HEAD, and `dashboard_token` set and
+/// well-formed (its tokens).
+fn open<E: Effects>(effects: &mut E, request: &Request) -> Result<Tokens, Response> {
     if request.method != "GET" && request.method != "HEAD" {
-        return Some(Response::method_not_allowed("GET, HEAD"));
+        return Err(Response::method_not_allowed("GET, HEAD"));
     }
-    let tokens = match effects
+    match effects
         .variable("dashboard_token")
         .map(|v| Tokens::parse(&v))
     {
-        None => {
-            return Some(Response::error(
-                403,
-                "dashboard_token is not set; the dashboard is closed",
-            ))
-        }
+        None => Err(Response::error(
+            403,
+            "dashboard_token is not set; the dashboard is closed",
+        )),
         Some(Err(error)) => {
             effects.emit(
                 &LogLine::new(Level::Critical, "Dashboard misconfigured")
                     .field("error", error.to_string()),
             );
-            return Some(Response::error(503, &error.to_string()));
+            Err(Response::error(503, &error.to_string()))
         }
-        Some(Ok(tokens)) => tokens,
-    };
-    if is_dashboard {
-        // The page holds no data: it asks for the token and reads the API.
-        return Some(page(path));
+        Some(Ok(tokens)) => Ok(tokens),
     }
+}
+
+/// `/api` and everything under it: the dashboard's JSON API (`crate::app::route`
+/// sends them here).
+pub async fn serve_api<E: Effects>(effects: &mut E, request: &Request) -> Response {
+    let tokens = match open(effects, request) {
+        Ok(tokens) => tokens,
+        Err(refusal) => return refusal,
+    };
+    let path = request.route();
     let presented = request.headers.one("authorization").ok().flatten();
     let Some(scope) = tokens.scope_of_bearer(presented) else {
-        return Some(
-            Response::error(401, "a valid dashboard token is required")
-                .with_header("www-authenticate", "Bearer"),
-        );
+        return Response::error(401, "a valid dashboard token is required")
+            .with_header("www-authenticate", "Bearer");
     };
     let query = Query::parse(request.path.split_once('?').map_or("", |(_, q)| q));
     let orgs = scope.orgs().map(|orgs| orgs.join(","));
@@ -171,9 +179,9 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> Option<Res
             let id = percent_decode(&rest["calls/".len()..]);
             call(effects, id, orgs).await
         }
-        _ => return Some(Response::not_found()),
+        _ => return Response::not_found(),
     };
-    Some(match answer {
+    match answer {
         Ok(mut body) => {
             if !full_numbers {
                 mask_numbers(&mut body, &country);
@@ -181,7 +189,7 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> Option<Res
             with_etag(request, Response::json(200, &body))
         }
         Err(response) => response,
-    })
+    }
 }
 
 fn page(path: &str) -> Response {

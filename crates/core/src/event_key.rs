@@ -2,7 +2,7 @@
 //! re-delivery maps to the same key.
 //!
 //! Not a hash of the body: Vapi regenerates presigned URLs per delivery, so a
-//! retry is not byte-identical (vapi/FACTS.md §5). The fields used follow the
+//! retry is not byte-identical (docs/vapi-facts.md §5). The fields used follow the
 //! keys suggested there.
 
 use crate::payload::{MessageKind, ServerMessage};

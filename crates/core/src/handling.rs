@@ -232,11 +232,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> ServerMessage {
-        let path = format!(
-            "{}/../../../shared/vapi/examples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        parse(&std::fs::read(path).unwrap()).unwrap()
+        parse(&crate::test_support::example(name)).unwrap()
     }
 
     fn record(message: &ServerMessage) -> CallRecord {

@@ -9,6 +9,9 @@
 //! body is still validated in full: a document `Value` refuses (bad syntax,
 //! invalid UTF-8, a number beyond f64, nesting deeper than 128) is refused here
 //! with the same error.
+//!
+//! [`Node`] walks such a document for the rules that read it, so that every
+//! refusal names the field's path ([`FieldError`]).
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
@@ -276,6 +279,167 @@ impl<'de> Visitor<'de> for CheckedVisitor {
 
 /// What [`read`] gives for a body whose `serde_json::Value` is `value`
 /// (members in key order): the reference the tests hold `read` to.
+/// Why a document is not what a rule needs: `field` is its JSON path, such as
+/// `message.call.id`, or `body` for the document itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, problem: &str) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// A value, its shape and how it was reached, so every error can name its
+/// field. The path is spelled out only for an error.
+pub(crate) struct Node<'a, 'p> {
+    pub(crate) value: &'a Json<'a>,
+    shape: &'static Shape,
+    /// The member name that reached this node; empty for the document.
+    key: &'static str,
+    parent: Option<&'p Node<'a, 'p>>,
+}
+
+impl<'a, 'p> Node<'a, 'p> {
+    pub(crate) fn root(value: &'a Json<'a>, shape: &'static Shape) -> Self {
+        Node {
+            value,
+            shape,
+            key: "",
+            parent: None,
+        }
+    }
+
+    /// `message.call.id`, or `body` for the document itself.
+    pub(crate) fn path(&self) -> String {
+        let mut keys = Vec::new();
+        let mut node = Some(self);
+        while let Some(current) = node {
+            if !current.key.is_empty() {
+                keys.push(current.key);
+            }
+            node = current.parent;
+        }
+        if keys.is_empty() {
+            return "body".to_string();
+        }
+        keys.reverse();
+        keys.join(".")
+    }
+
+    fn child_path(&self, key: &str) -> String {
+        match self.parent {
+            None => key.to_string(),
+            Some(_) => format!("{}.{key}", self.path()),
+        }
+    }
+
+    pub(crate) fn fail(&self, problem: &str) -> FieldError {
+        FieldError::new(&self.path(), problem)
+    }
+
+    pub(crate) fn object(&self) -> Result<(), FieldError> {
+        if self.value.is_object() {
+            Ok(())
+        } else {
+            Err(self.fail(&format!("expected an object, got {}", self.value.kind())))
+        }
+    }
+
+    /// A present, non-null member.
+    pub(crate) fn optional(&'p self, key: &'static str) -> Option<Node<'a, 'p>> {
+        let shape = self.shape.members.iter().find(|(name, _)| *name == key);
+        // A member the shape does not keep always reads as absent: a rule that
+        // reads one is a bug, caught by every unit test that reaches it.
+        if cfg!(test) {
+            assert!(
+                shape.is_some(),
+                "{}: not in the shape",
+                self.child_path(key)
+            );
+        }
+        let (_, shape) = shape?;
+        match self.value.get(key) {
+            None | Some(Json::Null) => None,
+            Some(value) => Some(Node {
+                value,
+                shape,
+                key,
+                parent: Some(self),
+            }),
+        }
+    }
+
+    pub(crate) fn required(&'p self, key: &'static str) -> Result<Node<'a, 'p>, FieldError> {
+        self.optional(key)
+            .ok_or_else(|| FieldError::new(&self.child_path(key), "is required"))
+    }
+
+    pub(crate) fn non_empty_str(&self) -> Result<&'a str, FieldError> {
+        match self.value.as_str() {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(self.fail("must not be empty")),
+            None => Err(self.fail(&format!("expected a string, got {}", self.value.kind()))),
+        }
+    }
+
+    pub(crate) fn opt_str(&'p self, key: &'static str) -> Result<Option<String>, FieldError> {
+        match self.optional(key) {
+            None => Ok(None),
+            Some(node) => match node.value.as_str() {
+                Some(s) if s.trim().is_empty() => Ok(None),
+                Some(s) => Ok(Some(s.to_string())),
+                None => Err(node.fail(&format!("expected a string, got {}", node.value.kind()))),
+            },
+        }
+    }
+
+    pub(crate) fn opt_f64(&'p self, key: &'static str) -> Result<Option<f64>, FieldError> {
+        match self.optional(key) {
+            None => Ok(None),
+            Some(node) => match node.value.as_number().and_then(|n| n.as_f64()) {
+                Some(n) if n.is_finite() => Ok(Some(n)),
+                _ => Err(node.fail(&format!("expected a number, got {}", node.value.kind()))),
+            },
+        }
+    }
+
+    pub(crate) fn opt_timestamp_ms(&'p self, key: &'static str) -> Result<Option<i64>, FieldError> {
+        let Some(node) = self.optional(key) else {
+            return Ok(None);
+        };
+        let parsed = match node.value {
+            Json::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                .filter(|ms| *ms >= 0),
+            Json::String(s) => iso_to_ms(s),
+            _ => None,
+        };
+        parsed
+            .map(Some)
+            .ok_or_else(|| node.fail("expected Unix milliseconds or an ISO-8601 time"))
+    }
+}
+
+/// Unix milliseconds of an RFC 3339 time such as `2024-07-15T05:45:29.814Z`
+/// (offsets `+hh:mm` are applied; digits past milliseconds are dropped).
+/// `None` for anything else, and for times before 1970, which are no more a
+/// Vapi timestamp than a negative number is.
+pub fn iso_to_ms(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|time| time.timestamp_millis())
+        .filter(|ms| *ms >= 0)
+}
+
 #[cfg(test)]
 pub(crate) fn from_value(value: &serde_json::Value, shape: &'static Shape) -> Json<'static> {
     use serde_json::Value;

@@ -1,20 +1,16 @@
 //! Vapi server messages as typed Rust (the role Zod plays in the TypeScript origin):
 //! the envelope, the message type and the call, read leniently but checked.
 //!
-//! Vapi adds fields and message types without notice (vapi/FACTS.md §7, §8), so
+//! Vapi adds fields and message types without notice (docs/vapi-facts.md §7, §8), so
 //! unknown keys are ignored and open enums stay strings; what the product relies
 //! on is required, and every rejection names the field path that failed.
 
-use crate::json::{self, Json, Shape, LEAF};
+pub use crate::json::iso_to_ms;
+use crate::json::{self, FieldError, Json, Node, Shape, LEAF};
 
 /// Why a body is not a usable server message; `field` is a JSON path such as
 /// `message.call.id`, or `body` for the document itself.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct PayloadError {
-    pub field: String,
-    pub problem: String,
-}
+pub type PayloadError = FieldError;
 
 /// The message types this version acts on: the two that are recorded, and
 /// every type whose reply Vapi uses (FACTS §1.3). Everything else is
@@ -602,153 +598,7 @@ fn recording_url(artifact: &Option<Node<'_, '_>>) -> Result<Option<String>, Payl
 }
 
 fn error(field: &str, problem: &str) -> PayloadError {
-    PayloadError {
-        field: field.to_string(),
-        problem: problem.to_string(),
-    }
-}
-
-/// A value, its shape and how it was reached, so every error can name its
-/// field. The path is spelled out only for an error.
-struct Node<'a, 'p> {
-    value: &'a Json<'a>,
-    shape: &'static Shape,
-    /// The member name that reached this node; empty for the document.
-    key: &'static str,
-    parent: Option<&'p Node<'a, 'p>>,
-}
-
-impl<'a, 'p> Node<'a, 'p> {
-    fn root(value: &'a Json<'a>, shape: &'static Shape) -> Self {
-        Node {
-            value,
-            shape,
-            key: "",
-            parent: None,
-        }
-    }
-
-    /// `message.call.id`, or `body` for the document itself.
-    fn path(&self) -> String {
-        let mut keys = Vec::new();
-        let mut node = Some(self);
-        while let Some(current) = node {
-            if !current.key.is_empty() {
-                keys.push(current.key);
-            }
-            node = current.parent;
-        }
-        if keys.is_empty() {
-            return "body".to_string();
-        }
-        keys.reverse();
-        keys.join(".")
-    }
-
-    fn child_path(&self, key: &str) -> String {
-        match self.parent {
-            None => key.to_string(),
-            Some(_) => format!("{}.{key}", self.path()),
-        }
-    }
-
-    fn fail(&self, problem: &str) -> PayloadError {
-        error(&self.path(), problem)
-    }
-
-    fn object(&self) -> Result<(), PayloadError> {
-        if self.value.is_object() {
-            Ok(())
-        } else {
-            Err(self.fail(&format!("expected an object, got {}", self.value.kind())))
-        }
-    }
-
-    /// A present, non-null member.
-    fn optional(&'p self, key: &'static str) -> Option<Node<'a, 'p>> {
-        let shape = self.shape.members.iter().find(|(name, _)| *name == key);
-        // A member the shape does not keep always reads as absent: a rule that
-        // reads one is a bug, caught by every unit test that reaches it.
-        if cfg!(test) {
-            assert!(
-                shape.is_some(),
-                "{}: not in the shape",
-                self.child_path(key)
-            );
-        }
-        let (_, shape) = shape?;
-        match self.value.get(key) {
-            None | Some(Json::Null) => None,
-            Some(value) => Some(Node {
-                value,
-                shape,
-                key,
-                parent: Some(self),
-            }),
-        }
-    }
-
-    fn required(&'p self, key: &'static str) -> Result<Node<'a, 'p>, PayloadError> {
-        self.optional(key)
-            .ok_or_else(|| error(&self.child_path(key), "is required"))
-    }
-
-    fn non_empty_str(&self) -> Result<&'a str, PayloadError> {
-        match self.value.as_str() {
-            Some(s) if !s.trim().is_empty() => Ok(s),
-            Some(_) => Err(self.fail("must not be empty")),
-            None => Err(self.fail(&format!("expected a string, got {}", self.value.kind()))),
-        }
-    }
-
-    fn opt_str(&'p self, key: &'static str) -> Result<Option<String>, PayloadError> {
-        match self.optional(key) {
-            None => Ok(None),
-            Some(node) => match node.value.as_str() {
-                Some(s) if s.trim().is_empty() => Ok(None),
-                Some(s) => Ok(Some(s.to_string())),
-                None => Err(node.fail(&format!("expected a string, got {}", node.value.kind()))),
-            },
-        }
-    }
-
-    fn opt_f64(&'p self, key: &'static str) -> Result<Option<f64>, PayloadError> {
-        match self.optional(key) {
-            None => Ok(None),
-            Some(node) => match node.value.as_number().and_then(|n| n.as_f64()) {
-                Some(n) if n.is_finite() => Ok(Some(n)),
-                _ => Err(node.fail(&format!("expected a number, got {}", node.value.kind()))),
-            },
-        }
-    }
-
-    fn opt_timestamp_ms(&'p self, key: &'static str) -> Result<Option<i64>, PayloadError> {
-        let Some(node) = self.optional(key) else {
-            return Ok(None);
-        };
-        let parsed = match node.value {
-            Json::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-                .filter(|ms| *ms >= 0),
-            Json::String(s) => iso_to_ms(s),
-            _ => None,
-        };
-        parsed
-            .map(Some)
-            .ok_or_else(|| node.fail("expected Unix milliseconds or an ISO-8601 time"))
-    }
-}
-
-/// Unix milliseconds of an RFC 3339 time such as `2024-07-15T05:45:29.814Z`
-/// (offsets `+hh:mm` are applied; digits past milliseconds are dropped).
-/// `None` for anything else, and for times before 1970, which are no more a
-/// Vapi timestamp than a negative number is.
-pub fn iso_to_ms(text: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|time| time.timestamp_millis())
-        .filter(|ms| *ms >= 0)
+    FieldError::new(field, problem)
 }
 
 #[cfg(test)]
@@ -757,11 +607,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/../../../shared/vapi/examples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::test_support::example(name)
     }
 
     fn parse_json(value: Value) -> Result<ServerMessage, PayloadError> {
@@ -770,12 +616,8 @@ mod tests {
 
     #[test]
     fn every_shared_example_parses() {
-        let dir = format!(
-            "{}/../../../shared/vapi/examples",
-            env!("CARGO_MANIFEST_DIR")
-        );
         let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
+        for entry in std::fs::read_dir(crate::test_support::EXAMPLES).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if name.ends_with(".json") {
                 let parsed = parse(&fixture(&name));

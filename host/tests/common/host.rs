@@ -65,7 +65,8 @@ pub fn spin_binary() -> Option<PathBuf> {
             if let Some(path) = std::env::var_os("SPIN_BIN") {
                 return (!path.is_empty()).then(|| PathBuf::from(path));
             }
-            let beside = shared_dir().join("bin/spin");
+            // The Spin CLI built for this machine, where CI keeps it.
+            let beside = workspace_root().join("../shared/bin/spin");
             if beside.is_file() {
                 return Some(beside);
             }

@@ -1,4 +1,4 @@
-//! What Vapi sends: the shared example payloads, retargeted to a test's
+//! What Vapi sends: the repository's example payloads, retargeted to a test's
 //! call, and the headers of its HMAC credential.
 
 use super::*;
@@ -34,13 +34,14 @@ pub fn unique_id(tag: &str) -> String {
     )
 }
 
-pub fn shared_dir() -> PathBuf {
-    workspace_root().parent().unwrap().join("shared")
+/// The repository's example payloads of Vapi's server messages.
+pub fn examples_dir() -> PathBuf {
+    workspace_root().join("examples").join("vapi")
 }
 
-/// A payload from ../shared/vapi/examples.
+/// A payload from examples/vapi.
 pub fn fixture(name: &str) -> serde_json::Value {
-    let path = shared_dir().join("vapi/examples").join(name);
+    let path = examples_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }

@@ -5,7 +5,7 @@
 use super::*;
 use crate::headers::Headers;
 use crate::test_support::block_on;
-use crate::webhook::tests::Fake;
+use crate::test_support::fake::Fake;
 
 const ORG_A: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
 const ORG_B: &str = "0b5e3c1d-2a4f-4e6b-8c7d-9e1f2a3b4c5d";
@@ -29,8 +29,9 @@ fn get(path: &str, token: Option<&str>) -> Request {
     }
 }
 
+/// The answer of the one route table (`crate::app::route`).
 fn answer(fake: &mut Fake, request: &Request) -> Response {
-    block_on(route(fake, request)).expect("a dashboard route")
+    block_on(crate::app::route(fake, request)).0
 }
 
 fn call_row(at: &str, id: &str, from: &str) -> Value {
@@ -42,8 +43,10 @@ fn call_row(at: &str, id: &str, from: &str) -> Value {
 #[test]
 fn other_paths_are_not_the_dashboards() {
     let mut fake = fake();
-    assert!(block_on(route(&mut fake, &get("/metrics", None))).is_none());
-    assert!(block_on(route(&mut fake, &get("/apis", None))).is_none());
+    let metrics = answer(&mut fake, &get("/metrics", None));
+    assert!(String::from_utf8_lossy(&metrics.body).contains("metrics_token"));
+    assert_eq!(answer(&mut fake, &get("/apis", None)).status, 404);
+    assert!(fake.dashboard_reads.is_empty());
 }
 
 #[test]

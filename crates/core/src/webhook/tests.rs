@@ -3,203 +3,20 @@
 //! told, and every log line kept.
 
 use super::*;
-use crate::db::{Database, DatabaseAddress, LineAnswer, OwnerVia, PendingLetter};
-use crate::kv::fake::MapStore;
-use crate::kv::KvError;
-use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
+use crate::claim::{self, ClaimScope};
+use crate::db::{DbError, Owner, OwnerVia, PendingLetter, Recorded};
+use crate::event_key;
+use crate::handling;
+use crate::log::LogLine;
+use crate::log::{self as terms, Level};
+use crate::outbound::{OutboundError, OutboundReply};
+use crate::payload::ServerMessage;
+use crate::replay::replay;
+use crate::standard_webhooks::SigningKey;
 use crate::test_support::block_on;
-use std::collections::{HashMap, VecDeque};
-
-const SECRET: &str = "shared-secret-1";
-const ORG: &str = "6f1c2a4e-8b3d-4f7a-9c2e-1d5b7e9a3c40";
-
-fn ava() -> Owner {
-    Owner {
-        org_id: ORG.into(),
-        agent: Some(Agent {
-            id: "agent-1".into(),
-            org_id: ORG.into(),
-            name: "Ava".into(),
-        }),
-        via: OwnerVia::Assistant,
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Fake {
-    kv: MapStore,
-    vars: HashMap<&'static str, String>,
-    pub(crate) now_ms: i64,
-    slept: Vec<u64>,
-    lines: Vec<LogLine>,
-    /// Answers of `record_event`, in order; when empty, `Recorded::New`.
-    record_answers: VecDeque<Result<Recorded, DbError>>,
-    record_calls: usize,
-    /// The records `record_event` was given, in order.
-    records: Vec<CallRecord>,
-    line: LineAnswer,
-    pub(crate) database_down: bool,
-    dead_letters: Vec<DeadLetter>,
-    event_rows: Vec<EventRow>,
-    pending: Vec<PendingLetter>,
-    replayed: Vec<(i64, String)>,
-    /// Every POST sent (relay notifications, upstream forwards).
-    posted: Vec<OutboundPost>,
-    relay_status: u16,
-    /// The upstream's answer, when set; otherwise every POST gets
-    /// `relay_status` with an empty body.
-    upstream_reply: Option<Result<OutboundReply, OutboundError>>,
-    /// Every dashboard read asked for, and the answers to give, in order
-    /// (when empty: one NULL row).
-    pub(crate) dashboard_reads: Vec<crate::dashboard::Read>,
-    pub(crate) dashboard_answers: VecDeque<Result<Option<String>, DbError>>,
-}
-
-impl Fake {
-    pub(crate) fn new() -> Fake {
-        let mut fake = Fake {
-            now_ms: 1_796_000_000_000,
-            relay_status: 200,
-            ..Fake::default()
-        };
-        fake.vars.insert("vapi_server_secret", SECRET.into());
-        fake
-    }
-
-    pub(crate) fn var(mut self, name: &'static str, value: &str) -> Fake {
-        self.vars.insert(name, value.into());
-        self
-    }
-
-    pub(crate) fn lines_with(&self, msg: &str) -> Vec<&LogLine> {
-        self.lines.iter().filter(|l| l.msg() == msg).collect()
-    }
-
-    fn down(&self) -> Result<(), DbError> {
-        if self.database_down {
-            return Err(DbError::transient("connection failed: refused").unreachable());
-        }
-        Ok(())
-    }
-}
-
-impl KeyValue for Fake {
-    async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.kv.get(key).await
-    }
-    async fn set(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.kv.set(key, value).await
-    }
-    async fn delete(&mut self, key: &str) -> Result<(), KvError> {
-        self.kv.delete(key).await
-    }
-    async fn exists(&mut self, key: &str) -> Result<bool, KvError> {
-        self.kv.exists(key).await
-    }
-    async fn increment(&mut self, key: &str, delta: i64) -> Result<i64, KvError> {
-        self.kv.increment(key, delta).await
-    }
-}
-
-impl Effects for Fake {
-    fn variable(&self, name: &str) -> Option<String> {
-        self.vars
-            .get(name)
-            .cloned()
-            .filter(|v| !v.trim().is_empty())
-    }
-    fn now_ms(&self) -> i64 {
-        self.now_ms
-    }
-    async fn sleep_ms(&mut self, ms: u64) {
-        self.slept.push(ms);
-        self.now_ms += ms as i64;
-    }
-    fn emit(&mut self, line: &LogLine) {
-        self.lines.push(line.clone());
-    }
-    fn database(&mut self) -> Database {
-        Database::Postgres
-    }
-    fn database_address(&mut self) -> DatabaseAddress {
-        DatabaseAddress::Postgres {
-            url: "postgres://app@db.example.com/vapi_edge".into(),
-        }
-    }
-    async fn record_event(
-        &mut self,
-        record: &CallRecord,
-        _rollout_percent: u32,
-    ) -> Result<Recorded, DbError> {
-        self.down()?;
-        self.record_calls += 1;
-        self.records.push(record.clone());
-        self.record_answers.pop_front().unwrap_or(Ok(Recorded::New {
-            owner: Some(ava()),
-            tracked: true,
-            lead_id: None,
-        }))
-    }
-    async fn line_answer(
-        &mut self,
-        _id: Option<&str>,
-        _e164: Option<&str>,
-    ) -> Result<LineAnswer, DbError> {
-        self.down()?;
-        Ok(self.line.clone())
-    }
-    async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError> {
-        self.down()?;
-        self.dead_letters.push(letter.clone());
-        Ok(())
-    }
-    async fn insert_event_row(&mut self, row: &EventRow) -> Result<(), DbError> {
-        self.down()?;
-        self.event_rows.push(row.clone());
-        Ok(())
-    }
-    async fn pending_dead_letters(&mut self, limit: i64) -> Result<Vec<PendingLetter>, DbError> {
-        self.down()?;
-        Ok(self.pending.iter().take(limit as usize).cloned().collect())
-    }
-    async fn mark_replayed(&mut self, id: i64, outcome: &str) -> Result<(), DbError> {
-        self.down()?;
-        self.pending.retain(|l| l.id != id);
-        self.replayed.push((id, outcome.to_string()));
-        Ok(())
-    }
-    async fn count_pending_dead_letters(&mut self) -> Result<i64, DbError> {
-        self.down()?;
-        Ok(self.pending.len() as i64)
-    }
-    async fn schema_version(&mut self) -> Result<Option<String>, DbError> {
-        self.down()?;
-        Ok(Some("0002_operations".into()))
-    }
-    async fn metrics_snapshot(&mut self) -> Result<String, DbError> {
-        self.down()?;
-        Err(DbError::lasting("not in this fake"))
-    }
-    async fn dashboard_read(
-        &mut self,
-        read: &crate::dashboard::Read,
-    ) -> Result<Option<String>, DbError> {
-        self.down()?;
-        self.dashboard_reads.push(read.clone());
-        self.dashboard_answers.pop_front().unwrap_or(Ok(None))
-    }
-    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
-        self.posted.push(post.clone());
-        match &self.upstream_reply {
-            Some(reply) => reply.clone(),
-            None => Ok(OutboundReply {
-                status: self.relay_status,
-                content_type: None,
-                body: Vec::new(),
-            }),
-        }
-    }
-}
+use crate::test_support::fake::{ava, Fake, ORG, SECRET};
+use crate::upstream::Fallback;
+use serde_json::{json, Value};
 
 /// The claims' scope of [`Fake`]'s database.
 fn fake_scope() -> ClaimScope {
@@ -207,11 +24,7 @@ fn fake_scope() -> ClaimScope {
 }
 
 fn example(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../../shared/vapi/examples/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    crate::test_support::example(name)
 }
 
 fn signed(body: Vec<u8>) -> Request {

@@ -1,0 +1,213 @@
+//! `POST /webhooks/vapi`, decided once: verify → validate → plan → claim →
+//! record → respond, with the event record and the dashboard notification
+//! handed back to run after the response. Every effect goes through
+//! [`Effects`], so each branch is unit-tested natively, and the component and
+//! the native baseline run this same flow.
+//!
+//! This file is the flow: each step returns `Result<_, Failure>`, and how
+//! every failure is answered, logged and counted is `outcome.rs`. The rest:
+//! `steps.rs` (planning and claiming), `context.rs` (log fields, the summary
+//! line, dead letters, what follows the response), `replies.rs` (messages
+//! whose reply Vapi uses), `recording.rs` (owners, rows, notifications).
+
+mod context;
+mod outcome;
+mod recording;
+mod replies;
+mod steps;
+
+pub use context::After;
+pub(crate) use context::{finish, Context};
+pub(crate) use outcome::Answer;
+pub use outcome::Outcome;
+
+use crate::effects::Effects;
+use crate::handling::Plan;
+use crate::http::{Request, Response};
+use crate::log::Level;
+use crate::payload::{self, MessageKind};
+use crate::settings::Settings;
+use crate::verify::VerifyConfig;
+use outcome::Failure;
+use steps::Claimed;
+
+/// Live deliveries wait for a slow agent; replays of dead letters do not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Live,
+    Replay,
+}
+
+/// Answers one `POST /webhooks/vapi`; the [`After`] runs once the response is out.
+pub async fn handle<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
+    let mut context = Context::started_now();
+    let answer = match process(effects, request, &mut context).await {
+        Ok(answer) => answer,
+        Err(failure) => failure.answer(effects, &mut context),
+    };
+    finish(effects, answer, context).await
+}
+
+/// Refuses a `POST /webhooks/vapi` from its head alone, before its body is
+/// read, when the head proves it cannot be authentic (no credential header, a
+/// stale or malformed timestamp, a wrong shared secret) or the deployment
+/// refuses every webhook (503): answered as [`handle`] would answer, with the
+/// same log lines. `None`: read the body and [`handle`] it. A stranger's
+/// half-sent body then costs no memory and no wait, under any host.
+pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<(Response, After)> {
+    let mut context = Context::started_now();
+    let failure = match verifier(effects) {
+        Ok(config) => Failure::Unverified(
+            config
+                .verify_head(&request.headers, effects.now_ms())
+                .err()?,
+        ),
+        Err(failure) => failure,
+    };
+    context.set("checked", "head");
+    let answer = failure.answer(effects, &mut context);
+    Some(finish(effects, answer, context).await)
+}
+
+/// The refusal of a webhook that no secret is set for (fail closed).
+const NOT_CONFIGURED: &str =
+    "neither vapi_hmac_secret nor vapi_server_secret is set: every request is refused";
+
+/// Why this deployment's settings make every webhook answer 503, naming the
+/// variable (never quoting a secret); `None` when they do not. `/healthz`
+/// reports it, so a readiness probe keeps traffic off a broken deployment.
+pub fn configuration_problem(effects: &impl Effects) -> Option<String> {
+    match verifier(effects).and_then(|_| settings(effects)) {
+        Err(Failure::Misconfigured(problem)) => Some(problem),
+        _ => None,
+    }
+}
+
+/// The verification settings, when they let a webhook through.
+fn verifier(effects: &impl Effects) -> Result<VerifyConfig, Failure> {
+    match VerifyConfig::from_variables(|name| effects.variable(name)) {
+        Ok(config) if config.is_configured() => Ok(config),
+        Ok(_) => Err(Failure::Misconfigured(NOT_CONFIGURED.to_string())),
+        Err(error) => Err(Failure::Misconfigured(error.to_string())),
+    }
+}
+
+fn settings(effects: &impl Effects) -> Result<Settings, Failure> {
+    Settings::from_variables(|name| effects.variable(name))
+        .map_err(|problem| Failure::Misconfigured(problem.to_string()))
+}
+
+async fn process<E: Effects>(
+    effects: &mut E,
+    request: &Request,
+    context: &mut Context,
+) -> Result<Answer, Failure> {
+    // 1. Verify, over the raw bytes, before anything else.
+    verifier(effects)?
+        .verify_request(
+            &request.method,
+            &request.headers,
+            &request.body,
+            effects.now_ms(),
+        )
+        .map_err(Failure::Unverified)?;
+    context.verified = true;
+    if !is_json(request) {
+        return Err(Failure::NotJson);
+    }
+    after_verification(effects, &request.body, context, Mode::Live).await
+}
+
+fn is_json(request: &Request) -> bool {
+    match request.headers.one("content-type") {
+        Ok(Some(value)) => {
+            let media = value.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("application/json")
+        }
+        _ => false,
+    }
+}
+
+/// Everything after verification, shared by live deliveries and replays.
+pub(crate) async fn process_verified<E: Effects>(
+    effects: &mut E,
+    body: &[u8],
+    context: &mut Context,
+    mode: Mode,
+) -> Answer {
+    match after_verification(effects, body, context, mode).await {
+        Ok(answer) => answer,
+        Err(failure) => failure.answer(effects, context),
+    }
+}
+
+async fn after_verification<E: Effects>(
+    effects: &mut E,
+    body: &[u8],
+    context: &mut Context,
+    mode: Mode,
+) -> Result<Answer, Failure> {
+    // 2. Validate.
+    let message = payload::parse(body).map_err(Failure::InvalidPayload)?;
+    context.set("event_type", message.message_type.as_str());
+    if let Some(call_id) = message.call_id() {
+        context.set("call_id", call_id);
+    }
+    let settings = settings(effects)?;
+    if message.kind == MessageKind::AssistantRequest {
+        return replies::answer_assistant_request(effects, &message, body, &settings, context)
+            .await;
+    }
+    if message.kind.expects_reply() {
+        return Ok(replies::answer_reply(effects, &message, body, &settings, context).await);
+    }
+
+    // 3. Decide, with the call type explicit.
+    let record = match steps::plan(effects, &message, body, &settings, context)? {
+        Plan::Record(record) => record,
+        Plan::Acknowledge { reason } => {
+            context.set("reason", reason);
+            return Ok(Answer::ok(Outcome::Ignored));
+        }
+    };
+
+    // 4. Claim before any side effect.
+    let held = match steps::claim(effects, &record, &settings, context).await? {
+        Claimed::Done => return Ok(Answer::ok(Outcome::Duplicate)),
+        Claimed::Held(held) => Some(held),
+        Claimed::Unguarded => None,
+    };
+
+    // 5-7. Find the owner and record, in one statement per attempt.
+    let delays: &[u64] = match mode {
+        Mode::Live => &settings.retry_delays,
+        Mode::Replay => &[],
+    };
+    let recorded = recording::record(effects, &settings, &record, delays, context, &message).await;
+    if let Some(held) = held {
+        // Only an event the database holds is done; anything else (a failure,
+        // an organisation outside the rollout) gives the claim back.
+        let done = matches!(&recorded, Ok(answer) if answer.outcome.is_held_by_database());
+        let result = match done {
+            true => held.complete(effects).await,
+            false => held.release(effects).await,
+        };
+        if let Err(error) = result {
+            context.log(
+                effects,
+                Level::Warn,
+                "Key-value claim could not be updated",
+                &[("error", error.0.into())],
+            );
+        }
+    }
+    if let Err(failure) = &recorded {
+        if failure.keeps_dead_letter() {
+            context.dead_letter = Some(steps::dead_letter(&record, body, failure.outcome()));
+        }
+    }
+    recorded
+}
+
+#[cfg(test)]
+mod tests;
