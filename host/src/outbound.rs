@@ -37,12 +37,10 @@ impl WasiHttpHooks for OutboundHooks {
             .or_else(|| default_port(&scheme))
             .unwrap_or(443);
         if !self.allowed.allows(&scheme, &host, port) {
-            log::warn(
-                "outbound request denied",
-                &[
-                    ("target", &format!("{scheme}://{host}:{port}")),
-                    ("reason", "not in allowed_outbound_hosts"),
-                ],
+            log::write(
+                log::warn("outbound request denied")
+                    .field("target", format!("{scheme}://{host}:{port}"))
+                    .field("reason", "not in allowed_outbound_hosts"),
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }

@@ -226,12 +226,10 @@ pub fn engine(limits: &Limits) -> Result<(Engine, Option<u32>)> {
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&pooled) {
             Ok(engine) => return Ok((engine, Some(slots))),
-            Err(error) => log::warn(
-                "instance pool unavailable, allocating on demand",
-                &[
-                    ("slots", &slots.to_string()),
-                    ("error", &format!("{error:#}")),
-                ],
+            Err(error) => log::write(
+                log::warn("instance pool unavailable, allocating on demand")
+                    .field("slots", slots)
+                    .field("error", format!("{error:#}")),
             ),
         }
     }
@@ -300,21 +298,16 @@ impl Server {
                 .request_timeout
                 .or(spec.request_timeout)
                 .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-            log::info(
-                "component ready",
-                &[
-                    ("app", &app.name),
-                    ("component", id),
-                    ("compile_ms", &started.elapsed().as_millis().to_string()),
-                    (
-                        "request_timeout_ms",
-                        &request_timeout.as_millis().to_string(),
-                    ),
-                    (
+            log::write(
+                log::info("component ready")
+                    .field("app", app.name.as_str())
+                    .field("component", id.as_str())
+                    .field("compile_ms", started.elapsed().as_millis() as u64)
+                    .field("request_timeout_ms", request_timeout.as_millis() as u64)
+                    .field(
                         "instances",
-                        &pooled.map_or("on demand".to_string(), |n| format!("pool of {n}")),
+                        pooled.map_or("on demand".to_string(), |n| format!("pool of {n}")),
                     ),
-                ],
             );
             let allowed = AllowedHosts::parse(&spec.allowed_outbound_hosts)
                 .with_context(|| format!("component `{id}`"))?;
@@ -491,24 +484,19 @@ impl Server {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let listener = Listener::new(listener, self.limits.max_connections);
         let local = listener.local_addr()?;
-        log::info(
-            "listening",
-            &[
-                ("addr", &local.to_string()),
-                ("max_connections", &listener.limit().to_string()),
-                (
+        log::write(
+            log::info("listening")
+                .field("addr", local.to_string())
+                .field("max_connections", listener.limit())
+                .field(
                     "header_timeout_ms",
-                    &self.limits.header_timeout.as_millis().to_string(),
-                ),
-                (
+                    self.limits.header_timeout.as_millis() as u64,
+                )
+                .field(
                     "body_timeout_ms",
-                    &self.limits.body_timeout.as_millis().to_string(),
-                ),
-                (
-                    "body_budget_bytes",
-                    &self.limits.body_budget_bytes.to_string(),
-                ),
-            ],
+                    self.limits.body_timeout.as_millis() as u64,
+                )
+                .field("body_budget_bytes", self.limits.body_budget_bytes),
         );
         let ticker = self.engine.weak();
         std::thread::spawn(move || {
@@ -574,13 +562,11 @@ impl Server {
         };
         drop(listener);
         let in_flight = self.in_flight.count();
-        log::info(
-            "Shutting down",
-            &[
-                ("signal", signal),
-                ("in_flight", &in_flight.to_string()),
-                ("grace_ms", &grace.as_millis().to_string()),
-            ],
+        log::write(
+            log::info("Shutting down")
+                .field("signal", signal)
+                .field("in_flight", in_flight)
+                .field("grace_ms", grace.as_millis() as u64),
         );
         let _ = stopping.send(true);
         let started = Instant::now();
@@ -588,14 +574,13 @@ impl Server {
             .await
             .is_ok();
         if drained {
-            log::info(
-                "Stopped",
-                &[("waited_ms", &started.elapsed().as_millis().to_string())],
+            log::write(
+                log::info("Stopped").field("waited_ms", started.elapsed().as_millis() as u64),
             );
         } else {
-            log::warn(
-                "Stopped with work still running at the end of the grace period",
-                &[("running", &self.in_flight.count().to_string())],
+            log::write(
+                log::warn("Stopped with work still running at the end of the grace period")
+                    .field("running", self.in_flight.count()),
             );
         }
         Ok(())
@@ -629,15 +614,13 @@ impl Server {
         match self.run(component, route, request, client, permit).await {
             Ok(response) => response,
             Err(error) => {
-                log::error(
-                    "request failed in the component",
-                    &[
-                        ("component", &route.component),
-                        ("method", &method),
-                        ("path", &path),
-                        ("duration_ms", &started.elapsed().as_millis().to_string()),
-                        ("error", &format!("{error:#}")),
-                    ],
+                log::write(
+                    log::error("request failed in the component")
+                        .field("component", route.component.as_str())
+                        .field("method", method.as_str())
+                        .field("path", path.as_str())
+                        .field("duration_ms", started.elapsed().as_millis() as u64)
+                        .field("error", format!("{error:#}")),
                 );
                 plain(500, "internal server error\n")
             }
@@ -682,13 +665,11 @@ impl Server {
             BodyRefusal::Broken => (400, "request body could not be read\n", "broken"),
         };
         if self.body_refusals.allow() {
-            log::warn(
-                "request body refused",
-                &[
-                    ("reason", reason),
-                    ("path", path),
-                    ("bodies_in_flight_bytes", &self.bodies.in_use().to_string()),
-                ],
+            log::write(
+                log::warn("request body refused")
+                    .field("reason", reason)
+                    .field("path", path)
+                    .field("bodies_in_flight_bytes", self.bodies.in_use()),
             );
         }
         let mut response = plain(status, text);
@@ -783,24 +764,23 @@ fn prepare_sqlite(
     label: &str,
 ) -> Result<Option<SqliteDatabase>> {
     let Some(location) = runtime.sqlite_location(label, app_dir) else {
-        log::warn(
-            "sqlite database not configured",
-            &[
-                ("component", component),
-                ("database", label),
-                (
+        log::write(
+            log::warn("sqlite database not configured")
+                .field("component", component)
+                .field("database", label)
+                .field(
                     "hint",
                     "define it in the runtime config: [sqlite_database.<label>]",
                 ),
-            ],
         );
         return Ok(None);
     };
     let database =
         SqliteDatabase::prepare(&location).with_context(|| format!("sqlite database `{label}`"))?;
-    log::info(
-        "sqlite database ready",
-        &[("database", label), ("location", &database.describe())],
+    log::write(
+        log::info("sqlite database ready")
+            .field("database", label)
+            .field("location", database.describe()),
     );
     Ok(Some(database))
 }

@@ -647,7 +647,7 @@ async fn each_dashboard_sees_only_the_organisations_its_token_opens() {
     assert_eq!(ws_connect(relay.addr, "").await.err(), Some(401));
     // The log names the path, never the query that carried the token.
     let logged = relay
-        .wait_for_log(|l| l["msg"] == "Relay request" && l["status"] == "101")
+        .wait_for_log(|l| l["msg"] == "Relay request" && l["status"] == 101)
         .await;
     assert_eq!(logged["path"], "/ws");
 

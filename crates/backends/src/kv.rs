@@ -431,7 +431,7 @@ impl SqliteStore {
 }
 
 fn sqlite_error(error: rusqlite::Error) -> KvError {
-    crate::log::warn("key-value store error", &[("error", &error.to_string())]);
+    crate::log::write(crate::log::warn("key-value store error").field("error", error.to_string()));
     "store error".to_string()
 }
 
@@ -488,7 +488,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn redis_error(error: redis::RedisError) -> KvError {
-    crate::log::warn("key-value store error", &[("error", &error.to_string())]);
+    crate::log::write(crate::log::warn("key-value store error").field("error", error.to_string()));
     if error.is_io_error() || error.is_timeout() || error.is_connection_refusal() {
         "store unavailable".to_string()
     } else {

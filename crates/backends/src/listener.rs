@@ -107,12 +107,10 @@ impl Listener {
 
     fn log_accept_error(&self, error: &std::io::Error) {
         if self.accept_errors.allow() {
-            crate::log::warn(
-                "accept failed; retrying",
-                &[
-                    ("error", &error.to_string()),
-                    ("open_connections_limit", &self.limit.to_string()),
-                ],
+            crate::log::write(
+                crate::log::warn("accept failed; retrying")
+                    .field("error", error.to_string())
+                    .field("open_connections_limit", self.limit),
             );
         }
     }

@@ -188,7 +188,9 @@ impl InFlight {
         })
         .await;
         if !matches!(ended, Ok(Ok(_))) {
-            crate::log::warn("postgres statement could not be cancelled", &[]);
+            crate::log::write(crate::log::warn(
+                "postgres statement could not be cancelled",
+            ));
         }
     }
 }
@@ -239,9 +241,9 @@ impl PgPools {
             mut config, tls, ..
         } = PgTarget::parse(address).map_err(|e| {
             // Names the file or the parameter at fault, never the address.
-            crate::log::warn(
-                "postgres connection string rejected",
-                &[("error", &e.to_string())],
+            crate::log::write(
+                crate::log::warn("postgres connection string rejected")
+                    .field("error", e.to_string()),
             );
             PgError::ConnectionFailed(e.to_string())
         })?;
@@ -285,12 +287,10 @@ fn check_allowed(config: &tokio_postgres::Config, allowed: &AllowedHosts) -> Res
             .or(default_port("postgres"))
             .unwrap_or(5432);
         if !allowed.allows("postgres", &host, port) {
-            crate::log::warn(
-                "outbound connection denied",
-                &[
-                    ("target", &format!("postgres://{host}:{port}")),
-                    ("reason", "not in allowed_outbound_hosts"),
-                ],
+            crate::log::write(
+                crate::log::warn("outbound connection denied")
+                    .field("target", format!("postgres://{host}:{port}"))
+                    .field("reason", "not in allowed_outbound_hosts"),
             );
             return Err(PgError::ConnectionFailed(format!(
                 "postgres://{host}:{port} is not in allowed_outbound_hosts"
@@ -307,23 +307,21 @@ pub const EMPTY_RESULT: &str = "postgres query returned no rows";
 /// never answers it (spinframework/spin#3671): a component that relies on an
 /// empty result hangs there. Said here, so it shows before anyone deploys.
 fn warn_empty_result() {
-    crate::log::warn(
-        EMPTY_RESULT,
-        &[(
-            "portability",
-            "Spin 4.0.0-4.0.2 never answers a spin:postgres query whose result is empty \
+    crate::log::write(crate::log::warn(EMPTY_RESULT).field(
+        "portability",
+        "Spin 4.0.0-4.0.2 never answers a spin:postgres query whose result is empty \
              (spinframework/spin#3671); write the statement to return at least one row",
-        )],
-    );
+    ));
 }
 
 fn public_pool_error(error: &deadpool_postgres::PoolError) -> String {
     let detail = crate::pg_tls::error_chain(error);
-    let mut fields = vec![("error", detail.as_str())];
-    if detail.contains("TLS") || detail.contains("certificate") {
-        fields.push(("hint", crate::pg_tls::TLS_HINT));
-    }
-    crate::log::warn("postgres connection failed", &fields);
+    let tls = detail.contains("TLS") || detail.contains("certificate");
+    crate::log::write(
+        crate::log::warn("postgres connection failed")
+            .field("error", detail.as_str())
+            .field("hint", tls.then_some(crate::pg_tls::TLS_HINT)),
+    );
     match error {
         deadpool_postgres::PoolError::Timeout(_) => "timed out connecting to postgres".into(),
         _ => "could not connect to postgres".into(),

@@ -130,12 +130,10 @@ impl SqliteDatabase {
         let connection = match opened {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => {
-                crate::log::warn(
-                    "sqlite database could not be opened",
-                    &[
-                        ("database", &self.describe()),
-                        ("error", &error.to_string()),
-                    ],
+                crate::log::write(
+                    crate::log::warn("sqlite database could not be opened")
+                        .field("database", self.describe())
+                        .field("error", error.to_string()),
                 );
                 return Err(statement_error(error));
             }
@@ -167,9 +165,10 @@ pub fn open_file(path: &Path) -> Result<rusqlite::Connection> {
         .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
         .with_context(|| format!("cannot switch {} to WAL journaling", path.display()))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        crate::log::warn(
-            "sqlite database is not in WAL mode",
-            &[("database", &path.display().to_string()), ("mode", &mode)],
+        crate::log::write(
+            crate::log::warn("sqlite database is not in WAL mode")
+                .field("database", path.display().to_string())
+                .field("mode", mode.as_str()),
         );
     }
     Ok(connection)
@@ -279,7 +278,7 @@ impl InFlight {
             tokio::time::timeout(BUSY_TIMEOUT + Duration::from_secs(1), settle).await,
             Ok(Ok(()))
         ) {
-            crate::log::warn("sqlite statement could not be cancelled", &[]);
+            crate::log::write(crate::log::warn("sqlite statement could not be cancelled"));
         }
     }
 }

@@ -263,10 +263,9 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         .filter(|origin| !origin.is_empty())
         .collect();
     if allowed_origins.is_empty() {
-        log::warn(
+        log::write(log::warn(
             "no --allowed-origin: a web page of any origin may subscribe with a dashboard token",
-            &[],
-        );
+        ));
     }
     let fanout = match setting(args.redis_url, "VAPI_EDGE_RELAY_REDIS_URL") {
         Some(url) => {
@@ -297,13 +296,12 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     let listener = Listener::new(listener, count(args.max_connections));
     let local = listener.local_addr()?;
     let header_timeout = Duration::from_millis(args.header_timeout_ms);
-    log::info(
-        "Relay serving",
-        &[
-            ("addr", &local.to_string()),
-            ("redis", relay.redis_state()),
-            ("max_connections", &listener.limit().to_string()),
-            (
+    log::write(
+        log::info("Relay serving")
+            .field("addr", local.to_string())
+            .field("redis", relay.redis_state())
+            .field("max_connections", listener.limit())
+            .field(
                 "dashboard_token",
                 if relay.tokens.is_some() {
                     "set"
@@ -311,7 +309,6 @@ pub async fn run(args: RelayArgs) -> Result<()> {
                     "unset"
                 },
             ),
-        ],
     );
     loop {
         tokio::select! {
@@ -328,7 +325,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
             _ = terminate.recv() => break,
         }
     }
-    log::info("Relay stopped", &[]);
+    log::write(log::info("Relay stopped"));
     Ok(())
 }
 
@@ -388,22 +385,18 @@ impl Relay {
             ),
             _ => (error(StatusCode::NOT_FOUND, "not found"), None),
         };
-        let status = response.status().as_u16().to_string();
-        let duration = started.elapsed().as_millis().to_string();
-        let mut fields = vec![
-            ("method", method.as_str()),
-            ("path", path.as_str()),
-            ("status", status.as_str()),
-            ("duration_ms", duration.as_str()),
-        ];
-        if let Some(outcome) = &outcome {
-            fields.push(("outcome", outcome.as_str()));
-        }
-        if response.status().is_server_error() {
-            log::error("Relay request", &fields);
-        } else {
-            log::info("Relay request", &fields);
-        }
+        let level = match response.status().is_server_error() {
+            true => log::Level::Error,
+            false => log::Level::Info,
+        };
+        log::write(
+            log::LogLine::new(level, "Relay request")
+                .field("method", method.as_str())
+                .field("path", path)
+                .field("status", response.status().as_u16())
+                .field("duration_ms", started.elapsed().as_millis() as u64)
+                .field("outcome", outcome),
+        );
         response
     }
 
@@ -606,13 +599,11 @@ impl Relay {
             let reason = stream::serve_websocket(request, subscription, close, heartbeat).await;
             // The hub logged its own drop; other endings are routine.
             if reason != "slow" {
-                log::info(
-                    "Relay subscriber closed",
-                    &[
-                        ("kind", "websocket"),
-                        ("subscriber", &id.to_string()),
-                        ("reason", reason),
-                    ],
+                log::write(
+                    log::info("Relay subscriber closed")
+                        .field("kind", "websocket")
+                        .field("subscriber", id)
+                        .field("reason", reason),
                 );
             }
         });
@@ -651,9 +642,10 @@ fn hex_digest(bytes: &[u8]) -> String {
 /// One WARN line per subscriber the hub dropped for not keeping up.
 fn log_slow_drops(dropped: &[u64]) {
     for id in dropped {
-        log::warn(
-            SUBSCRIBER_DROPPED,
-            &[("subscriber", &id.to_string()), ("reason", "slow")],
+        log::write(
+            log::warn(SUBSCRIBER_DROPPED)
+                .field("subscriber", *id)
+                .field("reason", "slow"),
         );
     }
 }

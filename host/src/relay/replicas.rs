@@ -108,9 +108,10 @@ impl Replicas {
 }
 
 fn unavailable(command: &str, error: redis::RedisError) -> Unavailable {
-    log::error(
-        "Relay Redis command failed",
-        &[("command", command), ("error", &error.to_string())],
+    log::write(
+        log::error("Relay Redis command failed")
+            .field("command", command)
+            .field("error", error.to_string()),
     );
     Unavailable
 }
@@ -147,9 +148,10 @@ async fn follow(
     loop {
         let reason = receive(&hub, &mut sink, &mut stream).await;
         subscribed.store(false, Ordering::Relaxed);
-        log::warn(
-            "Relay Redis subscription lost",
-            &[("channel", &channel), ("reason", reason)],
+        log::write(
+            log::warn("Relay Redis subscription lost")
+                .field("channel", channel.as_str())
+                .field("reason", reason),
         );
         let mut delay = BACKOFF_FIRST;
         loop {
@@ -161,12 +163,10 @@ async fn follow(
                 }
                 Err(error) => {
                     delay = (delay * 2).min(BACKOFF_MAX);
-                    log::warn(
-                        "Relay Redis subscription retry failed",
-                        &[
-                            ("error", &error.to_string()),
-                            ("retry_in_ms", &delay.as_millis().to_string()),
-                        ],
+                    log::write(
+                        log::warn("Relay Redis subscription retry failed")
+                            .field("error", error.to_string())
+                            .field("retry_in_ms", delay.as_millis() as u64),
                     );
                 }
             }
@@ -176,9 +176,8 @@ async fn follow(
         // subscribers must refetch, and resuming from the ring would skip it.
         let dropped = hub.reset();
         super::log_slow_drops(&dropped);
-        log::info(
-            "Relay Redis subscription restored",
-            &[("channel", &channel)],
+        log::write(
+            log::info("Relay Redis subscription restored").field("channel", channel.as_str()),
         );
     }
 }
@@ -196,10 +195,7 @@ async fn receive(hub: &Hub, sink: &mut PubSubSink, stream: &mut PubSubStream) ->
                 };
                 match Envelope::from_message(message.get_payload_bytes()) {
                     Ok(envelope) => super::log_slow_drops(&hub.deliver(&envelope)),
-                    Err(error) => log::warn(
-                        "Relay message ignored",
-                        &[("reason", &error.to_string())],
-                    ),
+                    Err(error) => log::write(log::warn("Relay message ignored").field("reason", error.to_string())),
                 }
             }
             _ = ping.tick() => {
