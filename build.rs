@@ -3,7 +3,7 @@
 //! resets that region for every instance whether or not a request touched
 //! it: Spin 4 memsets linear memory from address 0 up to its 2 MiB
 //! `keep_resident` (wasmtime's default, without PAGEMAP_SCAN), which was
-//! ~6% of Spin's CPU on the duplicate path (BENCHMARKS.md, issue 19).
+//! ~6% of Spin's CPU on the duplicate path (BENCHMARKS.md, "Kept: a 128 KiB stack").
 //!
 //! The deepest recursion in the component is JSON nesting, which the parser
 //! stops at 128 levels (`crates/core/src/json.rs`): that needs more than 16

@@ -1,32 +1,30 @@
 #!/usr/bin/env bash
-# Seeds the fuzz corpora (fuzz/corpus/ is git-ignored; this script is not).
+# Writes the fuzz targets' seed inputs into fuzz/seeds/ (committed: this script
+# is how they were made, and how to make them again after a layout change).
 #
 #   fuzz/seed.sh            # from anywhere
 #
-# - corpus/payload/: the repository's Vapi example messages (examples/vapi/*.json
-#   in the repository, or $VAPI_EXAMPLES), plus a few edge cases;
-# - corpus/verify/:  requests signed with openssl for each configuration of the
-#   `verify` target (layout documented in fuzz_targets/verify.rs and fuzz/README.md);
-# - corpus/phone/:   numbers in the shapes Vapi and people write them.
-# Re-running it overwrites its own files and leaves what the fuzzer added.
+# - seeds/payload/: edge cases beside the repository's Vapi example messages
+#   (examples/vapi/*.json, which the runs read as a corpus of their own);
+# - seeds/verify/:  requests signed with openssl for each configuration of the
+#   `verify` target (layout documented in fuzz_targets/verify.rs and fuzz/README.md),
+#   one of them around an example body ($VAPI_EXAMPLES overrides examples/vapi);
+# - seeds/phone/:   numbers in the shapes Vapi and people write them.
+# Re-running it overwrites its own files.
 set -euo pipefail
 
 fuzz_dir=$(cd "$(dirname "$0")" && pwd)
 repo_root=$(cd "$fuzz_dir/.." && pwd)
 examples=${VAPI_EXAMPLES:-$repo_root/examples/vapi}
-corpus=$fuzz_dir/corpus
+corpus=$fuzz_dir/seeds
 
 command -v openssl >/dev/null || { echo "seed.sh: openssl is needed to sign the verify seeds" >&2; exit 1; }
 mkdir -p "$corpus/payload" "$corpus/verify" "$corpus/phone"
 
 # --- payload -------------------------------------------------------------------------
 shopt -s nullglob
-copied=0
-for f in "$examples"/*.json; do
-  cp "$f" "$corpus/payload/$(basename "$f")"
-  copied=$((copied + 1))
-done
-if [ "$copied" -eq 0 ]; then
+examples_found=("$examples"/*.json)
+if [ "${#examples_found[@]}" -eq 0 ]; then
   echo "seed.sh: no examples found in $examples (set VAPI_EXAMPLES)" >&2
   exit 1
 fi
@@ -106,4 +104,4 @@ for n in '+14155550142' '+1 (415) 555-0142' '415-555-0142' '1-415-555-0142' \
   i=$((i + 1))
 done
 
-echo "seeded: payload $(ls "$corpus/payload" | wc -l), verify $(ls "$corpus/verify" | wc -l), phone $(ls "$corpus/phone" | wc -l) files under $corpus"
+echo "seeds: payload $(ls "$corpus/payload" | wc -l) (and $examples), verify $(ls "$corpus/verify" | wc -l), phone $(ls "$corpus/phone" | wc -l) files under $corpus"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds vapi-edge and serves it with vapi-edge-host, the way `spin build --up` would.
 #
-#   bash scripts/up.sh            # zero config: records in .spin/sqlite_db.db, in-memory claims
+#   bash scripts/up.sh            # zero config: records in .spin/sqlite_db.db, claims in
+#                                 # .spin/sqlite_key_value.db (Spin's SQLite key-value store)
 #   SPIN_VARIABLE_PG_URL='postgres://postgres@127.0.0.1:5432/vapi_edge?sslmode=disable' bash scripts/up.sh
 #                                 # production's store: PostgreSQL (created and migrated if local;
 #                                 # TLS is verified unless sslmode=disable, as in Spin)
@@ -14,6 +15,12 @@
 # It also starts the dashboard's relay on RELAY_LISTEN (default 127.0.0.1:3001)
 # unless SPIN_VARIABLE_RELAY_URL is set or RELAY=0, and prints the dashboard's URL.
 set -euo pipefail
+
+# --help: this header, before anything is built or started.
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+fi
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -87,7 +87,7 @@ pub fn write_response(out: ResponseOutparam, response: Response) {
     // Queue what the host will take now, before it has the response: then it
     // can send the head and the body in one segment. Spin does not set
     // TCP_NODELAY, so a body that follows its head in a second small segment
-    // waits for the client's delayed ACK (~40 ms; BENCHMARKS.md, issue 19).
+    // waits for the client's delayed ACK (~40 ms; BENCHMARKS.md, "Kept: the response body queued before the response").
     // `check_write` never blocks: a host that takes nothing yet gets the body
     // after the response, as before.
     let mut rest: &[u8] = &response.body;

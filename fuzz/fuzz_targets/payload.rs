@@ -17,7 +17,8 @@ use libfuzzer_sys::fuzz_target;
 use vapi_edge_core::event_key;
 use vapi_edge_core::handling::{self, Plan};
 use vapi_edge_core::payload::{self, MessageKind};
-use vapi_edge_core::phone::{self, Country};
+use vapi_edge_core::phone;
+use vapi_edge_core::settings::Settings;
 
 fn check_mask(raw: &str, masked: &str) {
     assert!(
@@ -115,7 +116,8 @@ fuzz_target!(|data: &[u8]| {
         check_mask(raw, &phone::mask(raw));
     }
 
-    let us = Country::from_iso("US").expect("US is in the table");
+    // The defaults: United States numbers, no aliases, no upstream.
+    let us = Settings::from_variables(|_| None).expect("the defaults are valid");
     if let Ok(Plan::Record(record)) = handling::plan(&message, &us) {
         assert_eq!(Some(&record.event_key), key.as_ref());
         assert_eq!(Some(record.call_id.as_str()), message.call_id());

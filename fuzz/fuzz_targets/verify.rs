@@ -366,26 +366,25 @@ fn hmac_proven(spec: &HmacSpec, sent: &[(String, Vec<u8>)], body: &[u8]) -> bool
 /// Whether the shared-secret headers prove the request, by the documented rule:
 /// `x-vapi-secret` decides when present, else `Authorization: Bearer <secret>`.
 fn shared_proven(shared: &[&str], sent: &[(String, Vec<u8>)]) -> bool {
-    let presented = match values(sent, "x-vapi-secret").len() {
-        0 => {
-            let Some(auth) = single(sent, "authorization") else {
-                return false;
-            };
-            let Some((scheme, token)) = auth.split_once(|c: char| c.is_ascii_whitespace()) else {
-                return false;
-            };
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                return false;
-            }
-            token.trim()
-        }
-        1 => match single(sent, "x-vapi-secret") {
-            Some(v) => v,
-            None => return false,
-        },
-        _ => return false,
+    // The credential's own header decides when present; else Authorization.
+    let header = match values(sent, "x-vapi-secret").len() {
+        0 => "authorization",
+        _ => "x-vapi-secret",
     };
-    !presented.is_empty() && shared.iter().any(|s| s.as_bytes() == presented.as_bytes())
+    let Some(value) = single(sent, header) else {
+        return false;
+    };
+    // Either header carries the secret after `Bearer ` (any case) or alone;
+    // a secret that itself starts with `Bearer ` matches as the whole value.
+    let whole = value.trim();
+    let token = match value.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => whole,
+    };
+    !token.is_empty()
+        && shared
+            .iter()
+            .any(|s| s.as_bytes() == token.as_bytes() || s.as_bytes() == whole.as_bytes())
 }
 
 /// `VERIFY_FUZZ_DEBUG=1` prints each input's outcome (for checking seeds and crashes).

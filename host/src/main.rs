@@ -5,8 +5,9 @@
 //! Layers, each using only those before it: the services themselves
 //! (`vapi_edge_backends`, plain Rust types) ← `bindings` (generated from WIT)
 //! ← `outbound`, `state` ← `interfaces` (one module per WIT interface, which
-//! converts) ← `server` ← the commands (`main`, `migrate`, `seed`, `relay`,
-//! ...).
+//! converts) ← `server` ← the commands (`main`, `migrate`, `seed`, ...).
+//! `vapi-edge-host relay` is the relay crate's (`crates/relay`), which knows
+//! nothing of wasmtime.
 //! `host/tests/layering.rs` checks that no module imports a later one.
 
 mod bindings;
@@ -17,7 +18,6 @@ mod mapping;
 mod migrate;
 mod outbound;
 mod prune;
-mod relay;
 mod runtime_config;
 mod seed;
 mod server;
@@ -34,7 +34,7 @@ use std::time::Duration;
 /// small objects across the runtime's threads (hyper, wasmtime's store and
 /// resource tables, the database clients), where glibc's allocator was ~11%
 /// of the server's CPU. jemalloc took 10-17% off the server's CPU per request
-/// (BENCHMARKS.md, issue 19's third session, "The allocator").
+/// (BENCHMARKS.md, "The allocator").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -64,6 +64,7 @@ enum Command {
     Up {
         #[command(flatten)]
         app: AppArgs,
+        /// Where to serve (port 0: any free port, named in the `listening` line).
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
         #[command(flatten)]
@@ -81,8 +82,10 @@ enum Command {
         app: AppArgs,
         #[command(flatten)]
         limits: LimitArgs,
+        /// How many instantiations to time.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         count: u64,
+        /// The request path each instance is prepared for (it picks the route).
         #[arg(long, default_value = "/webhooks/vapi")]
         path: String,
     },
@@ -104,12 +107,16 @@ enum Command {
     SeedAgent {
         #[command(flatten)]
         database: DatabaseArgs,
+        /// The organisation the agent belongs to (a UUID).
         #[arg(long)]
         org_id: String,
+        /// The Vapi assistant the agent is (call.assistantId).
         #[arg(long)]
         assistant_id: String,
+        /// The agent's name, as the dashboard shows it.
         #[arg(long, default_value = "Receptionist")]
         name: String,
+        /// The agent's role in its organisation: one agent per role.
         #[arg(long, default_value = "receptionist")]
         role: String,
         /// The E.164 number the agent answers.
@@ -179,7 +186,8 @@ enum Command {
     /// notifications on POST /events and push them to dashboards over SSE
     /// (GET /events/stream) and WebSocket (GET /ws), each token seeing only
     /// its organisations. With --redis-url, replicas share events through Redis.
-    Relay(relay::RelayArgs),
+    /// The same as the `vapi-edge-relay` binary.
+    Relay(vapi_edge_relay::RelayArgs),
     /// Delete what only grows: delivery records (webhook_events) and replayed
     /// dead letters older than --keep-days, idempotency records older than
     /// --keep-keys-days (never one with a pending dead letter), in batches.
@@ -187,6 +195,7 @@ enum Command {
     Prune {
         #[command(flatten)]
         database: DatabaseArgs,
+        /// Delete delivery records and replayed dead letters older than this.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         keep_days: u32,
         /// Keep idempotency records longer than Vapi may retry and than you
@@ -194,11 +203,13 @@ enum Command {
         /// recorded again if it is delivered again.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         keep_keys_days: u32,
+        /// Rows deleted per statement, so that no statement holds locks long.
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
     },
     /// Drain dead letters through a running service's POST /admin/replay.
     Replay {
+        /// The running service (its POST /admin/replay).
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
         /// The admin token (else SPIN_VARIABLE_ADMIN_TOKEN).
@@ -210,8 +221,12 @@ enum Command {
 /// Which app, and where its services are configured.
 #[derive(Args, Debug)]
 struct AppArgs {
+    /// The app's manifest, as `spin up --from`: a spin.toml, or the folder
+    /// that holds one.
     #[arg(long = "from", default_value = "spin.toml")]
     manifest: PathBuf,
+    /// The services' configuration (key-value stores, SQLite databases), as
+    /// `spin up --runtime-config-file`; relative paths in it are relative to it.
     #[arg(long)]
     runtime_config_file: Option<PathBuf>,
 }
@@ -408,7 +423,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Sign { secret, timestamp } => sign(secret, timestamp),
         Command::Replay { url, token } => replay(&url, token).await,
-        Command::Relay(args) => relay::run(args).await,
+        Command::Relay(args) => vapi_edge_relay::run(args).await,
         Command::Prune {
             database,
             keep_days,
@@ -459,13 +474,39 @@ enum Database {
     Sqlite { path: PathBuf },
 }
 
+impl Database {
+    /// Which database, for a message: the engine, and PostgreSQL's host,
+    /// port and database name (never the user or password) or SQLite's file.
+    fn describe(&self) -> String {
+        match self {
+            Database::Postgres { url } => match url.parse::<tokio_postgres::Config>() {
+                Ok(config) => {
+                    let host = match config.get_hosts().first() {
+                        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                        Some(tokio_postgres::config::Host::Unix(path)) => {
+                            path.display().to_string()
+                        }
+                        None => "localhost".into(),
+                    };
+                    let port = config.get_ports().first().copied().unwrap_or(5432);
+                    let name = config.get_dbname().unwrap_or("postgres");
+                    format!("PostgreSQL {host}:{port}/{name}")
+                }
+                Err(_) => "PostgreSQL".into(),
+            },
+            Database::Sqlite { path } => format!("SQLite {}", path.display()),
+        }
+    }
+}
+
 impl DatabaseArgs {
+    /// The app's folder: `--from` when it names one, else its manifest's.
     fn app_dir(&self) -> PathBuf {
-        self.app
-            .manifest
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf()
+        let manifest = &self.app.manifest;
+        if manifest.is_dir() {
+            return manifest.clone();
+        }
+        manifest.parent().unwrap_or(Path::new(".")).to_path_buf()
     }
 
     fn database(&self) -> Result<Database> {
@@ -511,10 +552,14 @@ async fn migrate(database: DatabaseArgs, migrations: Option<PathBuf>) -> Result<
 /// Adds (or updates) an organisation's agent, and optionally the line it
 /// answers, so a newcomer can send a signed test webhook to a local run.
 async fn seed_agent(database: DatabaseArgs, agent: seed::Agent) -> Result<()> {
-    let id = match database.database()? {
-        Database::Postgres { url } => seed::postgres(&url, &agent).await?,
-        Database::Sqlite { path } => seed::sqlite(&path, &agent)?,
+    let database = database.database()?;
+    let id = match &database {
+        Database::Postgres { url } => seed::postgres(url, &agent).await?,
+        Database::Sqlite { path } => seed::sqlite(path, &agent)?,
     };
+    // Which database: a terminal without SPIN_VARIABLE_PG_URL seeds SQLite,
+    // and a service on PostgreSQL would then not know the agent.
+    println!("written to {}", database.describe());
     println!(
         "agent {id} ({}, role {}) of organisation {} answers assistant {}{}",
         agent.name,

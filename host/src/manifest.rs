@@ -63,6 +63,13 @@ struct RawComponent {
     /// (`[component.<id>.tool.vapi-edge-host]`).
     #[serde(default)]
     tool: BTreeMap<String, toml::Table>,
+    /// `spin build`'s command, named when the `.wasm` is missing.
+    build: Option<RawBuild>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawBuild {
+    command: String,
 }
 
 /// What `[component.<id>.tool.vapi-edge-host]` may set.
@@ -98,6 +105,8 @@ pub struct Component {
     /// The largest body its requests may have, when its manifest sets it
     /// for this host (larger: 413 before the body is read).
     pub max_body_bytes: Option<u64>,
+    /// The command that builds `source` (`[component.<id>.build]`), if any.
+    pub build_command: Option<String>,
 }
 
 /// An HTTP route: an exact path, or a prefix when written `/prefix/...`.
@@ -130,9 +139,22 @@ pub struct App {
 
 /// Loads a manifest; `env` supplies `SPIN_VARIABLE_*` values (a function so tests
 /// need not touch the process environment).
+/// `path` may be the manifest or, as with `spin up --from`, its folder.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<App> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read manifest {}", path.display()))?;
+    let in_folder;
+    let path = if path.is_dir() {
+        in_folder = path.join("spin.toml");
+        in_folder.as_path()
+    } else {
+        path
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read manifest {} (run from the app's folder, or name its spin.toml with \
+             --from)",
+            path.display()
+        )
+    })?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, base, env).with_context(|| format!("invalid manifest {}", path.display()))
 }
@@ -181,6 +203,7 @@ pub fn parse(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
                 variables: component_variables,
                 request_timeout,
                 max_body_bytes: host_settings.max_body_bytes,
+                build_command: component.build.map(|build| build.command),
             },
         );
     }
@@ -267,6 +290,21 @@ fn render(template: &str, variables: &HashMap<String, Variable>) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_takes_the_manifest_or_its_folder() {
+        let dir = std::env::temp_dir().join(format!("vapi-edge-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("spin.toml"), MANIFEST).unwrap();
+        let env = env(&[("SPIN_VARIABLE_TOKEN", "x")]);
+        let by_file = load(&dir.join("spin.toml"), &env).unwrap();
+        let by_folder = load(&dir, &env).unwrap();
+        assert_eq!(by_file.name, by_folder.name);
+        assert_eq!(by_file.dir, by_folder.dir);
+        let missing = load(&dir.join("absent.toml"), &env).unwrap_err();
+        assert!(format!("{missing:#}").contains("--from"), "{missing:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     const MANIFEST: &str = r#"
 spin_manifest_version = 2

@@ -196,7 +196,12 @@ mod tests {
              expire = { \"vapi-edge/done/\" = 60 }\n",
             base,
         );
-        assert!(redis.is_ok());
+        let redis = redis.unwrap();
+        let KvStore::Redis(store) = &redis.key_value_stores["default"] else {
+            panic!("not a redis store");
+        };
+        assert_eq!(store.ttl_of("vapi-edge/done/scope/key"), Some(60));
+        assert_eq!(store.ttl_of("vapi-edge/claim/scope/1/key"), None);
         let zero = RuntimeConfig::parse(
             "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\
              expire = { \"vapi-edge/done/\" = 0 }\n",

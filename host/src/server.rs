@@ -218,7 +218,7 @@ pub fn engine(limits: &Limits) -> Result<(Engine, Option<u32>)> {
             // PAGEMAP_SCAN where available) are copied back from the image
             // instead of being madvise'd away, which cost a TLB shootdown
             // across the process's threads on every request and ~15 page
-            // faults on the next one (BENCHMARKS.md, issue 6).
+            // faults on the next one (BENCHMARKS.md, "Per-request instantiate cost").
             .linear_memory_keep_resident(POOL_MEMORY_KEEP_RESIDENT)
             .table_keep_resident(POOL_TABLE_KEEP_RESIDENT)
             .pagemap_scan(Enabled::Auto);
@@ -266,8 +266,12 @@ impl Server {
         let mut components = HashMap::new();
         for (id, spec) in &app.components {
             if !spec.source.exists() {
+                let how = match &spec.build_command {
+                    Some(command) => format!("build it with `spin build` or `{command}`"),
+                    None => "build it first: its manifest has no build command".into(),
+                };
                 bail!(
-                    "component `{id}`: {} does not exist (build it with `cargo build --target wasm32-wasip2 --release`)",
+                    "component `{id}`: {} does not exist ({how})",
                     spec.source.display()
                 );
             }

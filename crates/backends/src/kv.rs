@@ -437,7 +437,7 @@ fn sqlite_error(error: rusqlite::Error) -> KvError {
 
 impl RedisStore {
     /// The time to live of `key`, from the longest matching `expire` prefix.
-    fn ttl_of(&self, key: &str) -> Option<u64> {
+    pub fn ttl_of(&self, key: &str) -> Option<u64> {
         self.expire
             .iter()
             .filter(|(prefix, _)| key.starts_with(prefix.as_str()))

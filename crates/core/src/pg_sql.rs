@@ -535,7 +535,7 @@ mod tests {
             assert!(mentions.iter().all(|m| bounds.contains(m)), "{mentions:?}");
             // Each trigger's and backfill's filters are the whole list, in order.
             let filters = numbers_after(migration, "duration_ms <= ");
-            assert!(!filters.is_empty() && filters.len() % bounds.len() == 0);
+            assert!(!filters.is_empty() && filters.len().is_multiple_of(bounds.len()));
             for list in filters.chunks(bounds.len()) {
                 assert_eq!(list, bounds);
             }

@@ -917,11 +917,11 @@ mod tests {
         let mut next = crate::test_support::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..3000 {
             let len = (next() % 300) as usize;
-            let digit_heavy = next() % 2 == 0;
+            let digit_heavy = next().is_multiple_of(2);
             let s: String = (0..len)
                 .map(|_| {
                     let r = next() as usize;
-                    if digit_heavy && r % 3 != 0 {
+                    if digit_heavy && !r.is_multiple_of(3) {
                         char::from(b'0' + (r / 3 % 10) as u8)
                     } else {
                         pool[r % pool.len()]
