@@ -157,6 +157,13 @@ if [[ ${RELAY:-1} != 0 && -z ${SPIN_VARIABLE_RELAY_URL:-} ]]; then
     export SPIN_VARIABLE_RELAY_URL="http://${relay_listen}/events"
     export SPIN_VARIABLE_RELAY_ALLOWED_HOST="http://${relay_listen}"
     export SPIN_VARIABLE_DASHBOARD_RELAY_URL="${SPIN_VARIABLE_DASHBOARD_RELAY_URL:-http://${relay_listen}}"
+    # Only the dashboard served here may subscribe from a browser (unless
+    # set, or served on every address, where its origin is not known here).
+    if [[ -z ${SPIN_VARIABLE_RELAY_ALLOWED_ORIGINS:-} && $listen != 0.0.0.0:* && $listen != \[::\]:* ]]; then
+        origins="http://${listen}"
+        [[ $listen == 127.0.0.1:* ]] && origins+=",http://localhost:${listen#127.0.0.1:}"
+        export SPIN_VARIABLE_RELAY_ALLOWED_ORIGINS="$origins"
+    fi
     "$host_bin" relay --listen "$relay_listen" &
     relay_pid=$!
     trap 'kill "$relay_pid" 2>/dev/null || true' EXIT
