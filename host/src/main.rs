@@ -8,7 +8,7 @@
 //! converts) ← `server` ← the commands (`main`, `migrate`, `seed`, ...).
 //! `vapi-edge-host relay` is the relay crate's (`crates/relay`), which knows
 //! nothing of wasmtime.
-//! `host/tests/layering.rs` checks that no module imports a later one.
+//! `host/tests/it/layering.rs` checks that no module imports a later one.
 
 mod bindings;
 mod instantiate_bench;

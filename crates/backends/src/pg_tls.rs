@@ -28,7 +28,7 @@
 //! alone, as in libpq 16.
 //!
 //! `verify-ca`, `verify-full` and `sslrootcert` are this host's additions:
-//! Spin 4.0.2 does not accept them (`host/tests/tls.rs`). The portable
+//! Spin 4.0.2 does not accept them (`host/tests/it/tls.rs`). The portable
 //! form for a private CA is `sslmode=require` with the CA in the system's
 //! store (or `SSL_CERT_FILE`), which both hosts read.
 

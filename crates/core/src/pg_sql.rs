@@ -7,7 +7,7 @@
 //! (spinframework/spin#3671, fixed upstream after 4.0.2), and a component cannot
 //! abandon a host call, so an empty result would hang the request. Each such
 //! statement is listed in [`ROW_QUERIES`] with parameters that find nothing;
-//! `host/tests/statements.rs` runs them on an empty database and checks for a row.
+//! `host/tests/it/statements.rs` runs them on an empty database and checks for a row.
 
 /// Records one call event: `vapi_record_event_v2` (migration 0007) finds
 /// the call's owner and, in the one transaction of this one statement,

@@ -1,6 +1,6 @@
 //! The dashboard's routes over the webhook tests' fake effects: access, the
 //! parameters, paging, masking and ETags. The statements themselves run
-//! against both real engines in `host/tests/dashboard.rs`.
+//! against both real engines in `host/tests/it/dashboard.rs`.
 
 use super::*;
 use crate::headers::Headers;
