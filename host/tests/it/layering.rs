@@ -16,13 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["interfaces"],
     &["manifest", "runtime_config"],
     &["server"],
-    &[
-        "instantiate_bench",
-        "mapping",
-        "migrate",
-        "prune",
-        "seed",
-    ],
+    &["instantiate_bench", "mapping", "migrate", "prune", "seed"],
     &["main"],
 ];
 
