@@ -152,10 +152,16 @@ impl Effects for SpinEffects {
 
     async fn line_answer(
         &mut self,
+        tenant: &str,
         vapi_phone_number_id: Option<&str>,
         phone_e164: Option<&str>,
     ) -> Result<LineAnswer, DbError> {
-        self.db()?.line_answer(vapi_phone_number_id, phone_e164)
+        self.db()?
+            .line_answer(tenant, vapi_phone_number_id, phone_e164)
+    }
+
+    async fn tenants(&mut self) -> Result<String, DbError> {
+        self.db()?.tenants()
     }
 
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError> {

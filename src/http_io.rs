@@ -30,6 +30,7 @@ pub fn read_head(incoming: IncomingRequest) -> Result<(Request, IncomingRequest)
         path,
         headers,
         body: Vec::new(),
+        tenant: None,
     };
     Ok((head, incoming))
 }

@@ -22,6 +22,7 @@ mod runtime_config;
 mod seed;
 mod server;
 mod state;
+mod tenants;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -122,6 +123,10 @@ enum Command {
         /// The E.164 number the agent answers.
         #[arg(long)]
         line: Option<String>,
+        /// The tenant whose webhooks it answers (`vapi-edge-host tenant`);
+        /// omitted: the single-tenant route's.
+        #[arg(long, default_value = "")]
+        tenant: String,
     },
     /// Map Vapi's organisation id (call.orgId) to an organisation, in the
     /// database `migrate` would choose: that Vapi organisation's calls are
@@ -137,6 +142,17 @@ enum Command {
         /// This product's organisation (a UUID).
         #[arg(long)]
         org_id: String,
+        /// The tenant whose calls it maps; omitted: the single-tenant route's.
+        #[arg(long, default_value = "")]
+        tenant: String,
+    },
+    /// The tenants of this deployment (README, "Tenants"): each a Vapi
+    /// organisation's server URL, /webhooks/vapi/{id}, with its own
+    /// credential and settings, in the database `migrate` would choose. A
+    /// change applies on every replica within tenant_cache_ms.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
     },
     /// Say which organisation owns a phone line, which agent role answers its
     /// assistant-requests, and what answers them when neither that agent nor
@@ -215,6 +231,50 @@ enum Command {
         /// The admin token (else SPIN_VARIABLE_ADMIN_TOKEN).
         #[arg(long)]
         token: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantAction {
+    /// Create or change a tenant: each NAME=VALUE sets one of the variables a
+    /// tenant has (an empty VALUE unsets it; NAME=- reads the value from
+    /// stdin). Bearer secrets are kept hashed, HMAC and upstream secrets
+    /// sealed with SPIN_VARIABLE_TENANT_SECRETS_KEY.
+    Set {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The tenant's id: its server URL is /webhooks/vapi/{id}.
+        id: String,
+        #[arg(value_name = "NAME=VALUE")]
+        variables: Vec<String>,
+        /// Refuse the tenant's webhooks (403) until --enable.
+        #[arg(long)]
+        disable: bool,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+    },
+    /// Print a tenant (secrets only as "(sealed)" or "(N hashed)").
+    Show {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        id: String,
+    },
+    /// Print every tenant, one JSON line each.
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Delete a tenant; its calls and mappings stay.
+    Remove {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        id: String,
+    },
+    /// Reseal every tenant's secrets with the first key of
+    /// SPIN_VARIABLE_TENANT_SECRETS_KEY (after putting a new key first).
+    Rekey {
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
@@ -350,6 +410,7 @@ async fn run(command: Command) -> Result<()> {
             name,
             role,
             line,
+            tenant,
         } => {
             let agent = seed::Agent {
                 org_id,
@@ -357,6 +418,7 @@ async fn run(command: Command) -> Result<()> {
                 name,
                 role,
                 line,
+                tenant: mapping::tenant_of(&tenant)?,
             };
             seed_agent(database, agent).await
         }
@@ -364,8 +426,9 @@ async fn run(command: Command) -> Result<()> {
             database,
             vapi_org_id,
             org_id,
+            tenant,
         } => {
-            let mapping = mapping::OrgMapping::new(&vapi_org_id, &org_id)?;
+            let mapping = mapping::OrgMapping::new(&vapi_org_id, &org_id, &tenant)?;
             let (store, attributed) = match database.database()? {
                 Database::Postgres { url } => {
                     ("postgres", mapping::map_org_postgres(&url, &mapping).await?)
@@ -421,6 +484,7 @@ async fn run(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::Tenant { action } => tenant_command(action).await,
         Command::Sign { secret, timestamp } => sign(secret, timestamp),
         Command::Replay { url, token } => replay(&url, token).await,
         Command::Relay(args) => vapi_edge_relay::run(args).await,
@@ -544,6 +608,78 @@ async fn migrate(database: DatabaseArgs, migrations: Option<PathBuf>) -> Result<
     } else {
         for version in applied {
             println!("applied {version}");
+        }
+    }
+    Ok(())
+}
+
+async fn tenant_command(action: TenantAction) -> Result<()> {
+    use tenants::Change;
+    let show = |id: &str, stored: &vapi_edge_core::tenant::Stored| {
+        let mut shown = stored.describe();
+        shown["id"] = id.into();
+        shown["url_path"] = format!("{}{id}", vapi_edge_core::app::TENANT_WEBHOOKS).into();
+        println!("{shown}");
+    };
+    async fn change(
+        database: &DatabaseArgs,
+        id: &str,
+        change: &Change,
+    ) -> Result<Option<vapi_edge_core::tenant::Stored>> {
+        match database.database()? {
+            Database::Postgres { url } => tenants::change_postgres(&url, id, change).await,
+            Database::Sqlite { path } => tenants::change_sqlite(&path, id, change),
+        }
+    }
+    async fn list(
+        database: &DatabaseArgs,
+    ) -> Result<Vec<(String, vapi_edge_core::tenant::Stored)>> {
+        match database.database()? {
+            Database::Postgres { url } => tenants::list_postgres(&url).await,
+            Database::Sqlite { path } => tenants::list_sqlite(&path),
+        }
+    }
+    match action {
+        TenantAction::Set {
+            database,
+            id,
+            variables,
+            disable,
+            enable,
+        } => {
+            let set = Change::Set {
+                assignments: tenants::assignments(&variables)?,
+                disabled: (disable || enable).then_some(disable),
+            };
+            if let Some(stored) = change(&database, &id, &set).await? {
+                show(&id, &stored);
+            }
+        }
+        TenantAction::Show { database, id } => {
+            match list(&database).await?.into_iter().find(|(i, _)| *i == id) {
+                Some((id, stored)) => show(&id, &stored),
+                None => bail!("no tenant {id}"),
+            }
+        }
+        TenantAction::List { database } => {
+            for (id, stored) in list(&database).await? {
+                show(&id, &stored);
+            }
+        }
+        TenantAction::Remove { database, id } => {
+            change(&database, &id, &Change::Remove).await?;
+            println!("tenant {id} removed; its calls and mappings stay");
+        }
+        TenantAction::Rekey { database } => {
+            let ids: Vec<String> = list(&database)
+                .await?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            for id in &ids {
+                change(&database, id, &Change::Rekey).await?;
+            }
+            println!("{} tenants resealed with the first key", ids.len());
         }
     }
     Ok(())

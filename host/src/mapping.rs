@@ -26,10 +26,13 @@ use vapi_edge_core::phone::{self, Country};
 pub struct OrgMapping {
     pub vapi_org_id: String,
     pub org_id: String,
+    /// The tenant whose calls the mapping applies to ('' for the
+    /// single-tenant route); only its unassigned calls are attributed.
+    pub tenant: String,
 }
 
 impl OrgMapping {
-    pub fn new(vapi_org_id: &str, org_id: &str) -> Result<OrgMapping> {
+    pub fn new(vapi_org_id: &str, org_id: &str, tenant: &str) -> Result<OrgMapping> {
         let vapi_org_id = vapi_org_id.trim();
         if vapi_org_id.is_empty() {
             bail!("--vapi-org-id is empty");
@@ -37,8 +40,18 @@ impl OrgMapping {
         Ok(OrgMapping {
             vapi_org_id: vapi_org_id.to_string(),
             org_id: org_id_of(org_id)?,
+            tenant: tenant_of(tenant)?,
         })
     }
+}
+
+/// `--tenant`: '' (the single-tenant route) or a tenant id.
+pub fn tenant_of(text: &str) -> Result<String> {
+    let text = text.trim();
+    if !text.is_empty() && !vapi_edge_core::tenant::valid_id(text) {
+        bail!("--tenant `{text}` is not a tenant id (1-63 of a-z, 0-9 and -)");
+    }
+    Ok(text.to_string())
 }
 
 /// What `map-org` attributed: calls, inbound calls tracked, and deliveries.
@@ -82,9 +95,11 @@ pub async fn map_org_postgres(url: &str, mapping: &OrgMapping) -> Result<Attribu
         .await
         .context("cannot lock call_logs (is the schema migrated?)")?;
     tx.execute(
-        "INSERT INTO vapi_organizations (vapi_org_id, org_id) VALUES ($1::text, $2::text::uuid)
-         ON CONFLICT (vapi_org_id) DO UPDATE SET org_id = EXCLUDED.org_id, updated_at = now()",
-        &[&mapping.vapi_org_id, &mapping.org_id],
+        "INSERT INTO vapi_organizations (vapi_org_id, org_id, tenant)
+         VALUES ($1::text, $2::text::uuid, $3::text)
+         ON CONFLICT (vapi_org_id) DO UPDATE SET org_id = EXCLUDED.org_id,
+             tenant = EXCLUDED.tenant, updated_at = now()",
+        &[&mapping.vapi_org_id, &mapping.org_id, &mapping.tenant],
     )
     .await
     .context("cannot write the mapping (is the schema at version 0007? run migrate)")?;
@@ -94,7 +109,7 @@ pub async fn map_org_postgres(url: &str, mapping: &OrgMapping) -> Result<Attribu
                  lead_id = coalesce(l.lead_id, (SELECT id FROM leads
                      WHERE leads.org_id = $2::text::uuid AND leads.phone_e164 = {CUSTOMER_NUMBER_PG})),
                  updated_at = now()
-             WHERE l.org_id IS NULL AND l.vapi_org_id = $1::text
+             WHERE l.org_id IS NULL AND l.vapi_org_id = $1::text AND l.tenant = $3::text
              RETURNING l.vapi_call_id
          ), tracked AS (
              UPDATE call_tracking t SET org_id = $2::text::uuid, updated_at = now()
@@ -109,7 +124,10 @@ pub async fn map_org_postgres(url: &str, mapping: &OrgMapping) -> Result<Attribu
                 (SELECT count(*) FROM deliveries)"
     );
     let row = tx
-        .query_one(&attribute, &[&mapping.vapi_org_id, &mapping.org_id])
+        .query_one(
+            &attribute,
+            &[&mapping.vapi_org_id, &mapping.org_id, &mapping.tenant],
+        )
         .await
         .context("cannot attribute the unassigned calls")?;
     tx.commit().await?;
@@ -124,27 +142,28 @@ pub fn map_org_sqlite(path: &Path, mapping: &OrgMapping) -> Result<Attributed> {
     let mut connection = vapi_edge_backends::sqlite::open_file(path)?;
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute(
-        "INSERT INTO vapi_organizations (vapi_org_id, org_id) VALUES (?1, ?2)
+        "INSERT INTO vapi_organizations (vapi_org_id, org_id, tenant) VALUES (?1, ?2, ?3)
          ON CONFLICT (vapi_org_id) DO UPDATE SET org_id = excluded.org_id,
-             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-        [&mapping.vapi_org_id, &mapping.org_id],
+             tenant = excluded.tenant, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        [&mapping.vapi_org_id, &mapping.org_id, &mapping.tenant],
     )
     .context("cannot write the mapping (is the schema at version 0007? run migrate)")?;
     // The calls' own rows last: the others find them by their NULL org_id.
-    let unassigned = "SELECT vapi_call_id FROM call_logs WHERE org_id IS NULL AND vapi_org_id = ?1";
+    let unassigned = "SELECT vapi_call_id FROM call_logs
+        WHERE org_id IS NULL AND vapi_org_id = ?1 AND tenant = ?3";
     let tracked_calls = tx.execute(
         &format!(
             "UPDATE call_tracking SET org_id = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE org_id IS NULL AND vapi_call_id IN ({unassigned})"
         ),
-        [&mapping.vapi_org_id, &mapping.org_id],
+        [&mapping.vapi_org_id, &mapping.org_id, &mapping.tenant],
     )?;
     let deliveries = tx.execute(
         &format!(
             "UPDATE webhook_events SET org_id = ?2
              WHERE org_id IS NULL AND vapi_call_id IN ({unassigned})"
         ),
-        [&mapping.vapi_org_id, &mapping.org_id],
+        [&mapping.vapi_org_id, &mapping.org_id, &mapping.tenant],
     )?;
     let calls = tx.execute(
         "UPDATE call_logs SET org_id = ?2,
@@ -152,8 +171,8 @@ pub fn map_org_sqlite(path: &Path, mapping: &OrgMapping) -> Result<Attributed> {
                  AND leads.phone_e164 = CASE call_logs.direction WHEN 'inbound' THEN call_logs.from_number
                                         WHEN 'outbound' THEN call_logs.to_number END)),
              updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE org_id IS NULL AND vapi_org_id = ?1",
-        [&mapping.vapi_org_id, &mapping.org_id],
+         WHERE org_id IS NULL AND vapi_org_id = ?1 AND tenant = ?3",
+        [&mapping.vapi_org_id, &mapping.org_id, &mapping.tenant],
     )?;
     tx.commit()?;
     Ok(Attributed {
@@ -357,9 +376,9 @@ mod tests {
 
     #[test]
     fn an_org_mapping_needs_both_ids() {
-        assert!(OrgMapping::new("vapi-org", "acme").is_err());
-        assert!(OrgMapping::new(" ", ORG).is_err());
-        let mapping = OrgMapping::new(" vapi-org ", &ORG.to_ascii_uppercase()).unwrap();
+        assert!(OrgMapping::new("vapi-org", "acme", "").is_err());
+        assert!(OrgMapping::new(" ", ORG, "").is_err());
+        let mapping = OrgMapping::new(" vapi-org ", &ORG.to_ascii_uppercase(), "").unwrap();
         assert_eq!(mapping.vapi_org_id, "vapi-org");
         assert_eq!(mapping.org_id, ORG);
     }

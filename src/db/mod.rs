@@ -106,10 +106,15 @@ impl Connection {
 
     pub fn line_answer(
         &self,
+        tenant: &str,
         vapi_phone_number_id: Option<&str>,
         phone_e164: Option<&str>,
     ) -> Result<LineAnswer, DbError> {
-        dispatch!(self.line_answer(vapi_phone_number_id, phone_e164))
+        dispatch!(self.line_answer(tenant, vapi_phone_number_id, phone_e164))
+    }
+
+    pub fn tenants(&self) -> Result<String, DbError> {
+        dispatch!(self.tenants())
     }
 
     pub fn metrics_snapshot(&self) -> Result<String, DbError> {

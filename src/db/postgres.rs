@@ -147,6 +147,7 @@ pub fn record_event(
         json(&record.costs),
         optional_text(&record.default_org_id),
         ParameterValue::Boolean(record.keeps_unowned()),
+        ParameterValue::Str(record.tenant.clone()),
     ];
     let rows = query(db, &pg_sql::RECORD_EVENT_QUERY, &params).map_err(db_error)?;
     // No row only from a host that answers empty results; the statement's
@@ -217,6 +218,7 @@ pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<PendingLe
             (Some(id), Some(DbValue::Binary(body))) => Some(PendingLetter {
                 id,
                 body: body.clone(),
+                event_key: text(row.get(2)).unwrap_or_default(),
             }),
             _ => None,
         })
@@ -241,6 +243,7 @@ pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
 
 pub fn line_answer(
     db: &Connection,
+    tenant: &str,
     vapi_phone_number_id: Option<&str>,
     phone_e164: Option<&str>,
 ) -> Result<LineAnswer, DbError> {
@@ -251,13 +254,23 @@ pub fn line_answer(
     let rows = query(
         db,
         &pg_sql::LINE_ANSWER_QUERY,
-        &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
+        &[
+            text_or_null(vapi_phone_number_id),
+            text_or_null(phone_e164),
+            ParameterValue::Str(tenant.to_string()),
+        ],
     )
     .map_err(db_error)?;
     // A line that is not there is one row of NULLs.
     Ok(rows.rows.first().map_or_else(LineAnswer::default, |row| {
         LineAnswer::from_columns(std::array::from_fn(|i| text(row.get(i))))
     }))
+}
+
+/// Every tenant as one JSON array text (`tenant::Stored` rows).
+pub fn tenants(db: &Connection) -> Result<String, DbError> {
+    let rows = query(db, &pg_sql::TENANTS_QUERY, &[]).map_err(db_error)?;
+    Ok(text(rows.rows.first().and_then(|row| row.first())).unwrap_or_else(|| "[]".into()))
 }
 
 /// Everything `/metrics` shows, in one query.

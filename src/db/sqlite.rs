@@ -212,6 +212,7 @@ pub fn record_event(
                     optional_text(&record.status),
                     optional(record.status_rank, |r| Value::Integer(i64::from(r))),
                     optional_text(&record.vapi_org_id),
+                    Value::Text(record.tenant.clone()),
                 ],
             )?;
         }
@@ -242,6 +243,7 @@ pub fn record_event(
                 optional_text(&record.success_evaluation),
                 optional_text(&record.costs.as_ref().map(|v| v.to_string())),
                 optional_text(&record.vapi_org_id),
+                Value::Text(record.tenant.clone()),
             ],
         )?;
         let lead_id = text(first(&logged).and_then(|row| row.first()));
@@ -257,14 +259,16 @@ pub fn record_event(
 }
 
 /// The call's owner, in the order of the PostgreSQL recording function
-/// (`vapi_record_event_v2`, migration 0007): the agent with its assistant id;
+/// (`vapi_record_event_v3`, migration 0008), among the mappings of the
+/// event's tenant only: the agent with its assistant id;
 /// the agent mapped to its squad, then to its workflow; the organisation that
 /// owns its line; the organisation mapped to its Vapi organisation; the
 /// default organisation. `None` when nothing resolves.
 fn find_owner(db: &Connection, record: &CallRecord) -> Result<Option<Owner>, DbError> {
+    let tenant = || Value::Text(record.tenant.clone());
     let agent_by = |statement: &str, id: &Option<String>, via: &str| match id {
         Some(id) => Ok(
-            first(&run(db, statement, &[Value::Text(id.clone())])?).and_then(|row| {
+            first(&run(db, statement, &[Value::Text(id.clone()), tenant()])?).and_then(|row| {
                 Owner::from_columns(
                     text(row.first()),
                     text(row.get(1)),
@@ -294,6 +298,7 @@ fn find_owner(db: &Connection, record: &CallRecord) -> Result<Option<Owner>, DbE
             &[
                 optional_text(&record.line_id),
                 optional_text(&record.line_e164),
+                tenant(),
             ],
         )?;
         if let Some(owner) = first(&rows).and_then(|row| org(text(row.first()), "line")) {
@@ -304,7 +309,7 @@ fn find_owner(db: &Connection, record: &CallRecord) -> Result<Option<Owner>, DbE
         let rows = run(
             db,
             sql::ORG_BY_VAPI_ORG,
-            &[Value::Text(vapi_org_id.clone())],
+            &[Value::Text(vapi_org_id.clone()), tenant()],
         )?;
         if let Some(owner) = first(&rows).and_then(|row| org(text(row.first()), "vapi_org")) {
             return Ok(Some(owner));
@@ -357,6 +362,7 @@ pub fn pending_dead_letters(db: &Connection, limit: i64) -> Result<Vec<PendingLe
                 (Some(id), Some(Value::Blob(body))) => Some(PendingLetter {
                     id,
                     body: body.clone(),
+                    event_key: text(row.values.get(2)).unwrap_or_default(),
                 }),
                 _ => None,
             },
@@ -373,6 +379,12 @@ pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), DbEr
     Ok(())
 }
 
+/// Every tenant as one JSON array text (`tenant::Stored` rows).
+pub fn tenants(db: &Connection) -> Result<String, DbError> {
+    let rows = run(db, sql::TENANTS, &[])?;
+    Ok(text(first(&rows).and_then(|row| row.first())).unwrap_or_else(|| "[]".into()))
+}
+
 pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
     let rows = run(db, sql::COUNT_PENDING_DEAD_LETTERS, &[])?;
     Ok(integer(first(&rows).and_then(|row| row.first())).unwrap_or(0))
@@ -380,6 +392,7 @@ pub fn count_pending_dead_letters(db: &Connection) -> Result<i64, DbError> {
 
 pub fn line_answer(
     db: &Connection,
+    tenant: &str,
     vapi_phone_number_id: Option<&str>,
     phone_e164: Option<&str>,
 ) -> Result<LineAnswer, DbError> {
@@ -388,7 +401,11 @@ pub fn line_answer(
     let rows = run(
         db,
         sql::LINE_ANSWER,
-        &[text_or_null(vapi_phone_number_id), text_or_null(phone_e164)],
+        &[
+            text_or_null(vapi_phone_number_id),
+            text_or_null(phone_e164),
+            Value::Text(tenant.to_string()),
+        ],
     )?;
     Ok(first(&rows).map_or_else(LineAnswer::default, |row| {
         LineAnswer::from_columns(std::array::from_fn(|i| text(row.get(i))))

@@ -210,6 +210,7 @@ async fn handle(
                     .map_or("/".to_string(), |p| p.to_string()),
                 headers,
                 body,
+                tenant: None,
             };
             let mut effects = NativeEffects::new(services);
             let (response, after) = app::route(&mut effects, &request).await;
@@ -404,6 +405,7 @@ impl Effects for NativeEffects {
             &record.costs,              // $29 costs (jsonb)
             &record.default_org_id,     // $30 default_org_id
             &keeps_unowned,             // $31 keeps_unowned (bool)
+            &record.tenant,             // $32 tenant
         ];
         let rows = self.rows(pg_sql::RECORD_EVENT_CALL, &params).await?;
         let Some(row) = rows.first() else {
@@ -423,11 +425,15 @@ impl Effects for NativeEffects {
 
     async fn line_answer(
         &mut self,
+        tenant: &str,
         vapi_phone_number_id: Option<&str>,
         phone_e164: Option<&str>,
     ) -> Result<LineAnswer, DbError> {
         let rows = self
-            .rows(pg_sql::LINE_ANSWER, &[&vapi_phone_number_id, &phone_e164])
+            .rows(
+                pg_sql::LINE_ANSWER,
+                &[&vapi_phone_number_id, &phone_e164, &tenant],
+            )
             .await?;
         Ok(rows.first().map_or_else(LineAnswer::default, |row| {
             LineAnswer::from_columns(std::array::from_fn(|i| text(row, i)))
@@ -475,6 +481,11 @@ impl Effects for NativeEffects {
                 Some(PendingLetter {
                     id: row.try_get::<_, Option<i64>>(0).ok().flatten()?,
                     body: row.try_get::<_, Option<Vec<u8>>>(1).ok().flatten()?,
+                    event_key: row
+                        .try_get::<_, Option<String>>(2)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
                 })
             })
             .collect())
@@ -495,6 +506,14 @@ impl Effects for NativeEffects {
             Err(error) if error.detail.starts_with("42P01") => Ok(None),
             Err(error) => Err(error),
         }
+    }
+
+    async fn tenants(&mut self) -> Result<String, DbError> {
+        let rows = self.rows(pg_sql::TENANTS, &[]).await?;
+        Ok(rows
+            .first()
+            .and_then(|row| text(row, 0))
+            .unwrap_or_else(|| "[]".into()))
     }
 
     async fn metrics_snapshot(&mut self) -> Result<String, DbError> {

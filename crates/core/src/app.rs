@@ -24,12 +24,22 @@ pub const REPLAY_BATCH: i64 = 50;
 /// without reading the body at all, when the head alone decides it (see
 /// [`webhook::precheck`]); `None` to read the body and [`route`] the request.
 /// `request.body` is not looked at.
-pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<(Response, After)> {
+pub async fn precheck<E: Effects>(
+    effects: &mut E,
+    request: &mut Request,
+) -> Option<(Response, After)> {
     match (request.route(), request.method.as_str()) {
         ("/webhooks/vapi", "POST") => webhook::precheck(effects, request).await,
+        (path, "POST") if path.starts_with(TENANT_WEBHOOKS) => {
+            let id = path[TENANT_WEBHOOKS.len()..].to_string();
+            webhook::precheck_tenant(effects, request, &id).await
+        }
         _ => None,
     }
 }
+
+/// Where each tenant's webhooks go: `POST /webhooks/vapi/{tenant}`.
+pub const TENANT_WEBHOOKS: &str = "/webhooks/vapi/";
 
 /// The response, and work to do once it has been sent. The one table of
 /// routes: every path and method the component answers is here.
@@ -38,6 +48,11 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response,
     let response = match (path, request.method.as_str()) {
         ("/webhooks/vapi", "POST") => return webhook::handle(effects, request).await,
         ("/webhooks/vapi", _) => Response::method_not_allowed("POST"),
+        (path, "POST") if path.starts_with(TENANT_WEBHOOKS) => {
+            let id = &path[TENANT_WEBHOOKS.len()..];
+            return webhook::handle_tenant(effects, request, id).await;
+        }
+        (path, _) if path.starts_with(TENANT_WEBHOOKS) => Response::method_not_allowed("POST"),
         ("/healthz", "GET" | "HEAD") => healthz(effects).await,
         ("/healthz", _) => Response::method_not_allowed("GET, HEAD"),
         ("/metrics", "GET") => match authorised(effects, request, "metrics_token") {

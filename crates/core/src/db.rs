@@ -225,6 +225,8 @@ pub struct DeadLetter {
 pub struct PendingLetter {
     pub id: i64,
     pub body: Vec<u8>,
+    /// Its event's key, which names its tenant (`event_key::tenant_of`).
+    pub event_key: String,
 }
 
 /// A database failure reduced to what may be logged (a code and the

@@ -19,6 +19,11 @@ use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
 pub trait Effects: KeyValue {
     /// A variable's value; unset and empty (after trimming) are both `None`.
     fn variable(&self, name: &str) -> Option<String>;
+    /// The tenant whose server URL the request came in on; '' for the
+    /// single-tenant route (see [`crate::tenant::Scoped`]).
+    fn tenant(&self) -> &str {
+        ""
+    }
     /// Wall-clock time in Unix milliseconds.
     fn now_ms(&self) -> i64;
     /// Waits `ms` milliseconds (the agent lookup's retry schedule).
@@ -40,14 +45,18 @@ pub trait Effects: KeyValue {
         record: &CallRecord,
         rollout_percent: u32,
     ) -> Result<Recorded, DbError>;
-    /// What answers an `assistant-request` on a line (by Vapi phone-number
-    /// id, else by E.164 number): its agent with the assistant id, and the
+    /// What answers an `assistant-request` on a line of `tenant` (by Vapi
+    /// phone-number id, else by E.164 number): its agent with the assistant id, and the
     /// line's fallback.
     async fn line_answer(
         &mut self,
+        tenant: &str,
         vapi_phone_number_id: Option<&str>,
         phone_e164: Option<&str>,
     ) -> Result<LineAnswer, DbError>;
+    /// Every tenant, as one JSON array of `{"id", "config"}` (see
+    /// [`crate::tenant::Stored`]); `[]` when there is none.
+    async fn tenants(&mut self) -> Result<String, DbError>;
     /// Keeps one pending dead letter per event; a repeated failure bumps `attempts`.
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError>;
     async fn insert_event_row(&mut self, row: &EventRow) -> Result<(), DbError>;

@@ -42,6 +42,24 @@ impl EventKey {
         EventKey(format!("v1|sha256|{}", hex::encode(digest)))
     }
 
+    /// The key of this event for a tenant's server URL: the tenant's events
+    /// never meet another's or the single-tenant route's, in the claims or
+    /// in the durable record, even with the same call id. The tenant stays
+    /// readable (a dead letter is replayed for its tenant: [`tenant_of`]);
+    /// the rest becomes a digest when the whole would be too long.
+    pub fn in_tenant(&self, tenant: &str) -> EventKey {
+        if tenant.is_empty() {
+            return self.clone();
+        }
+        let rest = self.0.strip_prefix("v1|").unwrap_or(&self.0);
+        let key = format!("v1|t|{tenant}|{rest}");
+        if key.len() <= MAX_READABLE_LEN {
+            return EventKey(key);
+        }
+        let digest = Sha256::digest(key.as_bytes());
+        EventKey(format!("v1|t|{tenant}|sha256|{}", hex::encode(digest)))
+    }
+
     /// A short id for outbound notifications (`webhook-id`): stable per event.
     pub fn message_id(&self) -> String {
         let digest = Sha256::digest(self.0.as_bytes());
@@ -53,6 +71,14 @@ impl fmt::Display for EventKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The tenant an event key was made for ([`EventKey::in_tenant`]); '' for
+/// the single-tenant route.
+pub fn tenant_of(key: &str) -> &str {
+    key.strip_prefix("v1|t|")
+        .and_then(|rest| rest.split_once('|'))
+        .map_or("", |(tenant, _)| tenant)
 }
 
 /// The key of a message about a call; `None` for messages without a call.
@@ -208,5 +234,26 @@ mod tests {
     #[test]
     fn messages_without_a_call_have_no_key() {
         assert_eq!(key(json!({"message": {"type": "chat.created"}})), None);
+    }
+
+    #[test]
+    fn a_tenants_key_is_its_own_and_names_the_tenant_within_the_length() {
+        let plain = EventKey::from_parts(&["end-of-call-report", "call-1"]);
+        assert_eq!(plain.in_tenant(""), plain);
+        let acme = plain.in_tenant("acme");
+        assert_ne!(acme, plain);
+        assert_ne!(acme, plain.in_tenant("globex"));
+        assert_eq!(tenant_of(acme.as_str()), "acme");
+        assert_eq!(tenant_of(plain.as_str()), "");
+        let long_tenant = "t".repeat(63);
+        let long = EventKey::from_parts(&["status-update", &"c".repeat(150), "ended"]);
+        let keyed = long.in_tenant(&long_tenant);
+        assert!(
+            keyed.as_str().len() <= MAX_READABLE_LEN,
+            "{}",
+            keyed.as_str().len()
+        );
+        assert_eq!(tenant_of(keyed.as_str()), long_tenant);
+        assert_ne!(keyed, long.in_tenant("other"));
     }
 }

@@ -35,7 +35,11 @@ pub struct NumberWarning {
 /// Everything the single database statement needs for one event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRecord {
+    /// The event's key, in its tenant's space ([`EventKey::in_tenant`]).
     pub event_key: EventKey,
+    /// The tenant whose server URL the event came in on ('' for the
+    /// single-tenant route): the owner is found among its mappings only.
+    pub tenant: String,
     pub message_type: String,
     pub call_id: String,
     /// Who owns the call, in the order the database tries them (the first
@@ -178,7 +182,8 @@ pub fn plan(message: &ServerMessage, settings: &Settings) -> Result<Plan, PlanEr
     });
 
     Ok(Plan::Record(Box::new(CallRecord {
-        event_key,
+        event_key: event_key.in_tenant(&settings.tenant),
+        tenant: settings.tenant.clone(),
         message_type: message.message_type.clone(),
         call_id: call.id.clone(),
         vapi_org_id: call.vapi_org_id.clone(),

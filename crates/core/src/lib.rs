@@ -33,6 +33,7 @@ pub mod schema;
 pub mod settings;
 pub mod sqlite_sql;
 pub mod standard_webhooks;
+pub mod tenant;
 pub mod upstream;
 pub mod verify;
 pub mod webhook;

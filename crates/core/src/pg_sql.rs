@@ -9,18 +9,19 @@
 //! statement is listed in [`ROW_QUERIES`] with parameters that find nothing;
 //! `host/tests/it/statements.rs` runs them on an empty database and checks for a row.
 
-/// Records one call event: `vapi_record_event_v2` (migration 0007) finds
+/// Records one call event: `vapi_record_event_v3` (migration 0008) finds
 /// the call's owner and, in the one transaction of this one statement,
 /// claims the event in `processed_webhook_events` and upserts `call_tracking`
 /// (inbound) and `call_logs`. Its body lives only in the migration (a change
-/// is a new function, `_v3`, in a new migration, so the previous build keeps
+/// is a new function, `_v4`, in a new migration, so the previous build keeps
 /// calling its own during a rolling deploy or after a rollback).
 ///
 /// The owner is the first that resolves of: the agent with the assistant id
 /// (`$1`); the agent mapped to the squad (`$23`), then to the workflow
 /// (`$24`); the organisation that owns the line (`$25` phone-number id, `$26`
 /// E.164); the organisation mapped to Vapi's organisation id (`$11`); the
-/// default organisation (`$30`). When none does, `$31` decides: true writes
+/// default organisation (`$30`); each among the mappings of the tenant `$32`
+/// only ('' for the single-tenant route), whose rows alone it changes. When none does, `$31` decides: true writes
 /// the call without an owner (`via` = `none`), false writes nothing and
 /// returns a row with a NULL organisation and `via` (the caller retries: an
 /// assistant id no agent has yet). When the event key is already recorded
@@ -34,15 +35,15 @@
 /// connection. `vapi-edge-host` and the native baseline prepare it, as any
 /// statement. One row: (agent id, org id, agent name, claimed, tracked, lead
 /// id, in rollout, via).
-pub const RECORD_EVENT_CALL: &str = "SELECT * FROM vapi_record_event_v2(
+pub const RECORD_EVENT_CALL: &str = "SELECT * FROM vapi_record_event_v3(
     $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text,
     $9::text, $10::int2, $11::text, $12::jsonb, $13::int8, $14::int8, $15::text,
     $16::float8, $17::float8, $18::text, $19::text, $20::text, $21::int8, $22::bool,
     $23::text, $24::text, $25::text, $26::text, $27::jsonb, $28::text, $29::jsonb,
-    $30::text, $31::bool)";
+    $30::text, $31::bool, $32::text)";
 
 /// The migration that defines the function [`RECORD_EVENT_CALL`] calls.
-pub const RECORD_EVENT_MIGRATION: &str = include_str!("../../../migrations/0007_owners.sql");
+pub const RECORD_EVENT_MIGRATION: &str = include_str!("../../../migrations/0008_tenants.sql");
 
 /// Adds one row to `webhook_events`, the durable record `/metrics` is
 /// computed from (written after the response).
@@ -66,9 +67,9 @@ ON CONFLICT (event_key) WHERE replayed_at IS NULL DO UPDATE SET
 
 /// Up to `$1` pending dead letters, oldest first, as (id, body); with none
 /// pending, one row of NULLs.
-pub const PENDING_DEAD_LETTERS: &str = "SELECT d.id, d.body
+pub const PENDING_DEAD_LETTERS: &str = "SELECT d.id, d.body, d.event_key
 FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-    SELECT id, body FROM dead_letters WHERE replayed_at IS NULL ORDER BY id LIMIT $1::int8
+    SELECT id, body, event_key FROM dead_letters WHERE replayed_at IS NULL ORDER BY id LIMIT $1::int8
 ) AS d ON true
 ORDER BY d.id";
 
@@ -78,8 +79,8 @@ pub const MARK_REPLAYED: &str =
 pub const COUNT_PENDING_DEAD_LETTERS: &str =
     "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL";
 
-/// What answers an `assistant-request` on a line (by Vapi phone-number id
-/// `$1`, else by E.164 number `$2`), as (agent id, org_id, name,
+/// What answers an `assistant-request` on a line of the tenant `$3` (by Vapi
+/// phone-number id `$1`, else by E.164 number `$2`), as (agent id, org_id, name,
 /// vapi_assistant_id, fallback assistant id, fallback number): the agent of
 /// the line's inbound role, if it has an assistant id, and the line's
 /// fallback; a row of NULLs when the line is not there.
@@ -91,7 +92,8 @@ FROM (SELECT 1) AS one LEFT JOIN LATERAL (
     FROM phone_numbers p
     LEFT JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
                       AND a.vapi_assistant_id IS NOT NULL
-    WHERE p.vapi_phone_number_id = $1::text OR p.phone_e164 = $2::text
+    WHERE (p.vapi_phone_number_id = $1::text OR p.phone_e164 = $2::text)
+      AND p.tenant = $3::text
     ORDER BY (p.vapi_phone_number_id = $1::text) DESC NULLS LAST
     LIMIT 1
 ) AS f ON true";
@@ -304,6 +306,7 @@ pub const RECORD_EVENT_QUERY: RowQuery = RowQuery {
         "NULL",
         "NULL",
         "false",
+        "''",
     ],
 };
 
@@ -325,10 +328,22 @@ pub const COUNT_PENDING_DEAD_LETTERS_QUERY: RowQuery = RowQuery {
     not_found: &[],
 };
 
+/// Every tenant, as one JSON array text of `{"id", "config"}`, by id (one
+/// row also when there is none).
+pub const TENANTS: &str = "SELECT coalesce(
+    json_agg(json_build_object('id', id, 'config', config) ORDER BY id)::text, '[]')
+FROM tenants";
+
+pub const TENANTS_QUERY: RowQuery = RowQuery {
+    name: "tenants",
+    sql: TENANTS,
+    not_found: &[],
+};
+
 pub const LINE_ANSWER_QUERY: RowQuery = RowQuery {
     name: "line_answer",
     sql: LINE_ANSWER,
-    not_found: &["'PN-no-such-line'", "'+14155550199'"],
+    not_found: &["'PN-no-such-line'", "'+14155550199'", "''"],
 };
 
 pub const DASHBOARD_CALLS_QUERY: RowQuery = RowQuery {
@@ -363,6 +378,7 @@ pub const ROW_QUERIES: &[RowQuery] = &[
     PENDING_DEAD_LETTERS_QUERY,
     COUNT_PENDING_DEAD_LETTERS_QUERY,
     LINE_ANSWER_QUERY,
+    TENANTS_QUERY,
     METRICS_SNAPSHOT_QUERY,
     DASHBOARD_CALLS_QUERY,
     DASHBOARD_CALL_QUERY,
@@ -388,8 +404,8 @@ impl RowQuery {
     }
 }
 
-/// The parameters of [`RECORD_EVENT_CALL`], in order (`$1`..`$31`).
-pub const RECORD_EVENT_PARAMS: [&str; 31] = [
+/// The parameters of [`RECORD_EVENT_CALL`], in order (`$1`..`$32`).
+pub const RECORD_EVENT_PARAMS: [&str; 32] = [
     "assistant_id",
     "event_key",
     "message_type",
@@ -421,6 +437,7 @@ pub const RECORD_EVENT_PARAMS: [&str; 31] = [
     "costs (jsonb)",
     "default_org_id",
     "keeps_unowned (bool)",
+    "tenant",
 ];
 
 #[cfg(test)]
@@ -438,7 +455,7 @@ mod tests {
     #[test]
     fn the_call_passes_every_parameter_the_function_declares_and_uses() {
         let declaration = RECORD_EVENT_MIGRATION
-            .split("CREATE FUNCTION vapi_record_event_v2(")
+            .split("CREATE FUNCTION vapi_record_event_v3(")
             .nth(1)
             .and_then(|rest| rest.split(")\nRETURNS").next())
             .expect("the function's parameters");

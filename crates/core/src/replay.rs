@@ -4,11 +4,13 @@
 //! was down, `crate::parked`) into the table. Idempotent: an event that
 //! already succeeded is a duplicate and changes nothing.
 
-use crate::db::DeadLetter;
+use crate::db::{DeadLetter, PendingLetter};
 use crate::effects::Effects;
+use crate::event_key;
 use crate::http::Response;
 use crate::log::{Level, LogLine};
 use crate::parked;
+use crate::tenant::{self, Scoped};
 use crate::webhook::{self, Context, Mode, Outcome};
 use serde_json::json;
 
@@ -46,13 +48,15 @@ pub async fn replay<E: Effects>(effects: &mut E, limit: i64) -> Response {
     };
     let (mut succeeded, mut failed) = (0, 0);
     for letter in pending {
-        let mut context = Context::replay_of(letter.id);
-        let answer =
-            webhook::process_verified(effects, &letter.body, &mut context, Mode::Replay).await;
-        let ok = answer.response.status < 300;
-        let outcome = answer.outcome;
-        let (_, after) = webhook::finish(effects, answer, context).await;
-        after.run(effects).await;
+        // A tenant's letter replays as its tenant's webhook; one whose
+        // tenant cannot be read now stays pending.
+        let (ok, outcome) = match event_key::tenant_of(&letter.event_key) {
+            "" => replay_one(effects, &letter).await,
+            id => match tenant::resolve(effects, id).await {
+                Ok(tenant) => replay_one(&mut Scoped::new(effects, &tenant), &letter).await,
+                Err(_) => (false, Outcome::DatabaseUnavailable),
+            },
+        };
         if ok
             && effects
                 .mark_replayed(letter.id, outcome.as_str())
@@ -75,4 +79,15 @@ pub async fn replay<E: Effects>(effects: &mut E, limit: i64) -> Response {
             "remaining": remaining,
         }),
     )
+}
+
+/// Replays one letter; whether it succeeded, and its outcome.
+async fn replay_one<E: Effects>(effects: &mut E, letter: &PendingLetter) -> (bool, Outcome) {
+    let mut context = Context::replay_of(letter.id);
+    let answer = webhook::process_verified(effects, &letter.body, &mut context, Mode::Replay).await;
+    let ok = answer.response.status < 300;
+    let outcome = answer.outcome;
+    let (_, after) = webhook::finish(effects, answer, context).await;
+    after.run(effects).await;
+    (ok, outcome)
 }

@@ -102,6 +102,9 @@ pub enum RetryDelaysError {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The tenant whose server URL the request came in on; '' for the
+    /// single-tenant route. Not a variable: the flow sets it.
+    pub tenant: String,
     pub country: Country,
     /// Delays between retries of the agent lookup (live deliveries only).
     pub retry_delays: Vec<u64>,
@@ -158,6 +161,7 @@ impl Settings {
             }
         };
         Ok(Settings {
+            tenant: String::new(),
             country,
             retry_delays,
             rollout_percent,

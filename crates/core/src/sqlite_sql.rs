@@ -17,27 +17,32 @@ macro_rules! now {
     };
 }
 
+// Every owner lookup is among one tenant's mappings: `?2` (`?3` for the
+// line) is the tenant, '' for the single-tenant route (migration 0008).
+
 /// The agent that owns an assistant id: `?1` assistant id → (id, org_id, name).
 pub const AGENT_BY_ASSISTANT: &str =
-    "SELECT id, org_id, name FROM agents WHERE vapi_assistant_id = ?1";
+    "SELECT id, org_id, name FROM agents WHERE vapi_assistant_id = ?1 AND tenant = ?2";
 
 /// The agent mapped to a squad: `?1` squad id → (id, org_id, name).
-pub const AGENT_BY_SQUAD: &str = "SELECT id, org_id, name FROM agents WHERE vapi_squad_id = ?1";
+pub const AGENT_BY_SQUAD: &str =
+    "SELECT id, org_id, name FROM agents WHERE vapi_squad_id = ?1 AND tenant = ?2";
 
 /// The agent mapped to a workflow: `?1` workflow id → (id, org_id, name).
 pub const AGENT_BY_WORKFLOW: &str =
-    "SELECT id, org_id, name FROM agents WHERE vapi_workflow_id = ?1";
+    "SELECT id, org_id, name FROM agents WHERE vapi_workflow_id = ?1 AND tenant = ?2";
 
 /// The organisation that owns the line, by Vapi phone-number id (`?1`) or
 /// E.164 number (`?2`) → (org_id).
 pub const ORG_BY_LINE: &str = "
 SELECT org_id FROM phone_numbers
-WHERE vapi_phone_number_id = ?1 OR phone_e164 = ?2
+WHERE (vapi_phone_number_id = ?1 OR phone_e164 = ?2) AND tenant = ?3
 ORDER BY (vapi_phone_number_id = ?1) DESC NULLS LAST
 LIMIT 1";
 
 /// The organisation mapped to Vapi's organisation id: `?1` → (org_id).
-pub const ORG_BY_VAPI_ORG: &str = "SELECT org_id FROM vapi_organizations WHERE vapi_org_id = ?1";
+pub const ORG_BY_VAPI_ORG: &str =
+    "SELECT org_id FROM vapi_organizations WHERE vapi_org_id = ?1 AND tenant = ?2";
 
 /// Claims an event in the durable record; returns a row only for the first
 /// attempt that commits. `?1` event key, `?2` message type, `?3` call id, `?4` org id.
@@ -49,13 +54,14 @@ RETURNING event_key";
 
 /// Upserts an inbound call's `call_tracking` row; statuses move forward only.
 /// `?1` call id, `?2` org id, `?3` agent id, `?4` from, `?5` to, `?6` status,
-/// `?7` status rank, `?8` Vapi org id.
+/// `?7` status rank, `?8` Vapi org id, `?9` tenant (a row of another
+/// tenant's is left as it is).
 pub const TRACK_CALL: &str = concat!(
     "
 INSERT INTO call_tracking AS t
     (vapi_call_id, org_id, agent_id, direction, from_number, to_number,
-     status, status_rank, vapi_org_id)
-VALUES (?1, ?2, ?3, 'inbound', ?4, ?5, ?6, ?7, ?8)
+     status, status_rank, vapi_org_id, tenant)
+VALUES (?1, ?2, ?3, 'inbound', ?4, ?5, ?6, ?7, ?8, ?9)
 ON CONFLICT (vapi_call_id) DO UPDATE SET
     status = CASE WHEN excluded.status_rank > coalesce(t.status_rank, 0)
                   THEN excluded.status ELSE t.status END,
@@ -67,7 +73,9 @@ ON CONFLICT (vapi_call_id) DO UPDATE SET
     from_number = coalesce(t.from_number, excluded.from_number),
     to_number = coalesce(t.to_number, excluded.to_number),
     updated_at = ",
-    now!()
+    now!(),
+    "
+WHERE t.tenant = excluded.tenant"
 );
 
 /// Upserts the call's `call_logs` row (any direction) and returns its lead id.
@@ -79,7 +87,8 @@ ON CONFLICT (vapi_call_id) DO UPDATE SET
 /// ended reason, `?14` duration s, `?15` cost, `?16` summary, `?17`
 /// transcript, `?18` recording URL, `?19` is final report (0/1), `?20`
 /// structured data JSON, `?21` success evaluation, `?22` costs JSON, `?23`
-/// Vapi org id. `?2` is NULL for a call recorded without an owner; a later
+/// Vapi org id, `?24` tenant (a row of another tenant's is left as it is,
+/// and no lead id comes back). `?2` is NULL for a call recorded without an owner; a later
 /// event that finds one sets it.
 pub const LOG_CALL: &str = concat!(
     "
@@ -87,13 +96,13 @@ INSERT INTO call_logs AS l
     (vapi_call_id, org_id, agent_id, lead_id, status, status_rank, metadata,
      direction, from_number, to_number, started_at, ended_at, ended_reason,
      duration_seconds, cost, summary, transcript, recording_url,
-     structured_data, success_evaluation, costs, vapi_org_id)
+     structured_data, success_evaluation, costs, vapi_org_id, tenant)
 VALUES (?1, ?2, ?3,
         (SELECT id FROM leads WHERE org_id = ?2 AND phone_e164 = ?4),
         ?5, ?6, json(?7), ?8, ?9, ?10,
         strftime('%Y-%m-%dT%H:%M:%fZ', ?11 / 1000.0, 'unixepoch'),
         strftime('%Y-%m-%dT%H:%M:%fZ', ?12 / 1000.0, 'unixepoch'),
-        ?13, ?14, ?15, ?16, ?17, ?18, json(?20), ?21, json(?22), ?23)
+        ?13, ?14, ?15, ?16, ?17, ?18, json(?20), ?21, json(?22), ?23, ?24)
 ON CONFLICT (vapi_call_id) DO UPDATE SET
     status = CASE WHEN excluded.status_rank > coalesce(l.status_rank, 0)
                   THEN excluded.status ELSE l.status END,
@@ -123,6 +132,7 @@ ON CONFLICT (vapi_call_id) DO UPDATE SET
     updated_at = ",
     now!(),
     "
+WHERE l.tenant = excluded.tenant
 RETURNING lead_id"
 );
 
@@ -142,7 +152,7 @@ ON CONFLICT (event_key) WHERE replayed_at IS NULL DO UPDATE SET
     body = excluded.body";
 
 pub const PENDING_DEAD_LETTERS: &str =
-    "SELECT id, body FROM dead_letters WHERE replayed_at IS NULL ORDER BY id LIMIT ?1";
+    "SELECT id, body, event_key FROM dead_letters WHERE replayed_at IS NULL ORDER BY id LIMIT ?1";
 
 pub const MARK_REPLAYED: &str = concat!(
     "UPDATE dead_letters SET replayed_at = ",
@@ -154,7 +164,7 @@ pub const COUNT_PENDING_DEAD_LETTERS: &str =
     "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL";
 
 /// What answers an `assistant-request` on a line: `?1` Vapi phone number id,
-/// `?2` line E.164 → (agent id, org id, name, assistant id, fallback
+/// `?2` line E.164, `?3` tenant → (agent id, org id, name, assistant id, fallback
 /// assistant id, fallback number); the agent columns NULL when the line has
 /// no agent with an assistant id, no row when the line is not there.
 pub const LINE_ANSWER: &str = "
@@ -162,9 +172,14 @@ SELECT a.id, a.org_id, a.name, a.vapi_assistant_id, p.fallback_assistant_id, p.f
 FROM phone_numbers p
 LEFT JOIN agents a ON a.org_id = p.org_id AND a.role = p.inbound_role
                   AND a.vapi_assistant_id IS NOT NULL
-WHERE p.vapi_phone_number_id = ?1 OR p.phone_e164 = ?2
+WHERE (p.vapi_phone_number_id = ?1 OR p.phone_e164 = ?2) AND p.tenant = ?3
 ORDER BY (p.vapi_phone_number_id = ?1) DESC NULLS LAST
 LIMIT 1";
+
+/// Every tenant, as one JSON array text of `{"id", "config"}`, by id.
+pub const TENANTS: &str = "
+SELECT coalesce(json_group_array(json_object('id', id, 'config', json(config))), '[]')
+FROM (SELECT id, config FROM tenants ORDER BY id)";
 
 /// The newest applied migration (`/healthz`).
 pub const SCHEMA_VERSION_APPLIED: &str = "SELECT coalesce(max(version), '') FROM schema_migrations";
@@ -353,7 +368,7 @@ pub struct Migration {
 /// `migrations/sqlite/*.sql`, in order. The component applies what is missing
 /// when it opens the store, so `spin up` needs no migrate step; a test keeps
 /// this list equal to the folder.
-pub const MIGRATIONS: [Migration; 7] = [
+pub const MIGRATIONS: [Migration; 8] = [
     Migration {
         version: "0001_init",
         sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -381,6 +396,10 @@ pub const MIGRATIONS: [Migration; 7] = [
     Migration {
         version: "0007_owners",
         sql: include_str!("../../../migrations/sqlite/0007_owners.sql"),
+    },
+    Migration {
+        version: "0008_tenants",
+        sql: include_str!("../../../migrations/sqlite/0008_tenants.sql"),
     },
 ];
 

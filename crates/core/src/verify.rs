@@ -44,6 +44,9 @@ pub mod var {
     pub const TIMESTAMP_TOLERANCE_S: &str = "vapi_timestamp_tolerance_s";
     pub const SERVER_SECRET: &str = "vapi_server_secret";
     pub const SERVER_SECRET_HEADER: &str = "vapi_server_secret_header";
+    /// The Bearer secrets kept as SHA-256 hashes (hex, comma-separated)
+    /// instead of in clear: a tenant's always, a deployment's if it likes.
+    pub const SERVER_SECRET_SHA256: &str = "vapi_server_secret_sha256";
     pub const SIGNATURE_URL: &str = "vapi_signature_url";
     pub const MESSAGE_ID_HEADER: &str = "vapi_message_id_header";
 }
@@ -54,6 +57,8 @@ pub struct VerifyConfig {
     pub hmac: Option<HmacScheme>,
     /// Accepted values of the shared-secret header or `Authorization`; several for rotation.
     pub shared_secrets: Vec<Secret>,
+    /// SHA-256 of more accepted values (`vapi_server_secret_sha256`).
+    pub shared_secret_hashes: Vec<[u8; 32]>,
     /// Lower-case name of the header of Vapi's Bearer credential (its
     /// `headerName`; `x-vapi-secret` for the legacy `serverUrlSecret`).
     pub shared_secret_header: String,
@@ -177,17 +182,38 @@ impl VerifyConfig {
         let shared_secrets = list_items(raw(var::SERVER_SECRET).as_deref())
             .map(Secret::from)
             .collect();
+        let mut shared_secret_hashes = Vec::new();
+        for item in list_items(raw(var::SERVER_SECRET_SHA256).as_deref()) {
+            let mut hash = [0u8; 32];
+            match hex::decode_to_slice(item, &mut hash) {
+                Ok(()) => shared_secret_hashes.push(hash),
+                Err(_) => {
+                    return Err(ConfigError::InvalidValue {
+                        variable: var::SERVER_SECRET_SHA256,
+                        expected: "SHA-256 hashes (64 hex digits each)",
+                        // A hash is not the secret; a wrong one is shown
+                        // shortened all the same.
+                        value: item.chars().take(8).collect::<String>() + "…",
+                    });
+                }
+            }
+        }
         Ok(VerifyConfig {
             hmac,
             shared_secrets,
+            shared_secret_hashes,
             shared_secret_header,
         })
     }
 
     /// False when neither an HMAC secret nor a shared secret is set: every request must then be refused.
     pub fn is_configured(&self) -> bool {
-        self.hmac.as_ref().is_some_and(HmacScheme::has_secret)
-            || self.shared_secrets.iter().any(|s| !s.is_empty())
+        self.hmac.as_ref().is_some_and(HmacScheme::has_secret) || self.has_shared_secret()
+    }
+
+    /// Whether a shared secret (in clear or hashed) is set.
+    fn has_shared_secret(&self) -> bool {
+        self.shared_secrets.iter().any(|s| !s.is_empty()) || !self.shared_secret_hashes.is_empty()
     }
 
     /// Checks every configured method (when both HMAC and shared secret are configured, BOTH must pass).
@@ -212,8 +238,8 @@ impl VerifyConfig {
         if let Some(scheme) = self.hmac.as_ref().filter(|s| s.has_secret()) {
             scheme.verify_head(headers, now_unix_ms)?;
         }
-        if self.shared_secrets.iter().any(|s| !s.is_empty()) {
-            verify_shared_secret(&self.shared_secrets, &self.shared_secret_header, headers)?;
+        if self.has_shared_secret() {
+            verify_shared_secret(self, headers)?;
         }
         Ok(())
     }
@@ -234,8 +260,8 @@ impl VerifyConfig {
             scheme.verify_request(method, headers, body, now_unix_ms)?;
             methods.push("hmac");
         }
-        if self.shared_secrets.iter().any(|s| !s.is_empty()) {
-            verify_shared_secret(&self.shared_secrets, &self.shared_secret_header, headers)?;
+        if self.has_shared_secret() {
+            verify_shared_secret(self, headers)?;
             methods.push("shared-secret");
         }
         Ok(Verified { methods })

@@ -24,6 +24,7 @@ mod retention;
 mod schema_twins;
 mod shutdown;
 mod statements;
+mod tenants;
 mod tls;
 mod totals;
 mod webhooks;

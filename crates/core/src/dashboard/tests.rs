@@ -26,6 +26,7 @@ fn get(path: &str, token: Option<&str>) -> Request {
         path: path.into(),
         headers,
         body: Vec::new(),
+        tenant: None,
     }
 }
 

@@ -60,6 +60,12 @@ pub(crate) struct Fake {
     /// (when empty: one NULL row).
     pub(crate) dashboard_reads: Vec<crate::dashboard::Read>,
     pub(crate) dashboard_answers: VecDeque<Result<Option<String>, DbError>>,
+    /// The `tenants` table, as `Effects::tenants` returns it, and how many
+    /// times it was read.
+    pub(crate) tenants: Vec<(String, crate::tenant::Stored)>,
+    pub(crate) tenant_reads: usize,
+    /// The tenant `line_answer` was asked for, last.
+    pub(crate) line_tenant: Option<String>,
 }
 
 impl Fake {
@@ -149,11 +155,23 @@ impl Effects for Fake {
     }
     async fn line_answer(
         &mut self,
+        tenant: &str,
         _id: Option<&str>,
         _e164: Option<&str>,
     ) -> Result<LineAnswer, DbError> {
         self.down()?;
+        self.line_tenant = Some(tenant.to_string());
         Ok(self.line.clone())
+    }
+    async fn tenants(&mut self) -> Result<String, DbError> {
+        self.down()?;
+        self.tenant_reads += 1;
+        let rows: Vec<serde_json::Value> = self
+            .tenants
+            .iter()
+            .map(|(id, config)| serde_json::json!({ "id": id, "config": config }))
+            .collect();
+        Ok(serde_json::Value::Array(rows).to_string())
     }
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError> {
         self.down()?;

@@ -6,7 +6,7 @@
 
 use super::*;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// The credential's own header decides when present, so a wrong value cannot
 /// be rescued by adding an `Authorization` header. Any header carries the
@@ -14,10 +14,10 @@ use sha2::Sha256;
 /// (its default) or not, in whatever header it names. A secret that itself
 /// starts with `Bearer ` still matches as a whole value.
 pub(super) fn verify_shared_secret(
-    secrets: &[Secret],
-    header: &str,
+    config: &VerifyConfig,
     headers: &Headers,
 ) -> Result<(), VerifyError> {
+    let header = config.shared_secret_header.as_str();
     let presented = match optional_header(headers, header)? {
         Some(value) => value,
         None => match optional_header(headers, AUTHORIZATION_HEADER)? {
@@ -37,12 +37,25 @@ pub(super) fn verify_shared_secret(
     if token.is_empty() {
         return Err(VerifyError::SharedSecretMismatch);
     }
-    let matched = secrets
+    let matched = config
+        .shared_secrets
         .iter()
         .filter(|s| !s.is_empty())
         .fold(false, |found, s| {
             let as_token = secret_matches(s.as_bytes(), token.as_bytes());
             let as_whole = secret_matches(s.as_bytes(), whole.as_bytes());
+            as_token | as_whole | found
+        });
+    // Hashed secrets: the presented value's hash against each, in constant
+    // time as the others.
+    let token_hash = Sha256::digest(token.as_bytes());
+    let whole_hash = Sha256::digest(whole.as_bytes());
+    let matched = config
+        .shared_secret_hashes
+        .iter()
+        .fold(matched, |found, hash| {
+            let as_token = secret_matches(hash, &token_hash);
+            let as_whole = secret_matches(hash, &whole_hash);
             as_token | as_whole | found
         });
     if matched {

@@ -508,6 +508,7 @@ fn empty_or_absent_secrets_mean_not_configured() {
     let cfg = VerifyConfig {
         hmac: Some(HmacScheme::new(vec![Secret::from("")])),
         shared_secrets: vec![Secret::from("")],
+        shared_secret_hashes: Vec::new(),
         shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     assert!(!cfg.is_configured());
@@ -547,6 +548,7 @@ fn inconsistent_hand_built_scheme_fails_closed() {
     let cfg = VerifyConfig {
         hmac: Some(scheme),
         shared_secrets: Vec::new(),
+        shared_secret_hashes: Vec::new(),
         shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     let sig = default_signature(SECRET, "", BODY);
@@ -561,6 +563,7 @@ fn hand_built_default_scheme_matches_from_variables() {
     let cfg = VerifyConfig {
         hmac: Some(HmacScheme::new(vec![Secret::from(SECRET)])),
         shared_secrets: Vec::new(),
+        shared_secret_hashes: Vec::new(),
         shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     let sig = default_signature(SECRET, TS, BODY);
@@ -926,4 +929,38 @@ fn method_url_and_message_id_placeholders_are_signed() {
         cfg.verify_request("POST", &without_id, BODY, NOW_MS),
         Err(VerifyError::MissingHeader("svix-id".into()))
     );
+}
+
+#[test]
+fn a_hashed_shared_secret_matches_its_secret_only_in_any_form_vapi_sends() {
+    let hash = crate::tenant::bearer_hash("tok-new");
+    let cfg = config(&[(
+        var::SERVER_SECRET_SHA256,
+        &format!("{hash}, {}", crate::tenant::bearer_hash("tok-old")),
+    )])
+    .expect("config");
+    assert!(cfg.is_configured());
+    for presented in [
+        ("x-vapi-secret", "tok-new"),
+        ("x-vapi-secret", "Bearer tok-new"),
+        ("authorization", "Bearer tok-old"),
+    ] {
+        assert!(
+            cfg.verify(&headers(&[presented]), BODY, NOW_MS).is_ok(),
+            "{presented:?}"
+        );
+    }
+    assert_eq!(
+        cfg.verify(&headers(&[("x-vapi-secret", "tok-other")]), BODY, NOW_MS),
+        Err(VerifyError::SharedSecretMismatch)
+    );
+    // The hash itself is not the secret.
+    assert_eq!(
+        cfg.verify(&headers(&[("x-vapi-secret", &hash)]), BODY, NOW_MS),
+        Err(VerifyError::SharedSecretMismatch)
+    );
+    let error = config(&[(var::SERVER_SECRET_SHA256, "abc123")]).unwrap_err();
+    assert!(error
+        .to_string()
+        .starts_with("vapi_server_secret_sha256: expected SHA-256"));
 }

@@ -52,6 +52,13 @@ impl Context {
             .map(str::to_string)
     }
 
+    /// Names the request's tenant in every line, when it came in on one.
+    pub(super) fn set_tenant(&mut self, effects: &impl Effects) {
+        if !effects.tenant().is_empty() {
+            self.set("tenant", effects.tenant().to_string());
+        }
+    }
+
     pub(crate) fn set(&mut self, key: &'static str, value: impl Into<Value>) {
         self.fields.retain(|(k, _)| *k != key);
         self.fields.push((key, value.into()));

@@ -27,6 +27,7 @@ use crate::http::{Request, Response};
 use crate::log::Level;
 use crate::payload::{self, MessageKind};
 use crate::settings::Settings;
+use crate::tenant::{self, Scoped};
 use crate::verify::VerifyConfig;
 use outcome::Failure;
 use steps::Claimed;
@@ -41,6 +42,7 @@ pub(crate) enum Mode {
 /// Answers one `POST /webhooks/vapi`; the [`After`] runs once the response is out.
 pub async fn handle<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
     let mut context = Context::started_now();
+    context.set_tenant(effects);
     let answer = match process(effects, request, &mut context).await {
         Ok(answer) => answer,
         Err(failure) => failure.answer(effects, &mut context),
@@ -56,6 +58,7 @@ pub async fn handle<E: Effects>(effects: &mut E, request: &Request) -> (Response
 /// half-sent body then costs no memory and no wait, under any host.
 pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<(Response, After)> {
     let mut context = Context::started_now();
+    context.set_tenant(effects);
     let failure = match verifier(effects) {
         Ok(config) => Failure::Unverified(
             config
@@ -67,6 +70,65 @@ pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<
     context.set("checked", "head");
     let answer = failure.answer(effects, &mut context);
     Some(finish(effects, answer, context).await)
+}
+
+/// Answers one `POST /webhooks/vapi/{tenant}`: the flow of [`handle`] with
+/// the tenant's variables ([`Scoped`]), or its refusal when the tenant cannot
+/// take it (unknown: 404; disabled: 403; unreadable: 503).
+pub async fn handle_tenant<E: Effects>(
+    effects: &mut E,
+    request: &Request,
+    id: &str,
+) -> (Response, After) {
+    let looked_up;
+    let tenant = match &request.tenant {
+        Some(tenant) if tenant.id == id => tenant,
+        _ => match tenant::resolve(effects, id).await {
+            Ok(tenant) => {
+                looked_up = tenant;
+                &looked_up
+            }
+            Err(refusal) => return refuse_tenant(effects, id, refusal).await,
+        },
+    };
+    handle(&mut Scoped::new(effects, tenant), request).await
+}
+
+/// [`precheck`] for a tenant's URL; the tenant, once found, is kept in
+/// `request` for [`handle_tenant`].
+pub async fn precheck_tenant<E: Effects>(
+    effects: &mut E,
+    request: &mut Request,
+    id: &str,
+) -> Option<(Response, After)> {
+    match tenant::resolve(effects, id).await {
+        Ok(tenant) => {
+            let refused = precheck(&mut Scoped::new(effects, &tenant), request).await;
+            request.tenant = Some(tenant);
+            refused
+        }
+        Err(refusal) => Some(refuse_tenant(effects, id, refusal).await),
+    }
+}
+
+async fn refuse_tenant<E: Effects>(
+    effects: &mut E,
+    id: &str,
+    refusal: tenant::Refusal,
+) -> (Response, After) {
+    let mut context = Context::started_now();
+    // Only an id that can be a tenant is logged (it is the caller's text).
+    if tenant::valid_id(id) {
+        context.set("tenant", id.to_string());
+    }
+    let failure = match refusal {
+        tenant::Refusal::Unknown => Failure::UnknownTenant,
+        tenant::Refusal::Disabled => Failure::TenantDisabled,
+        tenant::Refusal::Unavailable(error) => Failure::DatabaseUnavailable(error),
+        tenant::Refusal::Misconfigured(problem) => Failure::Misconfigured(problem),
+    };
+    let answer = failure.answer(effects, &mut context);
+    finish(effects, answer, context).await
 }
 
 /// The refusal of a webhook that no secret is set for (fail closed).
@@ -93,8 +155,10 @@ fn verifier(effects: &impl Effects) -> Result<VerifyConfig, Failure> {
 }
 
 fn settings(effects: &impl Effects) -> Result<Settings, Failure> {
-    Settings::from_variables(|name| effects.variable(name))
-        .map_err(|problem| Failure::Misconfigured(problem.to_string()))
+    let mut settings = Settings::from_variables(|name| effects.variable(name))
+        .map_err(|problem| Failure::Misconfigured(problem.to_string()))?;
+    settings.tenant = effects.tenant().to_string();
+    Ok(settings)
 }
 
 async fn process<E: Effects>(

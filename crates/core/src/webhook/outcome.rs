@@ -48,6 +48,10 @@ pub enum Outcome {
     /// A call recorded without an organisation: no handle it carries
     /// resolves, and it has no assistant id to wait for.
     Unassigned,
+    /// `/webhooks/vapi/{tenant}` for a tenant that is not there.
+    UnknownTenant,
+    /// `/webhooks/vapi/{tenant}` for a disabled tenant.
+    TenantDisabled,
 }
 
 impl Outcome {
@@ -73,6 +77,8 @@ impl Outcome {
             Outcome::UpstreamFailed => "upstream_failed",
             Outcome::Fallback => "fallback",
             Outcome::Unassigned => "unassigned",
+            Outcome::UnknownTenant => "unknown_tenant",
+            Outcome::TenantDisabled => "tenant_disabled",
         }
     }
 
@@ -159,6 +165,10 @@ pub(super) enum Failure {
         assistant_id: Option<String>,
         attempts: usize,
     },
+    /// A tenant's URL for a tenant that is not there.
+    UnknownTenant,
+    /// A tenant's URL for a disabled tenant.
+    TenantDisabled,
 }
 
 impl Failure {
@@ -186,6 +196,8 @@ impl Failure {
             Failure::DatabaseUnavailable(_) => Outcome::DatabaseUnavailable,
             Failure::RecordFailed { .. } => Outcome::DatabaseError,
             Failure::AgentNotFound { .. } => Outcome::AgentNotFound,
+            Failure::UnknownTenant => Outcome::UnknownTenant,
+            Failure::TenantDisabled => Outcome::TenantDisabled,
         }
     }
 
@@ -286,6 +298,9 @@ impl Failure {
                 );
                 Response::error(500, "no agent has this assistant id yet; retry later")
             }
+            // Anyone can send these: the summary line is all they get.
+            Failure::UnknownTenant => Response::error(404, "no such tenant"),
+            Failure::TenantDisabled => Response::error(403, "this tenant is disabled"),
         };
         Answer::with(outcome, response)
     }

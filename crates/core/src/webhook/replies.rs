@@ -36,7 +36,7 @@ pub(super) async fn answer_assistant_request<E: Effects>(
         .as_deref()
         .map(|raw| phone::normalize(raw, &settings.country).value().to_string());
     let line = effects
-        .line_answer(message.line_id(), line_e164.as_deref())
+        .line_answer(&settings.tenant, message.line_id(), line_e164.as_deref())
         .await
         .map_err(Failure::DatabaseUnavailable)?;
     if let Some((agent, assistant_id)) = &line.agent {

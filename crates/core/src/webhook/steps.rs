@@ -30,7 +30,7 @@ pub(super) fn plan(
         Err(PlanError::CallType(error)) => {
             if let Some(key) = event_key::for_message(message) {
                 context.dead_letter = Some(DeadLetter {
-                    event_key: key.to_string(),
+                    event_key: key.in_tenant(&settings.tenant).to_string(),
                     message_type: Some(message.message_type.clone()),
                     call_id: message.call_id().map(str::to_string),
                     reason: Outcome::InvalidCallType.as_str().to_string(),

@@ -38,6 +38,7 @@ fn signed(body: Vec<u8>) -> Request {
         .into_iter()
         .collect(),
         body,
+        tenant: None,
     }
 }
 
@@ -410,6 +411,7 @@ fn a_replay_moves_parked_letters_and_redrives_each_once() {
     fake.pending.push(PendingLetter {
         id: 7,
         body: fake.dead_letters[0].body.clone(),
+        event_key: fake.dead_letters[0].event_key.clone(),
     });
     let report = block_on(replay(&mut fake, 50)).body_json().unwrap();
     assert_eq!(report["replayed"], 1);
@@ -738,6 +740,7 @@ fn an_unknown_call_type_is_kept_and_replays_once_an_alias_names_it() {
     fake.pending.push(PendingLetter {
         id: 3,
         body: fake.dead_letters[0].body.clone(),
+        event_key: fake.dead_letters[0].event_key.clone(),
     });
     // Still unknown: the replay fails and the letter stays.
     let report = block_on(replay(&mut fake, 50)).body_json().unwrap();
@@ -838,6 +841,7 @@ fn the_head_alone_refuses_what_cannot_be_authentic() {
         path: "/webhooks/vapi".into(),
         headers: headers.iter().copied().collect(),
         body: Vec::new(),
+        tenant: None,
     };
     let precheck = |fake: &mut Fake, request: &Request| {
         block_on(async { precheck(fake, request).await.map(|(response, _)| response) })
@@ -890,7 +894,7 @@ fn the_head_alone_refuses_what_cannot_be_authentic() {
     let mut other = head(&[]);
     other.path = "/healthz".into();
     assert_eq!(
-        block_on(crate::app::precheck(&mut fake, &other)).map(|(r, _)| r.status),
+        block_on(crate::app::precheck(&mut fake, &mut other)).map(|(r, _)| r.status),
         None
     );
 }

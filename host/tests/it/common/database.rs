@@ -143,6 +143,37 @@ impl TestDb {
         self.run_command("map-line", flags);
     }
 
+    /// `vapi-edge-host tenant <action>` on this database, with the sealing
+    /// key in `SPIN_VARIABLE_TENANT_SECRETS_KEY` as an operator's shell has
+    /// it; its stdout.
+    pub fn tenant(&self, action: &str, secrets_key: &str, args: &[&str]) -> String {
+        let [flag, target] = self.database_args();
+        let out = std::process::Command::new(host_binary())
+            .args(["tenant", action, &flag, &target])
+            .args(args)
+            .env_clear()
+            .env("SPIN_VARIABLE_TENANT_SECRETS_KEY", secrets_key)
+            .output()
+            .expect("host binary runs");
+        assert!(
+            out.status.success(),
+            "tenant {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// An agent of `org_id` that answers `tenant`'s webhooks.
+    pub async fn seed_tenant_agent(&self, tenant: &str, org_id: &str, role: &str) -> Agent {
+        let agent = self.seed_agent(org_id, role, role).await;
+        self.rows(
+            "UPDATE agents SET tenant = $1 WHERE id = $2",
+            &[tenant, &agent.id],
+        )
+        .await;
+        agent
+    }
+
     /// Runs a `vapi-edge-host` command on this database; its stdout.
     fn run_command(&self, command: &str, flags: &[&str]) -> Vec<u8> {
         let [flag, target] = self.database_args();

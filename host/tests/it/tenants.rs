@@ -1,0 +1,336 @@
+//! Tenants (README, "Tenants"): several Vapi organisations on one deployment,
+//! each on its own server URL (`POST /webhooks/vapi/{tenant}`) with its own
+//! credential and settings, kept in the database by `vapi-edge-host tenant`,
+//! through the real `.wasm` under both hosts on both stores (`conformance!`).
+
+use crate::common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "tenant-secrets-key-for-the-tests-0123456789";
+const CALLER: &str = "+12125550187";
+const TOKEN_A: &str = "org-token-tenant-a-0001";
+const TOKEN_B: &str = "org-token-tenant-b-0002";
+/// How stale a replica's view of a tenant may be, in these tests.
+const CACHE_MS: u64 = 400;
+
+/// Vapi's HMAC credential (default settings) with `secret`.
+fn hmac_headers(secret: &str, body: &[u8]) -> Vec<(String, String)> {
+    let timestamp = (now_ms() / 1000).to_string();
+    let scheme = vapi_edge_core::verify::HmacScheme::new(vec![secret.into()]);
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-signature".into(), scheme.sign(&timestamp, body).unwrap()),
+        ("x-timestamp".into(), timestamp),
+    ]
+}
+
+/// Vapi's Bearer credential with a header name of its own, prefix on (its
+/// default then).
+fn bearer_headers(header: &str, token: &str) -> Vec<(String, String)> {
+    vec![
+        ("content-type".into(), "application/json".into()),
+        (header.into(), format!("Bearer {token}")),
+    ]
+}
+
+async fn post(host: &Host, path: &str, headers: &[(String, String)], body: &Value) -> TestResponse {
+    host.post(path, &header_refs(headers), bytes_of(body)).await
+}
+
+fn start(db: &TestDb, kind: HostKind) -> Host {
+    Host::start(
+        db.host_options()
+            .on(kind)
+            .var("vapi_server_secret", SERVER_SECRET)
+            .var("tenant_secrets_key", KEY)
+            .var("tenant_cache_ms", CACHE_MS.to_string())
+            .var("agent_lookup_retry_ms", "20")
+            .var("metrics_token", METRICS_TOKEN)
+            .var(
+                "dashboard_token",
+                format!("{ORG_ID}:{TOKEN_A},{OTHER_ORG_ID}:{TOKEN_B}"),
+            ),
+    )
+}
+
+/// (org_id, tenant, status) of a call's `call_logs` row.
+async fn call_row(db: &TestDb, call_id: &str) -> Option<(Option<String>, String, Option<String>)> {
+    db.row(
+        "SELECT org_id, tenant, status FROM call_logs WHERE vapi_call_id = $1",
+        &[call_id],
+    )
+    .await
+    .map(|row| (row.opt(0), row.text(1), row.opt(2)))
+}
+
+/// Two tenants with different credential types on one deployment: each URL
+/// takes its own credential only, each records into its own organisations
+/// only (even with the other's ids in its payload), each dashboard token sees
+/// its own calls, and no secret is kept in clear.
+async fn two_tenants_are_kept_apart_both_ways(store: StoreKind, kind: HostKind) {
+    let db = TestDb::migrated_on(store).await;
+    db.tenant("set", KEY, &["acme", "vapi_hmac_secret=whsec-acme-1"]);
+    db.tenant(
+        "set",
+        KEY,
+        &[
+            "globex",
+            "vapi_server_secret=globex-bearer-1",
+            "vapi_server_secret_header=x-globex-secret",
+        ],
+    );
+    // Secrets at rest: a hash and a sealed value, never the text.
+    let stored = db.rows("SELECT config FROM tenants ORDER BY id", &[]).await;
+    let stored: String = stored.iter().map(|row| row.text(0)).collect();
+    assert!(
+        !stored.contains("whsec-acme-1") && !stored.contains("globex-bearer-1"),
+        "{stored}"
+    );
+    assert!(stored.contains(&vapi_edge_core::tenant::bearer_hash("globex-bearer-1")));
+
+    let ava = db
+        .seed_tenant_agent("acme", ORG_ID, "acme-receptionist")
+        .await;
+    let bea = db
+        .seed_tenant_agent("globex", OTHER_ORG_ID, "globex-receptionist")
+        .await;
+    let host = start(&db, kind);
+    let acme = |body: &Value| hmac_headers("whsec-acme-1", &bytes_of(body));
+    let globex = bearer_headers("x-globex-secret", "globex-bearer-1");
+
+    let call_a = unique_id("call");
+    let body_a = inbound_start(&call_a, &ava.assistant_id, CALLER);
+    // Each URL refuses every credential but its own, and the single-tenant
+    // URL refuses the tenants'.
+    for (path, headers) in [
+        ("/webhooks/vapi/acme", globex.clone()),
+        ("/webhooks/vapi/globex", acme(&body_a)),
+        ("/webhooks/vapi", acme(&body_a)),
+        ("/webhooks/vapi", globex.clone()),
+        (
+            "/webhooks/vapi/acme",
+            bearer_headers("x-vapi-secret", SERVER_SECRET),
+        ),
+    ] {
+        let response = post(&host, path, &headers, &body_a).await;
+        assert_eq!(response.status, 401, "{path}: {}", response.text());
+    }
+    assert_eq!(call_row(&db, &call_a).await, None);
+    let response = post(&host, "/webhooks/vapi/acme", &acme(&body_a), &body_a).await;
+    assert_eq!(
+        response.json()["outcome"],
+        "recorded",
+        "{}",
+        response.text()
+    );
+    assert_eq!(
+        call_row(&db, &call_a).await,
+        Some((
+            Some(ORG_ID.into()),
+            "acme".into(),
+            Some("in-progress".into())
+        ))
+    );
+
+    // globex, with its own credential, names acme's assistant: acme's
+    // mappings are not globex's, so nothing reaches acme's organisation.
+    let forged = unique_id("call");
+    let body = inbound_start(&forged, &ava.assistant_id, CALLER);
+    let response = post(&host, "/webhooks/vapi/globex", &globex, &body).await;
+    assert_eq!(response.status, 500, "{}", response.text());
+    assert_eq!(
+        response.json()["error"],
+        "no agent has this assistant id yet; retry later"
+    );
+    assert_eq!(call_row(&db, &forged).await, None);
+    // globex names acme's call: acme's row stays acme's, unchanged.
+    let mut report = fixture("08-inbound-end-of-call-report.json");
+    retarget(&mut report, &call_a, &bea.assistant_id);
+    let response = post(&host, "/webhooks/vapi/globex", &globex, &report).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        call_row(&db, &call_a).await,
+        Some((
+            Some(ORG_ID.into()),
+            "acme".into(),
+            Some("in-progress".into())
+        ))
+    );
+    // globex's own call is globex's.
+    let call_b = unique_id("call");
+    let body_b = inbound_start(&call_b, &bea.assistant_id, CALLER);
+    let response = post(&host, "/webhooks/vapi/globex", &globex, &body_b).await;
+    assert_eq!(
+        response.json()["outcome"],
+        "recorded",
+        "{}",
+        response.text()
+    );
+    assert_eq!(
+        call_row(&db, &call_b).await,
+        Some((
+            Some(OTHER_ORG_ID.into()),
+            "globex".into(),
+            Some("in-progress".into())
+        ))
+    );
+    // Each dashboard token sees its tenant's calls only.
+    for (token, own, other) in [(TOKEN_A, &call_a, &call_b), (TOKEN_B, &call_b, &call_a)] {
+        let calls = send_bearer(host.addr, "GET", "/api/calls", token).await;
+        let listed: Vec<String> = calls.json()["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["vapi_call_id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(listed, [own.to_string()], "{token}");
+        let detail = send_bearer(host.addr, "GET", &format!("/api/calls/{other}"), token).await;
+        assert_eq!(detail.status, 404);
+    }
+    // Unknown and malformed tenants are 404, a disabled one 403.
+    for path in [
+        "/webhooks/vapi/initech",
+        "/webhooks/vapi/ACME",
+        "/webhooks/vapi/acme/x",
+    ] {
+        assert_eq!(
+            post(&host, path, &acme(&body_a), &body_a).await.status,
+            404,
+            "{path}"
+        );
+    }
+    db.tenant("set", KEY, &["globex", "--disable"]);
+    let refused = wait_for_status(&host, "/webhooks/vapi/globex", &globex, &body_b, 403).await;
+    figure(&format!(
+        "tenants: {} {}: a disabled tenant refused {refused} ms after `tenant set --disable`",
+        kind.name(),
+        store.name()
+    ));
+}
+
+/// Sends `body` until the answer is `status`; the milliseconds it took.
+async fn wait_for_status(
+    host: &Host,
+    path: &str,
+    headers: &[(String, String)],
+    body: &Value,
+    status: u16,
+) -> u128 {
+    let started = Instant::now();
+    loop {
+        if post(host, path, headers, body).await.status == status {
+            return started.elapsed().as_millis();
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(CACHE_MS) + Duration::from_secs(10),
+            "{path} never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A tenant's HMAC secret rotated the way Vapi's dashboard rotates it (both
+/// valid, then the new one only): no webhook is refused while both are
+/// valid, and the old one is refused once it is dropped.
+async fn a_tenants_secret_is_rotated_with_no_webhook_refused(store: StoreKind, kind: HostKind) {
+    let db = TestDb::migrated_on(store).await;
+    db.tenant("set", KEY, &["acme", "vapi_hmac_secret=whsec-old"]);
+    let ava = db.seed_tenant_agent("acme", ORG_ID, "receptionist").await;
+    let host = start(&db, kind);
+    let mut answers = Vec::new();
+    let deliver = async |secret: &str| {
+        let body = inbound_start(&unique_id("call"), &ava.assistant_id, CALLER);
+        let response = post(
+            &host,
+            "/webhooks/vapi/acme",
+            &hmac_headers(secret, &bytes_of(&body)),
+            &body,
+        )
+        .await;
+        response.status
+    };
+    answers.push(deliver("whsec-old").await);
+    // Both valid: the old secret keeps working while replicas catch up...
+    db.tenant(
+        "set",
+        KEY,
+        &["acme", "vapi_hmac_secret=whsec-new,whsec-old"],
+    );
+    let until = Instant::now() + Duration::from_millis(2 * CACHE_MS);
+    while Instant::now() < until {
+        answers.push(deliver("whsec-old").await);
+    }
+    // ...and Vapi moves to the new one.
+    for _ in 0..5 {
+        answers.push(deliver("whsec-new").await);
+    }
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    // The old one dropped: refused once the change has applied.
+    db.tenant("set", KEY, &["acme", "vapi_hmac_secret=whsec-new"]);
+    tokio::time::sleep(Duration::from_millis(2 * CACHE_MS)).await;
+    assert_eq!(deliver("whsec-old").await, 401);
+    assert_eq!(deliver("whsec-new").await, 200);
+    figure(&format!(
+        "tenants: {} {}: rotation: {} webhooks during the change, none refused",
+        kind.name(),
+        store.name(),
+        answers.len()
+    ));
+}
+
+/// A tenant's setting changed with `vapi-edge-host tenant set` applies on two
+/// replicas (each with its own key-value store, so each reads the database
+/// itself) within `tenant_cache_ms`, with no redeploy.
+async fn a_tenant_setting_change_applies_on_two_replicas(store: StoreKind, kind: HostKind) {
+    let db = TestDb::migrated_on(store).await;
+    db.tenant("set", KEY, &["acme", "vapi_server_secret=acme-bearer"]);
+    let ava = db.seed_tenant_agent("acme", ORG_ID, "receptionist").await;
+    let replicas = [start(&db, kind), start(&db, kind)];
+    let headers = bearer_headers("x-vapi-secret", "acme-bearer");
+    let outcome = async |host: &Host| {
+        let body = inbound_start(&unique_id("call"), &ava.assistant_id, CALLER);
+        let response = post(host, "/webhooks/vapi/acme", &headers, &body).await;
+        response.json()["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for host in &replicas {
+        assert_eq!(outcome(host).await, "recorded");
+    }
+    // The tenant's inbound calls leave the rollout.
+    db.tenant("set", KEY, &["acme", "inbound_rollout_percent=0"]);
+    let changed = Instant::now();
+    let mut applied = Vec::new();
+    for host in &replicas {
+        loop {
+            if outcome(host).await == "outside_rollout" {
+                applied.push(changed.elapsed().as_millis());
+                break;
+            }
+            assert!(
+                changed.elapsed() < Duration::from_millis(CACHE_MS) + Duration::from_secs(10),
+                "the change never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // And the deployment's own route keeps its own setting.
+    figure(&format!(
+        "tenants: {} {}: a setting applied on 2 replicas after {applied:?} ms (tenant_cache_ms {CACHE_MS})",
+        kind.name(),
+        store.name()
+    ));
+}
+
+conformance! {
+    every_store: [
+        two_tenants_are_kept_apart_both_ways,
+        a_tenants_secret_is_rotated_with_no_webhook_refused,
+        a_tenant_setting_change_applies_on_two_replicas,
+    ],
+    postgres: [],
+    sqlite: [],
+    host_only: [],
+}
