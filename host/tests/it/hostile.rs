@@ -481,3 +481,116 @@ async fn bodies_that_cannot_be_taken_are_refused_before_they_are_read() {
     let too_large = head_only(9 << 20).await;
     assert!(too_large.starts_with("HTTP/1.1 413"), "{too_large}");
 }
+
+/// A flood of webhooks for tenants that do not exist (made-up ids on
+/// `/webhooks/vapi/{tenant}`) and for a real tenant with a false credential
+/// costs the database nothing and the key-value store no write: every
+/// statement the database sees during it is counted on the wire.
+async fn a_flood_for_unknown_tenants_costs_the_database_nothing(store: StoreKind, kind: HostKind) {
+    assert_eq!(store, StoreKind::Postgres);
+    const KEY: &str = "tenant-secrets-key-for-the-flood-0123456789";
+    let proxy = PgProxy::start().await;
+    let db = TestDb::migrated().await;
+    db.tenant("set", KEY, &["acme", "vapi_server_secret=acme-bearer"]);
+    let agent = db.seed_tenant_agent("acme", ORG_ID, "receptionist").await;
+    let host = Host::start(
+        proxy
+            .variables(&db)
+            .iter()
+            .fold(
+                HostOptions {
+                    manifest: app_manifest(&temp_dir("flood-app")),
+                    ..Default::default()
+                }
+                .on(kind),
+                |options, (name, value)| {
+                    options.var(name, value.clone())
+                },
+            )
+            .var("vapi_server_secret", SERVER_SECRET)
+            .var("tenant_secrets_key", KEY)
+            .var("tenant_cache_ms", "60000")
+            .redis_kv(&temp_dir("flood")),
+    );
+    let acme = async |token: &str| {
+        let body = bytes_of(&inbound_start(&unique_id("call"), &agent.assistant_id, CALLER));
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-vapi-secret", token),
+        ];
+        send(host.addr, "POST", "/webhooks/vapi/acme", &headers, body).await
+    };
+    assert_eq!(acme("acme-bearer").await.json()["outcome"], "recorded");
+    // Its event row goes after the answer: wait for it.
+    let warm = proxy.executed().len();
+    proxy.statements_since(warm - 1, 1).await;
+    let from = proxy.executed().len();
+
+    let started = Instant::now();
+    let (senders, per_sender) = (16, 250);
+    let tasks: Vec<_> = (0..senders)
+        .map(|sender| {
+            let addr = host.addr;
+            tokio::spawn(async move {
+                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                let body = br#"{"message":{"type":"status-update"}}"#.to_vec();
+                for i in 0..per_sender {
+                    let path = format!("/webhooks/vapi/made-up-{sender}-{i}-{}", now_ms());
+                    let headers = [("content-type", "application/json"), ("x-vapi-secret", "x")];
+                    let status = send(addr, "POST", &path, &headers, body.clone()).await.status;
+                    *statuses.entry(status).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for task in tasks {
+        for (status, n) in task.await.unwrap() {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    let unknown_secs = started.elapsed().as_secs_f64();
+    let mut refused = 0;
+    let started = Instant::now();
+    for _ in 0..200 {
+        refused += usize::from(acme("not-acmes-secret").await.status == 401);
+    }
+    let refused_secs = started.elapsed().as_secs_f64();
+    let during = proxy.statements_since(from, 0).await;
+    assert_eq!(
+        statuses,
+        [(404, senders * per_sender)].into_iter().collect(),
+        "every made-up tenant is 404"
+    );
+    assert_eq!(refused, 200);
+    assert_eq!(during, Vec::<String>::new(), "no statement for any of them");
+    // Nothing was written for the made-up ids.
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let written: Vec<String> = redis::cmd("KEYS")
+        .arg("*vapi-edge/tenants/entry/made-up-*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(written.is_empty(), "{written:?}");
+    // And the real tenant's webhook is recorded right after.
+    assert_eq!(acme("acme-bearer").await.json()["outcome"], "recorded");
+    figure(&format!(
+        "hostile: {}: {} webhooks for made-up tenants in {unknown_secs:.2} s, all 404, and 200 with \
+         a false credential for a real one in {refused_secs:.2} s, all 401: 0 database \
+         statements, 0 keys written",
+        kind.name(),
+        senders * per_sender
+    ));
+}
+
+conformance! {
+    every_store: [],
+    postgres: [a_flood_for_unknown_tenants_costs_the_database_nothing],
+    sqlite: [],
+    host_only: [],
+}
