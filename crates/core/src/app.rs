@@ -31,8 +31,12 @@ pub async fn precheck<E: Effects>(
     match (request.route(), request.method.as_str()) {
         ("/webhooks/vapi", "POST") => webhook::precheck(effects, request).await,
         (path, "POST") if path.starts_with(TENANT_WEBHOOKS) => {
+            // A token request's body is its credential: read it.
             let id = path[TENANT_WEBHOOKS.len()..].to_string();
-            webhook::precheck_tenant(effects, request, &id).await
+            match id.contains('/') {
+                true => None,
+                false => webhook::precheck_tenant(effects, request, &id).await,
+            }
         }
         _ => None,
     }
@@ -49,8 +53,14 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response,
         ("/webhooks/vapi", "POST") => return webhook::handle(effects, request).await,
         ("/webhooks/vapi", _) => Response::method_not_allowed("POST"),
         (path, "POST") if path.starts_with(TENANT_WEBHOOKS) => {
-            let id = &path[TENANT_WEBHOOKS.len()..];
-            return webhook::handle_tenant(effects, request, id).await;
+            match path[TENANT_WEBHOOKS.len()..].split_once('/') {
+                None => {
+                    let id = &path[TENANT_WEBHOOKS.len()..];
+                    return webhook::handle_tenant(effects, request, id).await;
+                }
+                Some((id, "token")) => webhook::handle_token(effects, request, id).await,
+                Some(_) => Response::not_found(),
+            }
         }
         (path, _) if path.starts_with(TENANT_WEBHOOKS) => Response::method_not_allowed("POST"),
         ("/healthz", "GET" | "HEAD") => healthz(effects).await,

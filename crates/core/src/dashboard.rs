@@ -20,7 +20,7 @@
 use crate::access::{Scope, Tokens};
 use crate::db::DbError;
 use crate::effects::Effects;
-use crate::http::{Request, Response};
+use crate::http::{percent_decode, Query, Request, Response};
 use crate::log::{Level, LogLine};
 use crate::pg_sql::{self, RowQuery};
 use crate::phone;
@@ -470,57 +470,6 @@ fn with_etag(request: &Request, response: Response) -> Response {
         .with_header("etag", etag)
         .with_header("cache-control", "private, no-cache")
         .with_header("vary", "authorization")
-}
-
-/// The query string's parameters, percent-decoded.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(raw: &str) -> Query {
-        Query(
-            raw.split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (percent_decode(name), percent_decode(value))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// `%XX` and `+` decoded; anything malformed is kept as it is.
-fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2]))
-            {
-                (Some(high), Some(low)) => {
-                    out.push(high << 4 | low);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_digit(byte: u8) -> Option<u8> {
-    (byte as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]

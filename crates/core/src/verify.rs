@@ -59,6 +59,9 @@ pub struct VerifyConfig {
     pub shared_secrets: Vec<Secret>,
     /// SHA-256 of more accepted values (`vapi_server_secret_sha256`).
     pub shared_secret_hashes: Vec<[u8; 32]>,
+    /// A tenant's OAuth2 credential: its access tokens are accepted where a
+    /// shared secret is (set by the webhook flow, not read from variables).
+    pub oauth: Option<crate::tenant::oauth::Tokens>,
     /// Lower-case name of the header of Vapi's Bearer credential (its
     /// `headerName`; `x-vapi-secret` for the legacy `serverUrlSecret`).
     pub shared_secret_header: String,
@@ -202,6 +205,7 @@ impl VerifyConfig {
             hmac,
             shared_secrets,
             shared_secret_hashes,
+            oauth: None,
             shared_secret_header,
         })
     }
@@ -213,7 +217,9 @@ impl VerifyConfig {
 
     /// Whether a shared secret (in clear or hashed) is set.
     fn has_shared_secret(&self) -> bool {
-        self.shared_secrets.iter().any(|s| !s.is_empty()) || !self.shared_secret_hashes.is_empty()
+        self.shared_secrets.iter().any(|s| !s.is_empty())
+            || !self.shared_secret_hashes.is_empty()
+            || self.oauth.is_some()
     }
 
     /// Checks every configured method (when both HMAC and shared secret are configured, BOTH must pass).
@@ -239,7 +245,7 @@ impl VerifyConfig {
             scheme.verify_head(headers, now_unix_ms)?;
         }
         if self.has_shared_secret() {
-            verify_shared_secret(self, headers)?;
+            verify_shared_secret(self, headers, now_unix_ms)?;
         }
         Ok(())
     }
@@ -261,7 +267,7 @@ impl VerifyConfig {
             methods.push("hmac");
         }
         if self.has_shared_secret() {
-            verify_shared_secret(self, headers)?;
+            verify_shared_secret(self, headers, now_unix_ms)?;
             methods.push("shared-secret");
         }
         Ok(Verified { methods })

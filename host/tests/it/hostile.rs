@@ -503,9 +503,7 @@ async fn a_flood_for_unknown_tenants_costs_the_database_nothing(store: StoreKind
                     ..Default::default()
                 }
                 .on(kind),
-                |options, (name, value)| {
-                    options.var(name, value.clone())
-                },
+                |options, (name, value)| options.var(name, value.clone()),
             )
             .var("vapi_server_secret", SERVER_SECRET)
             .var("tenant_secrets_key", KEY)
@@ -513,7 +511,11 @@ async fn a_flood_for_unknown_tenants_costs_the_database_nothing(store: StoreKind
             .redis_kv(&temp_dir("flood")),
     );
     let acme = async |token: &str| {
-        let body = bytes_of(&inbound_start(&unique_id("call"), &agent.assistant_id, CALLER));
+        let body = bytes_of(&inbound_start(
+            &unique_id("call"),
+            &agent.assistant_id,
+            CALLER,
+        ));
         let headers = [
             ("content-type", "application/json"),
             ("x-vapi-secret", token),
@@ -537,7 +539,9 @@ async fn a_flood_for_unknown_tenants_costs_the_database_nothing(store: StoreKind
                 for i in 0..per_sender {
                     let path = format!("/webhooks/vapi/made-up-{sender}-{i}-{}", now_ms());
                     let headers = [("content-type", "application/json"), ("x-vapi-secret", "x")];
-                    let status = send(addr, "POST", &path, &headers, body.clone()).await.status;
+                    let status = send(addr, "POST", &path, &headers, body.clone())
+                        .await
+                        .status;
                     *statuses.entry(status).or_default() += 1;
                 }
                 statuses

@@ -324,11 +324,84 @@ async fn a_tenant_setting_change_applies_on_two_replicas(store: StoreKind, kind:
     ));
 }
 
+/// Vapi's OAuth2 credential as its docs describe it: Vapi asks the tenant's
+/// token URL for a token with the client id and secret, sends the token as
+/// `Authorization: Bearer` on each webhook, and asks again once it expires;
+/// an expired token, another tenant's URL and a rotated client secret are
+/// refused.
+async fn the_oauth2_credential_works_as_vapi_uses_it(store: StoreKind, kind: HostKind) {
+    let db = TestDb::migrated_on(store).await;
+    db.tenant(
+        "set",
+        KEY,
+        &[
+            "acme",
+            "oauth_client_id=vapi-acme",
+            "oauth_client_secret=client-secret-1",
+            "oauth_token_ttl_s=2",
+        ],
+    );
+    db.tenant(
+        "set",
+        KEY,
+        &["globex", "vapi_server_secret=globex-bearer-1"],
+    );
+    let ava = db.seed_tenant_agent("acme", ORG_ID, "receptionist").await;
+    let host = start(&db, kind);
+    let token_request = async |secret: &str| {
+        let form =
+            format!("grant_type=client_credentials&client_id=vapi-acme&client_secret={secret}");
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        host.post("/webhooks/vapi/acme/token", &headers, form.into_bytes())
+            .await
+    };
+    let webhook = async |path: &str, token: &str| {
+        let body = inbound_start(&unique_id("call"), &ava.assistant_id, CALLER);
+        let headers = bearer_headers("authorization", token);
+        post(&host, path, &headers, &body).await
+    };
+    // A wrong secret gets RFC 6749's error.
+    let refused = token_request("not-the-secret").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"], "invalid_client");
+    let issued = token_request("client-secret-1").await;
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    assert_eq!(issued.json()["token_type"], "Bearer");
+    assert_eq!(issued.json()["expires_in"], 2);
+    let token = issued.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        webhook("/webhooks/vapi/acme", &token).await.json()["outcome"],
+        "recorded"
+    );
+    // Not another tenant's, not the single-tenant route's.
+    assert_eq!(webhook("/webhooks/vapi/globex", &token).await.status, 401);
+    assert_eq!(webhook("/webhooks/vapi", &token).await.status, 401);
+    // Expired: refused; Vapi asks again and goes on.
+    tokio::time::sleep(Duration::from_millis(2_050)).await;
+    assert_eq!(webhook("/webhooks/vapi/acme", &token).await.status, 401);
+    let token = token_request("client-secret-1").await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(webhook("/webhooks/vapi/acme", &token).await.status, 200);
+    // A new client secret ends the old one's tokens.
+    db.tenant("set", KEY, &["acme", "oauth_client_secret=client-secret-2"]);
+    tokio::time::sleep(Duration::from_millis(2 * CACHE_MS)).await;
+    assert_eq!(webhook("/webhooks/vapi/acme", &token).await.status, 401);
+    assert_eq!(token_request("client-secret-1").await.status, 401);
+    let token = token_request("client-secret-2").await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(webhook("/webhooks/vapi/acme", &token).await.status, 200);
+}
+
 conformance! {
     every_store: [
         two_tenants_are_kept_apart_both_ways,
         a_tenants_secret_is_rotated_with_no_webhook_refused,
         a_tenant_setting_change_applies_on_two_replicas,
+        the_oauth2_credential_works_as_vapi_uses_it,
     ],
     postgres: [],
     sqlite: [],

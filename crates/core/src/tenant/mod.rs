@@ -14,6 +14,7 @@
 //! upstream secret sealed with `tenant_secrets_key` ([`seal`]).
 
 pub mod cache;
+pub mod oauth;
 mod scoped;
 pub mod seal;
 
@@ -48,8 +49,8 @@ pub enum Kind {
     Credential,
     /// An HMAC secret: sealed at rest; the tenant's only.
     SealedCredential,
-    /// A Bearer secret: kept as its SHA-256 ([`BEARER_HASHES`]); the
-    /// tenant's only.
+    /// A secret Vapi presents (a Bearer secret, an OAuth2 client secret): kept
+    /// as its SHA-256 ([`hashed_as`]); the tenant's only.
     HashedCredential,
     /// A setting: the tenant's value, else the deployment's.
     Setting,
@@ -81,6 +82,10 @@ pub const VARIABLES: &[(&str, Kind)] = {
         (var::SERVER_SECRET_HEADER, Kind::Credential),
         (var::SIGNATURE_URL, Kind::Credential),
         (var::MESSAGE_ID_HEADER, Kind::Credential),
+        (oauth::CLIENT_ID, Kind::Credential),
+        (oauth::CLIENT_SECRET, Kind::HashedCredential),
+        (oauth::CLIENT_SECRET_SHA256, Kind::Credential),
+        (oauth::TOKEN_TTL_S, Kind::Credential),
         ("default_country", Kind::Setting),
         ("agent_lookup_retry_ms", Kind::Setting),
         ("inbound_rollout_percent", Kind::Setting),
@@ -95,6 +100,14 @@ pub const VARIABLES: &[(&str, Kind)] = {
         ("assistant_request_fallback", Kind::Setting),
     ]
 };
+
+/// Where the hashes of a [`Kind::HashedCredential`] are kept.
+pub fn hashed_as(name: &str) -> &'static str {
+    match name {
+        oauth::CLIENT_SECRET => oauth::CLIENT_SECRET_SHA256,
+        _ => BEARER_HASHES,
+    }
+}
 
 /// How `name` is kept and read when a tenant sets it; `None` for a variable
 /// only the deployment sets (the database, the key-value store, tokens, ...).
@@ -166,7 +179,7 @@ impl Stored {
                     .map(bearer_hash)
                     .collect();
                 self.variables
-                    .insert(BEARER_HASHES.to_string(), hashes.join(","));
+                    .insert(hashed_as(name).to_string(), hashes.join(","));
             }
             Kind::SealedCredential | Kind::SealedSetting => {
                 let keys = keys.ok_or(TenantError::NoSecretsKey)?;
@@ -183,7 +196,7 @@ impl Stored {
     /// Removes `name` (for a Bearer secret, its hashes).
     pub fn unset(&mut self, name: &str) {
         let stored_as = match kind_of(name) {
-            Some(Kind::HashedCredential) => BEARER_HASHES,
+            Some(Kind::HashedCredential) => hashed_as(name),
             _ => name,
         };
         self.variables.remove(stored_as);
@@ -196,7 +209,9 @@ impl Stored {
         let mut variables = serde_json::Map::new();
         for (name, value) in &self.variables {
             let shown = match name.as_str() {
-                BEARER_HASHES => format!("({} hashed)", value.split(',').count()),
+                BEARER_HASHES | oauth::CLIENT_SECRET_SHA256 => {
+                    format!("({} hashed)", value.split(',').count())
+                }
                 _ => value.clone(),
             };
             variables.insert(name.clone(), shown.into());
@@ -232,7 +247,7 @@ fn slot(id: &str, name: &str) -> String {
     format!("{id}/{name}")
 }
 
-/// How a Bearer secret is kept: lowercase hex SHA-256 of its text.
+/// How a secret Vapi presents is kept: lowercase hex SHA-256 of its text.
 pub fn bearer_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 pub(super) fn verify_shared_secret(
     config: &VerifyConfig,
     headers: &Headers,
+    now_ms: i64,
 ) -> Result<(), VerifyError> {
     let header = config.shared_secret_header.as_str();
     let presented = match optional_header(headers, header)? {
@@ -58,6 +59,12 @@ pub(super) fn verify_shared_secret(
             let as_whole = secret_matches(hash, &whole_hash);
             as_token | as_whole | found
         });
+    // A tenant's OAuth2 access token.
+    let matched = matched
+        | config
+            .oauth
+            .as_ref()
+            .is_some_and(|oauth| oauth.client.accepts(&oauth.keys, token, now_ms));
     if matched {
         Ok(())
     } else {

@@ -509,6 +509,7 @@ fn empty_or_absent_secrets_mean_not_configured() {
         hmac: Some(HmacScheme::new(vec![Secret::from("")])),
         shared_secrets: vec![Secret::from("")],
         shared_secret_hashes: Vec::new(),
+        oauth: None,
         shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     assert!(!cfg.is_configured());
@@ -549,6 +550,7 @@ fn inconsistent_hand_built_scheme_fails_closed() {
         hmac: Some(scheme),
         shared_secrets: Vec::new(),
         shared_secret_hashes: Vec::new(),
+        oauth: None,
         shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     let sig = default_signature(SECRET, "", BODY);
@@ -564,6 +566,7 @@ fn hand_built_default_scheme_matches_from_variables() {
         hmac: Some(HmacScheme::new(vec![Secret::from(SECRET)])),
         shared_secrets: Vec::new(),
         shared_secret_hashes: Vec::new(),
+        oauth: None,
         shared_secret_header: SHARED_SECRET_HEADER.to_owned(),
     };
     let sig = default_signature(SECRET, TS, BODY);

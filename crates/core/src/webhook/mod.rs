@@ -27,7 +27,7 @@ use crate::http::{Request, Response};
 use crate::log::Level;
 use crate::payload::{self, MessageKind};
 use crate::settings::Settings;
-use crate::tenant::{self, Scoped};
+use crate::tenant::{self, oauth, Scoped};
 use crate::verify::VerifyConfig;
 use outcome::Failure;
 use steps::Claimed;
@@ -145,13 +145,73 @@ pub fn configuration_problem(effects: &impl Effects) -> Option<String> {
     }
 }
 
-/// The verification settings, when they let a webhook through.
+/// The verification settings, when they let a webhook through: the
+/// variables' credential and, for a tenant, its OAuth2 credential.
 fn verifier(effects: &impl Effects) -> Result<VerifyConfig, Failure> {
-    match VerifyConfig::from_variables(|name| effects.variable(name)) {
-        Ok(config) if config.is_configured() => Ok(config),
-        Ok(_) => Err(Failure::Misconfigured(NOT_CONFIGURED.to_string())),
-        Err(error) => Err(Failure::Misconfigured(error.to_string())),
+    let mut config = VerifyConfig::from_variables(|name| effects.variable(name))
+        .map_err(|error| Failure::Misconfigured(error.to_string()))?;
+    config.oauth = oauth_tokens(effects)?;
+    match config.is_configured() {
+        true => Ok(config),
+        false => Err(Failure::Misconfigured(NOT_CONFIGURED.to_string())),
     }
+}
+
+/// A tenant's OAuth2 credential and the keys of its tokens; `None` on the
+/// single-tenant route and for a tenant without one.
+fn oauth_tokens(effects: &impl Effects) -> Result<Option<oauth::Tokens>, Failure> {
+    if effects.tenant().is_empty() {
+        return Ok(None);
+    }
+    let Some(client) = oauth::Client::from_variables(effects.tenant(), |n| effects.variable(n))
+    else {
+        return Ok(None);
+    };
+    let keys = effects
+        .variable(tenant::seal::KEYS_VARIABLE)
+        .and_then(|value| oauth::TokenKeys::from_variable(&value))
+        .ok_or_else(|| {
+            Failure::Misconfigured(
+                "tenant_secrets_key is not set: a tenant's OAuth2 tokens are signed with it".into(),
+            )
+        })?;
+    Ok(Some(oauth::Tokens { client, keys }))
+}
+
+/// Answers `POST /webhooks/vapi/{tenant}/token`: the tenant's OAuth2 token
+/// endpoint (see [`oauth`]), the URL given to Vapi's OAuth2 credential.
+pub async fn handle_token<E: Effects>(effects: &mut E, request: &Request, id: &str) -> Response {
+    let tenant = match tenant::resolve(effects, id).await {
+        Ok(tenant) => tenant,
+        Err(refusal) => return refuse_tenant(effects, id, refusal).await.0,
+    };
+    let scoped = Scoped::new(effects, &tenant);
+    let tokens = oauth_tokens(&scoped);
+    let response = match &tokens {
+        Ok(tokens) => oauth::token_response(
+            tokens.as_ref().map(|t| &t.client),
+            tokens.as_ref().map(|t| &t.keys),
+            request,
+            scoped.now_ms(),
+        ),
+        Err(_) => Response::error(503, "the webhook is not configured"),
+    };
+    let (level, msg) = match response.status {
+        200 => (Level::Info, "OAuth2 token issued"),
+        400..=499 => (Level::Warn, "OAuth2 token refused"),
+        _ => (Level::Critical, "OAuth2 token endpoint misconfigured"),
+    };
+    let mut line = crate::log::LogLine::new(level, msg)
+        .field("tenant", id)
+        .field("status", response.status);
+    if let Some(error) = response
+        .body_json()
+        .and_then(|b| b["error"].as_str().map(String::from))
+    {
+        line = line.field("error", error);
+    }
+    effects.emit(&line);
+    response
 }
 
 fn settings(effects: &impl Effects) -> Result<Settings, Failure> {
