@@ -164,6 +164,21 @@ impl Effects for SpinEffects {
         self.db()?.tenants()
     }
 
+    async fn put_tenant(&mut self, id: &str, config: &str) -> Result<(), DbError> {
+        self.db()?.put_tenant(id, config)
+    }
+
+    async fn delete_tenant(&mut self, id: &str) -> Result<(), DbError> {
+        self.db()?.delete_tenant(id)
+    }
+
+    fn nonce(&mut self) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        let random = wasi::random::random::get_random_bytes(12);
+        nonce.copy_from_slice(&random[..12]);
+        nonce
+    }
+
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError> {
         self.db()?.upsert_dead_letter(letter)
     }

@@ -115,18 +115,12 @@ fn apply(id: &str, stored: Option<Stored>, change: &Change) -> Result<Option<Sto
 }
 
 fn check(id: &str, stored: &Stored, keys: Option<&SecretsKeys>) -> Result<()> {
-    let opened = tenant::Tenant::open(id, stored, keys).map_err(anyhow::Error::msg)?;
     let deployment = |name: &str| {
         std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()))
             .ok()
             .filter(|v| !v.trim().is_empty())
     };
-    let get = |name: &str| opened.variable(name, deployment);
-    vapi_edge_core::verify::VerifyConfig::from_variables(get)
-        .map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))?;
-    vapi_edge_core::settings::Settings::from_variables(get)
-        .map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))?;
-    Ok(())
+    tenant::check(id, stored, keys, deployment).map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))
 }
 
 fn parse(id: &str, text: &str) -> Result<Stored> {

@@ -117,6 +117,14 @@ impl Connection {
         dispatch!(self.tenants())
     }
 
+    pub fn put_tenant(&self, id: &str, config: &str) -> Result<(), DbError> {
+        dispatch!(self.put_tenant(id, config))
+    }
+
+    pub fn delete_tenant(&self, id: &str) -> Result<(), DbError> {
+        dispatch!(self.delete_tenant(id))
+    }
+
     pub fn metrics_snapshot(&self) -> Result<String, DbError> {
         dispatch!(self.metrics_snapshot())
     }

@@ -267,6 +267,25 @@ pub fn line_answer(
     }))
 }
 
+pub fn put_tenant(db: &Connection, id: &str, config: &str) -> Result<(), DbError> {
+    execute(
+        db,
+        pg_sql::PUT_TENANT,
+        &[
+            ParameterValue::Str(id.to_string()),
+            ParameterValue::Str(config.to_string()),
+        ],
+    )
+}
+
+pub fn delete_tenant(db: &Connection, id: &str) -> Result<(), DbError> {
+    execute(
+        db,
+        pg_sql::DELETE_TENANT,
+        &[ParameterValue::Str(id.to_string())],
+    )
+}
+
 /// Every tenant as one JSON array text (`tenant::Stored` rows).
 pub fn tenants(db: &Connection) -> Result<String, DbError> {
     let rows = query(db, &pg_sql::TENANTS_QUERY, &[]).map_err(db_error)?;

@@ -379,6 +379,20 @@ pub fn mark_replayed(db: &Connection, id: i64, outcome: &str) -> Result<(), DbEr
     Ok(())
 }
 
+pub fn put_tenant(db: &Connection, id: &str, config: &str) -> Result<(), DbError> {
+    run(
+        db,
+        sql::PUT_TENANT,
+        &[Value::Text(id.to_string()), Value::Text(config.to_string())],
+    )?;
+    Ok(())
+}
+
+pub fn delete_tenant(db: &Connection, id: &str) -> Result<(), DbError> {
+    run(db, sql::DELETE_TENANT, &[Value::Text(id.to_string())])?;
+    Ok(())
+}
+
 /// Every tenant as one JSON array text (`tenant::Stored` rows).
 pub fn tenants(db: &Connection) -> Result<String, DbError> {
     let rows = run(db, sql::TENANTS, &[])?;

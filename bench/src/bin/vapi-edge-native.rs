@@ -508,6 +508,20 @@ impl Effects for NativeEffects {
         }
     }
 
+    async fn put_tenant(&mut self, id: &str, config: &str) -> Result<(), DbError> {
+        self.execute(pg_sql::PUT_TENANT, &[&id, &config]).await
+    }
+
+    async fn delete_tenant(&mut self, id: &str) -> Result<(), DbError> {
+        self.execute(pg_sql::DELETE_TENANT, &[&id]).await
+    }
+
+    fn nonce(&mut self) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).expect("the system's random source");
+        nonce
+    }
+
     async fn tenants(&mut self) -> Result<String, DbError> {
         let rows = self.rows(pg_sql::TENANTS, &[]).await?;
         Ok(rows

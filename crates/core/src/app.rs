@@ -13,6 +13,7 @@ use crate::log::{Level, LogLine};
 use crate::metrics::{self, Snapshot};
 use crate::replay;
 use crate::schema::{is_compatible, version_number, SCHEMA_VERSION};
+use crate::tenant;
 use crate::verify::bearer_matches;
 use crate::webhook;
 pub use crate::webhook::After;
@@ -75,6 +76,15 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response,
             Err(refusal) => refusal,
         },
         ("/admin/replay", _) => Response::method_not_allowed("POST"),
+        (path, _) if path == "/admin/tenants" || path.starts_with("/admin/tenants/") => {
+            match authorised(effects, request, "admin_token") {
+                Ok(()) => {
+                    let rest = &path["/admin/tenants".len()..];
+                    tenant::serve_admin(effects, request, rest).await
+                }
+                Err(refusal) => refusal,
+            }
+        }
         ("/dashboard" | "/dashboard/" | "/dashboard/app.js", _) => {
             dashboard::serve_page(effects, request)
         }

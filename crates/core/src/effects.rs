@@ -57,6 +57,13 @@ pub trait Effects: KeyValue {
     /// Every tenant, as one JSON array of `{"id", "config"}` (see
     /// [`crate::tenant::Stored`]); `[]` when there is none.
     async fn tenants(&mut self) -> Result<String, DbError>;
+    /// Writes tenant `id`'s whole configuration (JSON text of
+    /// [`crate::tenant::Stored`]), creating the tenant if needed.
+    async fn put_tenant(&mut self, id: &str, config: &str) -> Result<(), DbError>;
+    /// Deletes tenant `id` (its calls and mappings stay).
+    async fn delete_tenant(&mut self, id: &str) -> Result<(), DbError>;
+    /// 12 random bytes from the host's secure source: a nonce to seal with.
+    fn nonce(&mut self) -> [u8; 12];
     /// Keeps one pending dead letter per event; a repeated failure bumps `attempts`.
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError>;
     async fn insert_event_row(&mut self, row: &EventRow) -> Result<(), DbError>;

@@ -334,6 +334,13 @@ pub const TENANTS: &str = "SELECT coalesce(
     json_agg(json_build_object('id', id, 'config', config) ORDER BY id)::text, '[]')
 FROM tenants";
 
+/// Writes a tenant's whole configuration (`$1` id, `$2` JSON text).
+pub const PUT_TENANT: &str = "INSERT INTO tenants (id, config) VALUES ($1::text, $2::text::jsonb)
+ON CONFLICT (id) DO UPDATE SET config = EXCLUDED.config, updated_at = now()";
+
+/// Deletes a tenant (`$1` id); its calls and mappings stay.
+pub const DELETE_TENANT: &str = "DELETE FROM tenants WHERE id = $1::text";
+
 pub const TENANTS_QUERY: RowQuery = RowQuery {
     name: "tenants",
     sql: TENANTS,

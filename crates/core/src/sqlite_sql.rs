@@ -181,6 +181,16 @@ pub const TENANTS: &str = "
 SELECT coalesce(json_group_array(json_object('id', id, 'config', json(config))), '[]')
 FROM (SELECT id, config FROM tenants ORDER BY id)";
 
+/// Writes a tenant's whole configuration (`?1` id, `?2` JSON text).
+pub const PUT_TENANT: &str = concat!(
+    "INSERT INTO tenants (id, config) VALUES (?1, ?2)
+ON CONFLICT (id) DO UPDATE SET config = excluded.config, updated_at = ",
+    now!()
+);
+
+/// Deletes a tenant (`?1` id); its calls and mappings stay.
+pub const DELETE_TENANT: &str = "DELETE FROM tenants WHERE id = ?1";
+
 /// The newest applied migration (`/healthz`).
 pub const SCHEMA_VERSION_APPLIED: &str = "SELECT coalesce(max(version), '') FROM schema_migrations";
 

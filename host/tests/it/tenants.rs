@@ -396,12 +396,112 @@ async fn the_oauth2_credential_works_as_vapi_uses_it(store: StoreKind, kind: Hos
     assert_eq!(webhook("/webhooks/vapi/acme", &token).await.status, 200);
 }
 
+/// The admin route (operator token) manages tenants as the command does: a
+/// tenant put, shown without its secrets, taking webhooks at once, refused a
+/// setting it cannot use (named), and deleted.
+async fn tenants_are_managed_through_the_admin_route(store: StoreKind, kind: HostKind) {
+    let db = TestDb::migrated_on(store).await;
+    let ava = db.seed_tenant_agent("acme", ORG_ID, "receptionist").await;
+    let host = Host::start(
+        db.host_options()
+            .on(kind)
+            .var("vapi_server_secret", SERVER_SECRET)
+            .var("tenant_secrets_key", KEY)
+            .var("admin_token", ADMIN_TOKEN),
+    );
+    let admin = async |method: &str, path: &str, body: &str| {
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/json"),
+        ];
+        send(host.addr, method, path, &headers, body.as_bytes().to_vec()).await
+    };
+    let put = r#"{"variables": {"vapi_hmac_secret": "whsec-admin-1", "vapi_server_secret": "bearer-admin-1",
+        "inbound_rollout_percent": "100"}}"#;
+    // Not without the operator's token.
+    let anonymous = send(
+        host.addr,
+        "PUT",
+        "/admin/tenants/acme",
+        &[],
+        put.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    let created = admin("PUT", "/admin/tenants/acme", put).await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let shown = admin("GET", "/admin/tenants/acme", "").await;
+    assert_eq!(shown.json()["url_path"], "/webhooks/vapi/acme");
+    assert_eq!(shown.json()["variables"]["vapi_hmac_secret"], "(sealed)");
+    assert_eq!(
+        shown.json()["variables"]["vapi_server_secret_sha256"],
+        "(1 hashed)"
+    );
+    for text in [
+        shown.text(),
+        admin("GET", "/admin/tenants", "").await.text(),
+    ] {
+        assert!(
+            !text.contains("whsec-admin-1") && !text.contains("bearer-admin-1"),
+            "{text}"
+        );
+    }
+    // Both credentials of the tenant at once, as configured.
+    let body = inbound_start(&unique_id("call"), &ava.assistant_id, CALLER);
+    let mut headers = hmac_headers("whsec-admin-1", &bytes_of(&body));
+    headers.push(("x-vapi-secret".into(), "bearer-admin-1".into()));
+    let response = post(&host, "/webhooks/vapi/acme", &headers, &body).await;
+    assert_eq!(
+        response.json()["outcome"],
+        "recorded",
+        "{}",
+        response.text()
+    );
+    // A setting it cannot use is refused, named, and nothing changes.
+    for (bad, named) in [
+        (
+            r#"{"variables": {"vapi_hmac_algorithm": "md5", "vapi_hmac_secret": "x"}}"#,
+            "vapi_hmac_algorithm",
+        ),
+        (
+            r#"{"variables": {"pg_url": "postgres://elsewhere"}}"#,
+            "variables.pg_url",
+        ),
+        (
+            r#"{"variables": {"default_country": "XX", "vapi_server_secret": "x"}}"#,
+            "default_country",
+        ),
+    ] {
+        let refused = admin("PUT", "/admin/tenants/acme", bad).await;
+        assert_eq!(refused.status, 400, "{bad}");
+        assert!(refused.text().contains(named), "{}", refused.text());
+    }
+    let response = post(&host, "/webhooks/vapi/acme", &headers, &body).await;
+    assert_eq!(
+        response.json()["outcome"],
+        "duplicate",
+        "{}",
+        response.text()
+    );
+    // Deleted: gone at once from this replica.
+    assert_eq!(admin("DELETE", "/admin/tenants/acme", "").await.status, 200);
+    assert_eq!(
+        post(&host, "/webhooks/vapi/acme", &headers, &body)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(admin("GET", "/admin/tenants/acme", "").await.status, 404);
+}
+
 conformance! {
     every_store: [
         two_tenants_are_kept_apart_both_ways,
         a_tenants_secret_is_rotated_with_no_webhook_refused,
         a_tenant_setting_change_applies_on_two_replicas,
         the_oauth2_credential_works_as_vapi_uses_it,
+        tenants_are_managed_through_the_admin_route,
     ],
     postgres: [],
     sqlite: [],

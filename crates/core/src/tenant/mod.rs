@@ -13,11 +13,13 @@
 //! No secret is kept in clear: a Bearer secret as its SHA-256, an HMAC or
 //! upstream secret sealed with `tenant_secrets_key` ([`seal`]).
 
+mod admin;
 pub mod cache;
 pub mod oauth;
 mod scoped;
 pub mod seal;
 
+pub use admin::serve as serve_admin;
 pub use scoped::Scoped;
 pub use seal::SecretsKeys;
 
@@ -299,7 +301,7 @@ impl Tenant {
     pub fn variable(
         &self,
         name: &str,
-        deployment: impl FnOnce(&str) -> Option<String>,
+        deployment: impl Fn(&str) -> Option<String>,
     ) -> Option<String> {
         let own = || {
             self.values
@@ -319,6 +321,26 @@ impl Tenant {
             None => deployment(name),
         }
     }
+}
+
+/// Whether `stored` makes a tenant whose webhooks can be verified and
+/// handled: opened, its credential and settings read as a webhook reads them
+/// (over `deployment`'s variables). The problem names the variable.
+pub fn check(
+    id: &str,
+    stored: &Stored,
+    keys: Option<&SecretsKeys>,
+    deployment: impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    let opened = Tenant::open(id, stored, keys).map_err(|e| e.to_string())?;
+    let get = |name: &str| opened.variable(name, &deployment);
+    crate::verify::VerifyConfig::from_variables(get).map_err(|e| e.to_string())?;
+    crate::settings::Settings::from_variables(get).map_err(|e| e.to_string())?;
+    let has_oauth_secret = get(oauth::CLIENT_SECRET_SHA256).is_some();
+    if get(oauth::CLIENT_ID).is_some() != has_oauth_secret {
+        return Err("oauth_client_id and oauth_client_secret go together".into());
+    }
+    Ok(())
 }
 
 /// Why a tenant's URL cannot take a webhook.

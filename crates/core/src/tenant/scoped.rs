@@ -85,6 +85,15 @@ impl<E: Effects> Effects for Scoped<'_, E> {
     async fn tenants(&mut self) -> Result<String, DbError> {
         self.inner.tenants().await
     }
+    async fn put_tenant(&mut self, id: &str, config: &str) -> Result<(), DbError> {
+        self.inner.put_tenant(id, config).await
+    }
+    async fn delete_tenant(&mut self, id: &str) -> Result<(), DbError> {
+        self.inner.delete_tenant(id).await
+    }
+    fn nonce(&mut self) -> [u8; 12] {
+        self.inner.nonce()
+    }
     async fn upsert_dead_letter(&mut self, letter: &DeadLetter) -> Result<(), DbError> {
         self.inner.upsert_dead_letter(letter).await
     }

@@ -66,6 +66,7 @@ pub(crate) struct Fake {
     pub(crate) tenant_reads: usize,
     /// The tenant `line_answer` was asked for, last.
     pub(crate) line_tenant: Option<String>,
+    pub(crate) nonces: u8,
 }
 
 impl Fake {
@@ -162,6 +163,22 @@ impl Effects for Fake {
         self.down()?;
         self.line_tenant = Some(tenant.to_string());
         Ok(self.line.clone())
+    }
+    async fn put_tenant(&mut self, id: &str, config: &str) -> Result<(), DbError> {
+        self.down()?;
+        let config: crate::tenant::Stored = serde_json::from_str(config).unwrap();
+        self.tenants.retain(|(i, _)| i != id);
+        self.tenants.push((id.to_string(), config));
+        Ok(())
+    }
+    async fn delete_tenant(&mut self, id: &str) -> Result<(), DbError> {
+        self.down()?;
+        self.tenants.retain(|(i, _)| i != id);
+        Ok(())
+    }
+    fn nonce(&mut self) -> [u8; 12] {
+        self.nonces += 1;
+        [self.nonces; 12]
     }
     async fn tenants(&mut self) -> Result<String, DbError> {
         self.down()?;
