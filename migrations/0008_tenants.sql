@@ -210,3 +210,29 @@ BEGIN
     FROM agent;
 END
 $fn$;
+
+-- Each delivery's tenant, and the deliveries of each tenant by outcome for
+-- /metrics (`vapi_edge_tenant_webhook_requests_total`): a bounded label, as
+-- only verified deliveries are recorded and tenants are an operator's list.
+-- Sharded as webhook_event_totals; only tenants' rows pay for the trigger.
+ALTER TABLE webhook_events ADD COLUMN tenant text NOT NULL DEFAULT '';
+
+CREATE TABLE webhook_event_tenant_totals (
+    tenant   text NOT NULL,
+    outcome  text NOT NULL,
+    shard    smallint NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (tenant, outcome, shard)
+);
+
+CREATE FUNCTION webhook_event_tenant_totals_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO webhook_event_tenant_totals AS t (tenant, outcome, shard, count)
+    VALUES (NEW.tenant, NEW.outcome, pg_backend_pid() % 64, 1)
+    ON CONFLICT (tenant, outcome, shard) DO UPDATE SET count = t.count + 1;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhook_events_tenant_totals AFTER INSERT ON webhook_events
+    FOR EACH ROW WHEN (NEW.tenant <> '') EXECUTE FUNCTION webhook_event_tenant_totals_add();

@@ -14,3 +14,21 @@ ALTER TABLE phone_numbers ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 ALTER TABLE vapi_organizations ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 ALTER TABLE call_tracking ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 ALTER TABLE call_logs ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+
+ALTER TABLE webhook_events ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+
+CREATE TABLE webhook_event_tenant_totals (
+    tenant   TEXT NOT NULL,
+    outcome  TEXT NOT NULL,
+    shard    SMALLINT NOT NULL,
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, outcome, shard)
+);
+
+CREATE TRIGGER webhook_events_tenant_totals AFTER INSERT ON webhook_events
+WHEN NEW.tenant <> ''
+BEGIN
+    INSERT INTO webhook_event_tenant_totals (tenant, outcome, shard, count)
+    VALUES (NEW.tenant, NEW.outcome, 0, 1)
+    ON CONFLICT (tenant, outcome, shard) DO UPDATE SET count = count + 1;
+END;

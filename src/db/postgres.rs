@@ -184,6 +184,7 @@ pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> 
             ParameterValue::Int16(row.status as i16),
             ParameterValue::Floating64(row.duration_ms),
             optional_text(&row.error_class),
+            ParameterValue::Str(row.tenant.clone()),
         ],
     )
 }

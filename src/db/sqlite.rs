@@ -331,6 +331,7 @@ pub fn insert_event_row(db: &Connection, row: &EventRow) -> Result<(), DbError> 
             Value::Integer(i64::from(row.status)),
             Value::Real(row.duration_ms),
             optional_text(&row.error_class),
+            Value::Text(row.tenant.clone()),
         ],
     )?;
     Ok(())

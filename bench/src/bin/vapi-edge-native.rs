@@ -468,6 +468,7 @@ impl Effects for NativeEffects {
                 &status,
                 &row.duration_ms,
                 &row.error_class,
+                &row.tenant,
             ],
         )
         .await

@@ -206,6 +206,8 @@ pub struct EventRow {
     pub status: u16,
     pub duration_ms: f64,
     pub error_class: Option<String>,
+    /// The tenant whose URL it came in on; '' for the single-tenant route.
+    pub tenant: String,
 }
 
 /// A verified request that failed, kept for replay.

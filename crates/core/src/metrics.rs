@@ -14,6 +14,14 @@ pub const BUCKETS_S: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Requests on a tenant's URL, by outcome.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct TenantCount {
+    pub tenant: String,
+    pub outcome: String,
+    pub count: u64,
+}
+
 /// Requests by message type, outcome and status class.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct RequestCount {
@@ -58,6 +66,9 @@ pub struct Snapshot {
     /// Calls recorded without an organisation, now (`call_logs.org_id` NULL).
     #[serde(default)]
     pub unassigned_calls: u64,
+    /// Verified deliveries on tenants' URLs, by tenant and outcome.
+    #[serde(default)]
+    pub tenants: Vec<TenantCount>,
     pub processing: Histogram,
     pub last_hour: LastHour,
 }
@@ -103,6 +114,21 @@ pub fn render(snapshot: &Snapshot) -> String {
             label(&r.outcome),
             label(&r.status_class),
             r.count
+        );
+    }
+    header(
+        &mut out,
+        "vapi_edge_tenant_webhook_requests_total",
+        "counter",
+        "Verified webhook requests on each tenant's URL (/webhooks/vapi/{tenant}), by outcome.",
+    );
+    for t in &snapshot.tenants {
+        let _ = writeln!(
+            out,
+            "vapi_edge_tenant_webhook_requests_total{{tenant=\"{}\",outcome=\"{}\"}} {}",
+            label(&t.tenant),
+            label(&t.outcome),
+            t.count
         );
     }
     for (name, help, value) in [
@@ -266,6 +292,11 @@ mod tests {
             call_tracking_failures_total: 0,
             upstream_failures_total: 2,
             unassigned_calls: 3,
+            tenants: vec![TenantCount {
+                tenant: "acme".into(),
+                outcome: "recorded".into(),
+                count: 4,
+            }],
             processing: Histogram {
                 buckets: vec![1, 5, 9, 10, 10, 10, 10, 10, 10, 10, 10],
                 count: 10,
@@ -286,6 +317,11 @@ mod tests {
         let samples = parse(&render(&snapshot));
         assert_eq!(samples["vapi_edge_upstream_failures_total"], 2.0);
         assert_eq!(samples["vapi_edge_upstream_failures_last_hour"], 2.0);
+        assert_eq!(
+            samples
+                ["vapi_edge_tenant_webhook_requests_total{tenant=\"acme\",outcome=\"recorded\"}"],
+            4.0
+        );
         assert_eq!(samples["vapi_edge_webhook_requests_total{message_type=\"status-update\",outcome=\"recorded\",status_class=\"2xx\"}"], 9.0);
         assert_eq!(
             samples["vapi_edge_webhook_processing_seconds_bucket{le=\"0.01\"}"],

@@ -48,8 +48,10 @@ pub const RECORD_EVENT_MIGRATION: &str = include_str!("../../../migrations/0008_
 /// Adds one row to `webhook_events`, the durable record `/metrics` is
 /// computed from (written after the response).
 pub const INSERT_EVENT_ROW: &str = "INSERT INTO webhook_events
-    (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class)
-VALUES ($1::text, $2::text, $3::text::uuid, $4::text, $5::text, $6::int2, $7::float8, $8::text)";
+    (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class,
+     tenant)
+VALUES ($1::text, $2::text, $3::text::uuid, $4::text, $5::text, $6::int2, $7::float8, $8::text,
+        $9::text)";
 
 /// The newest applied migration (`''` when none is); fails with SQLSTATE 42P01
 /// when the schema was never migrated.
@@ -113,6 +115,9 @@ SELECT json_build_object(
       FROM webhook_event_totals GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) r),
   'inbound_calls_total', (SELECT coalesce(sum(calls), 0) FROM call_tracking_totals),
   'unassigned_calls', (SELECT count(*) FROM call_logs WHERE org_id IS NULL),
+  'tenants', (SELECT coalesce(json_agg(r), '[]'::json) FROM (
+      SELECT tenant, outcome, sum(count) AS count
+      FROM webhook_event_tenant_totals GROUP BY 1, 2 ORDER BY 1, 2) r),
   'agent_lookup_failures_total',
       (SELECT coalesce(sum(count), 0) FROM webhook_event_totals WHERE error_class = 'agent_lookup'),
   'call_tracking_failures_total',

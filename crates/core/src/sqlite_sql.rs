@@ -139,8 +139,9 @@ RETURNING lead_id"
 /// One row of the event record (`?1`..`?8` as in the Postgres statement).
 pub const INSERT_EVENT_ROW: &str = "
 INSERT INTO webhook_events
-    (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    (message_type, vapi_call_id, org_id, direction, outcome, status_code, duration_ms, error_class,
+     tenant)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// Keeps one pending dead letter per event; a repeated failure bumps `attempts`.
 pub const UPSERT_DEAD_LETTER: &str = "
@@ -221,6 +222,10 @@ pub fn metrics_snapshot() -> String {
                FROM webhook_event_totals GROUP BY 1, 2, 3 ORDER BY 1, 2, 3))),
            'inbound_calls_total', (SELECT coalesce(sum(calls), 0) FROM call_tracking_totals),
            'unassigned_calls', (SELECT count(*) FROM call_logs WHERE org_id IS NULL),
+           'tenants', json((SELECT json_group_array(json_object(
+                   'tenant', tenant, 'outcome', outcome, 'count', n)) FROM (
+               SELECT tenant, outcome, sum(count) AS n
+               FROM webhook_event_tenant_totals GROUP BY 1, 2 ORDER BY 1, 2))),
            'agent_lookup_failures_total', (SELECT coalesce(sum(count), 0)
                FROM webhook_event_totals WHERE error_class = 'agent_lookup'),
            'call_tracking_failures_total', (SELECT coalesce(sum(count), 0)

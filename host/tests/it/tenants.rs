@@ -200,6 +200,39 @@ async fn two_tenants_are_kept_apart_both_ways(store: StoreKind, kind: HostKind) 
             "{path}"
         );
     }
+    // /metrics: each tenant's deliveries under its own label; the made-up
+    // ids above were never verified, so they are not a label.
+    let expected = [
+        ("acme", "recorded", 1),
+        ("globex", "agent_not_found", 1),
+        ("globex", "recorded", 2),
+    ];
+    let started = Instant::now();
+    let tenants_seen = loop {
+        let exposition = metrics(host.addr).await;
+        let seen: Vec<(String, String, u64)> = exposition
+            .lines()
+            .filter_map(|line| line.strip_prefix("vapi_edge_tenant_webhook_requests_total{"))
+            .filter_map(|rest| {
+                let (labels, count) = rest.rsplit_once("} ")?;
+                let tenant = labels.split("tenant=\"").nth(1)?.split('"').next()?;
+                let outcome = labels.split("outcome=\"").nth(1)?.split('"').next()?;
+                Some((tenant.to_string(), outcome.to_string(), count.parse().ok()?))
+            })
+            .collect();
+        let want: Vec<(String, String, u64)> = expected
+            .iter()
+            .map(|(t, o, n)| (t.to_string(), o.to_string(), *n))
+            .collect();
+        if seen == want || started.elapsed() > Duration::from_secs(5) {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        tenants_seen,
+        expected.map(|(t, o, n)| (t.to_string(), o.to_string(), n))
+    );
     db.tenant("set", KEY, &["globex", "--disable"]);
     let refused = wait_for_status(&host, "/webhooks/vapi/globex", &globex, &body_b, 403).await;
     figure(&format!(

@@ -189,6 +189,7 @@ pub(crate) async fn finish<E: Effects>(
         status,
         duration_ms,
         error_class: context.error_class.map(|c| c.as_str().to_string()),
+        tenant: context.text("tenant").unwrap_or_default(),
     });
     let notification = answer.notification.map(|notification| {
         let line = context
