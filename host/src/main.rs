@@ -187,6 +187,10 @@ enum Command {
         /// The country of a number written without its country code.
         #[arg(long, default_value = "US")]
         country: String,
+        /// The tenant whose calls the line's are; omitted: the single-tenant
+        /// route's.
+        #[arg(long, default_value = "")]
+        tenant: String,
     },
     /// Print the headers Vapi's HMAC credential would send for the body on
     /// stdin, as the SPIN_VARIABLE_VAPI_* variables configure it.
@@ -456,8 +460,10 @@ async fn run(command: Command) -> Result<()> {
             fallback_number,
             no_fallback,
             country,
+            tenant,
         } => {
             let line = mapping::LineMapping::new(mapping::LineArgs {
+                tenant: &tenant,
                 number: &number,
                 org_id: &org_id,
                 vapi_phone_number_id: vapi_phone_number_id.as_deref(),

@@ -195,6 +195,8 @@ pub enum LineFallback {
 
 /// `map-line`'s arguments, checked.
 pub struct LineMapping {
+    /// The tenant whose calls the line's are ('' for the single-tenant route).
+    pub tenant: String,
     pub number: String,
     pub org_id: String,
     pub vapi_phone_number_id: Option<String>,
@@ -203,6 +205,7 @@ pub struct LineMapping {
 }
 
 pub struct LineArgs<'a> {
+    pub tenant: &'a str,
     pub number: &'a str,
     pub org_id: &'a str,
     pub vapi_phone_number_id: Option<&'a str>,
@@ -239,6 +242,7 @@ impl LineMapping {
             ),
         };
         Ok(LineMapping {
+            tenant: tenant_of(args.tenant)?,
             number: e164_of("--number", args.number, &country)?,
             org_id: org_id_of(args.org_id)?,
             vapi_phone_number_id: present(args.vapi_phone_number_id),
@@ -260,13 +264,15 @@ impl LineMapping {
 
 /// Both engines: `?1` number, `?2` org, `?3` Vapi phone-number id (NULL
 /// keeps the line's), `?4` role (NULL keeps it, `receptionist` for a new
-/// line), `?5` whether to write the fallback, `?6` assistant, `?7` number.
+/// line), `?5` whether to write the fallback, `?6` assistant, `?7` number,
+/// `?8` tenant.
 const UPSERT_LINE_SQLITE: &str = "
 INSERT INTO phone_numbers (phone_e164, org_id, vapi_phone_number_id, inbound_role,
-                           fallback_assistant_id, fallback_number)
-VALUES (?1, ?2, ?3, coalesce(?4, 'receptionist'), ?6, ?7)
+                           fallback_assistant_id, fallback_number, tenant)
+VALUES (?1, ?2, ?3, coalesce(?4, 'receptionist'), ?6, ?7, ?8)
 ON CONFLICT (phone_e164) DO UPDATE SET
     org_id = excluded.org_id,
+    tenant = excluded.tenant,
     vapi_phone_number_id = coalesce(?3, phone_numbers.vapi_phone_number_id),
     inbound_role = coalesce(?4, phone_numbers.inbound_role),
     fallback_assistant_id = CASE WHEN ?5 THEN ?6 ELSE phone_numbers.fallback_assistant_id END,
@@ -274,10 +280,12 @@ ON CONFLICT (phone_e164) DO UPDATE SET
 
 const UPSERT_LINE_PG: &str = "
 INSERT INTO phone_numbers (phone_e164, org_id, vapi_phone_number_id, inbound_role,
-                           fallback_assistant_id, fallback_number)
-VALUES ($1::text, $2::text::uuid, $3::text, coalesce($4::text, 'receptionist'), $6::text, $7::text)
+                           fallback_assistant_id, fallback_number, tenant)
+VALUES ($1::text, $2::text::uuid, $3::text, coalesce($4::text, 'receptionist'), $6::text, $7::text,
+        $8::text)
 ON CONFLICT (phone_e164) DO UPDATE SET
     org_id = EXCLUDED.org_id,
+    tenant = EXCLUDED.tenant,
     vapi_phone_number_id = coalesce($3::text, phone_numbers.vapi_phone_number_id),
     inbound_role = coalesce($4::text, phone_numbers.inbound_role),
     fallback_assistant_id = CASE WHEN $5::bool THEN $6::text ELSE phone_numbers.fallback_assistant_id END,
@@ -297,6 +305,7 @@ pub async fn map_line_postgres(url: &str, line: &LineMapping) -> Result<()> {
                 &write,
                 &assistant,
                 &number,
+                &line.tenant,
             ],
         )
         .await
@@ -317,7 +326,8 @@ pub fn map_line_sqlite(path: &Path, line: &LineMapping) -> Result<()> {
                 line.role,
                 write,
                 assistant,
-                number
+                number,
+                line.tenant
             ],
         )
         .context("cannot write the line (is the schema at version 0007? run migrate)")?;
@@ -337,6 +347,7 @@ mod tests {
         clear: bool,
     ) -> Result<LineMapping> {
         LineMapping::new(LineArgs {
+            tenant: "",
             number,
             org_id: ORG,
             vapi_phone_number_id: None,

@@ -200,11 +200,40 @@ async fn two_tenants_are_kept_apart_both_ways(store: StoreKind, kind: HostKind) 
             "{path}"
         );
     }
+    // A line mapped for acme answers acme's assistant-requests only.
+    db.map_line(&[
+        "--number",
+        "+14155550142",
+        "--org-id",
+        ORG_ID,
+        "--vapi-phone-number-id",
+        "pn-acme-line",
+        "--role",
+        "acme-receptionist",
+        "--tenant",
+        "acme",
+    ]);
+    let request = serde_json::json!({"message": {"type": "assistant-request",
+        "timestamp": now_ms(), "phoneNumber": {"id": "pn-acme-line"},
+        "call": {"id": unique_id("call"), "type": "inboundPhoneCall"},
+        "customer": {"number": CALLER}}});
+    let answered = post(&host, "/webhooks/vapi/acme", &acme(&request), &request).await;
+    assert_eq!(
+        answered.json(),
+        serde_json::json!({"assistantId": ava.assistant_id})
+    );
+    let elsewhere = post(&host, "/webhooks/vapi/globex", &globex, &request).await;
+    assert_ne!(
+        elsewhere.json(),
+        serde_json::json!({"assistantId": ava.assistant_id})
+    );
     // /metrics: each tenant's deliveries under its own label; the made-up
     // ids above were never verified, so they are not a label.
     let expected = [
+        ("acme", "answered", 1),
         ("acme", "recorded", 1),
         ("globex", "agent_not_found", 1),
+        ("globex", "no_agent", 1),
         ("globex", "recorded", 2),
     ];
     let started = Instant::now();
