@@ -7,6 +7,13 @@
 #   SPIN=0 FLOOR=0 bash bench/run.sh   # without the Spin runs and the PostgreSQL floor
 #   BIN_DIR=/saved/build bash bench/run.sh   # compare saved builds: no build step
 #   HOST_ARGS="--instance-pool 0" bash bench/run.sh   # extra flags for `vapi-edge-host up`
+#   TENANT=acme NATIVE=0 bash bench/run.sh   # to a tenant's URL, /webhooks/vapi/acme
+#
+# With TENANT, the run creates that tenant (`vapi-edge-host tenant set`, its
+# HMAC secret sealed with a fresh tenant_secrets_key), seeds the agent in its
+# mappings and sends every webhook to its URL: the tenant's hot path, to
+# compare with a run without TENANT (README, "Tenants"). The native baseline
+# has no tenants (NATIVE=0).
 #
 # BIN_DIR names a folder holding vapi-edge-host, vapi-edge-bench,
 # vapi-edge-native, vapi-edge-sql and vapi_edge.wasm (WASM=path overrides the
@@ -64,6 +71,7 @@ native=${NATIVE:-1}
 use_spin=${SPIN:-1}
 floor=${FLOOR:-1}
 floor_s=${FLOOR_S:-10}
+tenant=${TENANT:-}
 pg_admin=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
 redis_url='redis://127.0.0.1:6379'
 
@@ -72,6 +80,8 @@ redis_url='redis://127.0.0.1:6379'
 [[ $native == 0 || $native == 1 ]] || die "NATIVE must be 0 or 1, not '${native}'"
 [[ $use_spin == 0 || $use_spin == 1 ]] || die "SPIN must be 0 or 1, not '${use_spin}'"
 [[ $floor == 0 || $floor == 1 ]] || die "FLOOR must be 0 or 1, not '${floor}'"
+[[ -z $tenant || $tenant =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "TENANT must be a tenant id, not '${tenant}'"
+[[ -z $tenant || $native == 0 ]] || die "TENANT needs NATIVE=0: the native baseline has no tenants"
 spin_bin=''
 if ((use_spin)); then
     spin_bin=$(find_spin)
@@ -166,6 +176,14 @@ grep -qxF "$manifest_source" spin.toml || die "spin.toml has no line: ${manifest
 awk -v from="$manifest_source" -v to="source = \"${wasm}\"" \
     '$0 == from { print to; next } { print }' spin.toml >"${tmp}/spin.toml"
 hmac_secret="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+tenant_key="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+bench_path=/webhooks/vapi
+if [[ -n $tenant ]]; then
+    printf '%s\n' "$hmac_secret" | env -i PATH="$PATH" SPIN_VARIABLE_TENANT_SECRETS_KEY="$tenant_key" \
+        "$host_bin" tenant set --pg-url "$pg_url" "$tenant" vapi_hmac_secret=- >/dev/null
+    bench_path="/webhooks/vapi/${tenant}"
+    say "tenant ${tenant} created: every webhook goes to ${bench_path}"
+fi
 
 # --- servers -------------------------------------------------------------------
 # start_server NAME COMMAND...: runs COMMAND with its stdout drained into
@@ -262,6 +280,7 @@ run_all() {
             status=ok
             if ! "$bench_bin" --url "http://${addr}" --pg-url "$pg_url" \
                 --hmac-secret "$hmac_secret" --mode "$mode" --concurrency "$c" \
+                --path "$bench_path" --tenant "$tenant" \
                 --requests "$requests" --warmup "$warmup" --server-pid "$pid" 2>&1 | tee "$out"; then
                 status=FAIL
                 failures=$((failures + 1))
@@ -291,6 +310,7 @@ server_env=(PATH="$PATH")
 start_server host env -i "${server_env[@]}" HOME="${HOME:-/root}" \
     SPIN_VARIABLE_VAPI_HMAC_SECRET="$hmac_secret" \
     SPIN_VARIABLE_PG_URL="$pg_url" \
+    SPIN_VARIABLE_TENANT_SECRETS_KEY="$tenant_key" \
     "$host_bin" up --from "${tmp}/spin.toml" --listen 127.0.0.1:0 \
     --runtime-config-file "${tmp}/runtime-config.toml" ${HOST_ARGS:-}
 host_pid=$server_pid
@@ -331,6 +351,7 @@ if [[ -n $spin_bin ]]; then
     start_server spin env -i -C "$tmp" "${server_env[@]}" HOME="${tmp}/spin-home" \
         SPIN_VARIABLE_VAPI_HMAC_SECRET="$hmac_secret" \
         SPIN_VARIABLE_PG_URL="$pg_url" \
+        SPIN_VARIABLE_TENANT_SECRETS_KEY="$tenant_key" \
         "$spin_bin" up --from "${tmp}/spin.toml" --listen 127.0.0.1:0 \
         --runtime-config-file "${tmp}/runtime-config.toml"
     spin_pid=$server_pid

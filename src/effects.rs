@@ -29,6 +29,7 @@ pub struct SpinEffects {
     bucket: Option<store::Bucket>,
     target: Option<Target>,
     db: Option<Connection>,
+    tenant: Option<vapi_edge_core::tenant::Tenant>,
 }
 
 impl SpinEffects {
@@ -102,7 +103,15 @@ impl KeyValue for SpinEffects {
 }
 
 impl Effects for SpinEffects {
-    fn variable(&self, name: &str) -> Option<String> {
+    fn tenant_scope(&self) -> Option<&vapi_edge_core::tenant::Tenant> {
+        self.tenant.as_ref()
+    }
+
+    fn set_tenant_scope(&mut self, tenant: Option<vapi_edge_core::tenant::Tenant>) {
+        self.tenant = tenant;
+    }
+
+    fn deployment_variable(&self, name: &str) -> Option<String> {
         variable(name)
     }
 

@@ -30,7 +30,6 @@ pub fn read_head(incoming: IncomingRequest) -> Result<(Request, IncomingRequest)
         path,
         headers,
         body: Vec::new(),
-        tenant: None,
     };
     Ok((head, incoming))
 }

@@ -26,7 +26,7 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let (response, after) = match http_io::read_head(request) {
         // The head alone may decide (a webhook that cannot be authentic): its
         // body is then never read.
-        Ok((mut head, incoming)) => match app::precheck(&mut effects, &mut head).await {
+        Ok((head, incoming)) => match app::precheck(&mut effects, &head).await {
             Some(answer) => answer,
             None => match http_io::read_body_into(head, incoming) {
                 Ok(request) => app::route(&mut effects, &request).await,

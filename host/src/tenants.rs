@@ -124,7 +124,9 @@ fn check(id: &str, stored: &Stored, keys: Option<&SecretsKeys>) -> Result<()> {
 }
 
 fn parse(id: &str, text: &str) -> Result<Stored> {
-    serde_json::from_str(text).with_context(|| format!("tenant {id}: the stored configuration"))
+    let value = serde_json::from_str(text)
+        .with_context(|| format!("tenant {id}: the stored configuration"))?;
+    Stored::from_json(&value).map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -154,7 +156,7 @@ pub async fn change_postgres(url: &str, id: &str, change: &Change) -> Result<Opt
                 .await?;
         }
         Some(stored) => {
-            let config = serde_json::to_string(stored)?;
+            let config = stored.to_json().to_string();
             tx.execute(
                 "INSERT INTO tenants (id, config) VALUES ($1, $2::text::jsonb)
                  ON CONFLICT (id) DO UPDATE SET config = EXCLUDED.config, updated_at = now()",
@@ -190,7 +192,7 @@ pub fn change_sqlite(path: &Path, id: &str, change: &Change) -> Result<Option<St
             tx.execute("DELETE FROM tenants WHERE id = ?1", [id])?;
         }
         Some(stored) => {
-            let config = serde_json::to_string(stored)?;
+            let config = stored.to_json().to_string();
             tx.execute(
                 "INSERT INTO tenants (id, config) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET config = excluded.config,

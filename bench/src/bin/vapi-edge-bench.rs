@@ -108,6 +108,10 @@ struct Cli {
     /// The request path (default: the URL's, else /webhooks/vapi).
     #[arg(long)]
     path: Option<String>,
+    /// The tenant whose mappings the seeded agent is in (for --path
+    /// /webhooks/vapi/<tenant>; README, "Tenants").
+    #[arg(long, default_value = "")]
+    tenant: String,
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
     /// The driver's own worker threads.
@@ -152,6 +156,7 @@ struct Options {
     warmup: u64,
     mode: Mode,
     assistant_id: Option<String>,
+    tenant: String,
     fixture: PathBuf,
     timeout: Duration,
     threads: usize,
@@ -181,6 +186,7 @@ impl Options {
             warmup: cli.warmup,
             mode: cli.mode,
             assistant_id: cli.assistant_id.filter(|v| !v.is_empty()),
+            tenant: cli.tenant,
             fixture: cli.fixture.unwrap_or_else(default_fixture),
             timeout: Duration::from_millis(cli.timeout_ms),
             threads: usize::from(cli.threads),
@@ -609,9 +615,9 @@ async fn run(options: Options) -> Result<bool> {
             let role = format!("bench-{run_id}");
             let row = db
                 .query_one(
-                    "INSERT INTO agents (org_id, role, name, vapi_assistant_id) \
-                     VALUES ($1::text::uuid, $2, $3, $4) RETURNING id::text",
-                    &[&ORG_ID, &role, &"Bench", &assistant_id],
+                    "INSERT INTO agents (org_id, role, name, vapi_assistant_id, tenant) \
+                     VALUES ($1::text::uuid, $2, $3, $4, $5) RETURNING id::text",
+                    &[&ORG_ID, &role, &"Bench", &assistant_id, &options.tenant],
                 )
                 .await
                 .map_err(|e| format!("seeding the agent: {e}"))?;

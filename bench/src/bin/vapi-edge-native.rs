@@ -210,7 +210,6 @@ async fn handle(
                     .map_or("/".to_string(), |p| p.to_string()),
                 headers,
                 body,
-                tenant: None,
             };
             let mut effects = NativeEffects::new(services);
             let (response, after) = app::route(&mut effects, &request).await;
@@ -239,11 +238,16 @@ fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
 struct NativeEffects {
     services: Arc<Services>,
     db: Option<deadpool_postgres::Object>,
+    tenant: Option<vapi_edge_core::tenant::Tenant>,
 }
 
 impl NativeEffects {
     fn new(services: Arc<Services>) -> NativeEffects {
-        NativeEffects { services, db: None }
+        NativeEffects {
+            services,
+            db: None,
+            tenant: None,
+        }
     }
 
     async fn client(&mut self) -> Result<&deadpool_postgres::Object, DbError> {
@@ -323,7 +327,15 @@ impl KeyValue for NativeEffects {
 }
 
 impl Effects for NativeEffects {
-    fn variable(&self, name: &str) -> Option<String> {
+    fn tenant_scope(&self) -> Option<&vapi_edge_core::tenant::Tenant> {
+        self.tenant.as_ref()
+    }
+
+    fn set_tenant_scope(&mut self, tenant: Option<vapi_edge_core::tenant::Tenant>) {
+        self.tenant = tenant;
+    }
+
+    fn deployment_variable(&self, name: &str) -> Option<String> {
         self.services
             .variables
             .get(name)

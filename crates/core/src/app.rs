@@ -25,10 +25,11 @@ pub const REPLAY_BATCH: i64 = 50;
 /// without reading the body at all, when the head alone decides it (see
 /// [`webhook::precheck`]); `None` to read the body and [`route`] the request.
 /// `request.body` is not looked at.
-pub async fn precheck<E: Effects>(
-    effects: &mut E,
-    request: &mut Request,
-) -> Option<(Response, After)> {
+///
+/// It starts a request: whatever tenant scope the effects held is left, and a
+/// tenant's route enters its own, which [`route`] then finds.
+pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<(Response, After)> {
+    effects.set_tenant_scope(None);
     match (request.route(), request.method.as_str()) {
         ("/webhooks/vapi", "POST") => webhook::precheck(effects, request).await,
         (path, "POST") if path.starts_with(TENANT_WEBHOOKS) => {
@@ -50,6 +51,9 @@ pub const TENANT_WEBHOOKS: &str = "/webhooks/vapi/";
 /// routes: every path and method the component answers is here.
 pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response, After) {
     let path = request.route();
+    if !path.starts_with(TENANT_WEBHOOKS) {
+        effects.set_tenant_scope(None);
+    }
     let response = match (path, request.method.as_str()) {
         ("/webhooks/vapi", "POST") => return webhook::handle(effects, request).await,
         ("/webhooks/vapi", _) => Response::method_not_allowed("POST"),

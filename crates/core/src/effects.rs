@@ -14,15 +14,31 @@ use crate::handling::CallRecord;
 use crate::kv::KeyValue;
 use crate::log::LogLine;
 use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
+use crate::tenant::Tenant;
 
 #[allow(async_fn_in_trait)] // used with concrete types only; no Send bound needed
 pub trait Effects: KeyValue {
-    /// A variable's value; unset and empty (after trimming) are both `None`.
-    fn variable(&self, name: &str) -> Option<String>;
-    /// The tenant whose server URL the request came in on; '' for the
-    /// single-tenant route (see [`crate::tenant::Scoped`]).
+    /// A deployment variable's value (the host's configuration); unset and
+    /// empty (after trimming) are both `None`.
+    fn deployment_variable(&self, name: &str) -> Option<String>;
+    /// The tenant whose server URL the request came in on, once the flow has
+    /// looked it up; `None` on the single-tenant route.
+    fn tenant_scope(&self) -> Option<&Tenant>;
+    /// Puts the request in `tenant`'s scope (or out of any).
+    fn set_tenant_scope(&mut self, tenant: Option<Tenant>);
+
+    /// A variable as the request sees it: in a tenant's scope, the tenant's
+    /// own for what a tenant sets ([`Tenant::variable`]), else the
+    /// deployment's.
+    fn variable(&self, name: &str) -> Option<String> {
+        match self.tenant_scope() {
+            Some(tenant) => tenant.variable(name, |name| self.deployment_variable(name)),
+            None => self.deployment_variable(name),
+        }
+    }
+    /// The request's tenant id; '' for the single-tenant route.
     fn tenant(&self) -> &str {
-        ""
+        self.tenant_scope().map_or("", |tenant| tenant.id.as_str())
     }
     /// Wall-clock time in Unix milliseconds.
     fn now_ms(&self) -> i64;

@@ -18,9 +18,6 @@ pub struct Request {
     pub path: String,
     pub headers: Headers,
     pub body: Vec<u8>,
-    /// The tenant of a `/webhooks/vapi/{tenant}` request, once looked up
-    /// (by [`crate::app::precheck`], so the body's turn does not look again).
-    pub tenant: Option<crate::tenant::Tenant>,
 }
 
 impl Request {
@@ -204,7 +201,6 @@ mod tests {
             path: "/healthz?verbose=1".into(),
             headers: Headers::new(),
             body: Vec::new(),
-            tenant: None,
         };
         assert_eq!(request.route(), "/healthz");
     }

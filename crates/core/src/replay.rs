@@ -10,7 +10,7 @@ use crate::event_key;
 use crate::http::Response;
 use crate::log::{Level, LogLine};
 use crate::parked;
-use crate::tenant::{self, Scoped};
+use crate::tenant;
 use crate::webhook::{self, Context, Mode, Outcome};
 use serde_json::json;
 
@@ -50,12 +50,16 @@ pub async fn replay<E: Effects>(effects: &mut E, limit: i64) -> Response {
     for letter in pending {
         // A tenant's letter replays as its tenant's webhook; one whose
         // tenant cannot be read now stays pending.
-        let (ok, outcome) = match event_key::tenant_of(&letter.event_key) {
-            "" => replay_one(effects, &letter).await,
-            id => match tenant::resolve(effects, id).await {
-                Ok(tenant) => replay_one(&mut Scoped::new(effects, &tenant), &letter).await,
-                Err(_) => (false, Outcome::DatabaseUnavailable),
-            },
+        let scope = match event_key::tenant_of(&letter.event_key) {
+            "" => Ok(None),
+            id => tenant::resolve(effects, id).await.map(Some),
+        };
+        let (ok, outcome) = match scope {
+            Ok(scope) => {
+                effects.set_tenant_scope(scope);
+                replay_one(effects, &letter).await
+            }
+            Err(_) => (false, Outcome::DatabaseUnavailable),
         };
         if ok
             && effects
@@ -68,6 +72,7 @@ pub async fn replay<E: Effects>(effects: &mut E, limit: i64) -> Response {
             failed += 1;
         }
     }
+    effects.set_tenant_scope(None);
     let remaining = effects.count_pending_dead_letters().await.unwrap_or(-1);
     Response::json(
         200,

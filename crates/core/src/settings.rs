@@ -126,6 +126,11 @@ pub struct Settings {
 impl Settings {
     /// Reads the variables by name; `get` returns `None` for unset or empty.
     pub fn from_variables(get: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        // One body for every caller's closure: the component's size.
+        Self::read(&get)
+    }
+
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
         let country_code = get("default_country").unwrap_or_else(|| "US".into());
         let country = Country::from_iso(&country_code).ok_or(SettingsError::Country)?;
         let retry_delays = parse_retry_delays(
@@ -167,7 +172,7 @@ impl Settings {
             rollout_percent,
             lease_ms,
             call_type_aliases,
-            upstream: upstream(&get)?,
+            upstream: upstream(get)?,
             predial_eligible,
             default_org_id,
             assistant_request_fallback,
@@ -209,7 +214,7 @@ fn parse_pairs<T>(
         .collect()
 }
 
-fn upstream(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Upstream>, SettingsError> {
+fn upstream(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Upstream>, SettingsError> {
     let Some(url) = get("upstream_url") else {
         return Ok(None);
     };

@@ -80,6 +80,11 @@ impl VerifyConfig {
     pub fn from_variables(
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<VerifyConfig, ConfigError> {
+        // One body for every caller's closure: the component's size.
+        Self::read(&get)
+    }
+
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<VerifyConfig, ConfigError> {
         let raw = |name: &str| get(name).filter(|v| !v.is_empty());
         let value = |name: &str| {
             raw(name)

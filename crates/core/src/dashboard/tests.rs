@@ -26,7 +26,6 @@ fn get(path: &str, token: Option<&str>) -> Request {
         path: path.into(),
         headers,
         body: Vec::new(),
-        tenant: None,
     }
 }
 

@@ -16,18 +16,7 @@ use super::{cache, check, seal, valid_id, SecretsKeys, Stored};
 use crate::effects::Effects;
 use crate::http::{Request, Response};
 use crate::log::{Level, LogLine};
-use serde::Deserialize;
-use serde_json::json;
-use std::collections::BTreeMap;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Put {
-    #[serde(default)]
-    variables: BTreeMap<String, String>,
-    #[serde(default)]
-    disabled: bool,
-}
+use serde_json::{json, Value};
 
 /// Answers `/admin/tenants` (`rest` is what follows it); the caller has
 /// checked the operator's token.
@@ -74,19 +63,17 @@ fn shown(id: &str, stored: &Stored) -> serde_json::Value {
 }
 
 async fn list<E: Effects>(effects: &mut E, only: Option<&str>) -> Response {
-    #[derive(Deserialize)]
-    struct Row {
-        id: String,
-        config: Stored,
-    }
     let rows = match effects.tenants().await {
-        Ok(text) => serde_json::from_str::<Vec<Row>>(&text).unwrap_or_default(),
+        Ok(text) => cache::rows(&text).unwrap_or_default(),
         Err(_) => return unavailable(),
     };
     let mut tenants = rows
         .iter()
-        .filter(|row| only.is_none_or(|id| row.id == id))
-        .map(|row| shown(&row.id, &row.config));
+        .filter(|(id, _)| only.is_none_or(|only| id == only))
+        .map(|(id, config)| match config {
+            Ok(config) => shown(id, config),
+            Err(error) => json!({ "id": id, "error": error.to_string() }),
+        });
     match only {
         None => Response::json(200, &json!({ "tenants": tenants.collect::<Vec<_>>() })),
         Some(_) => match tenants.next() {
@@ -97,14 +84,26 @@ async fn list<E: Effects>(effects: &mut E, only: Option<&str>) -> Response {
 }
 
 async fn put<E: Effects>(effects: &mut E, request: &Request, id: &str) -> Response {
-    let body: Put = match serde_json::from_slice(&request.body) {
-        Ok(body) => body,
-        Err(error) => {
-            return Response::bad_request(
-                "body",
-                &format!("expected {{\"variables\": {{...}}, \"disabled\": false}}: {error}"),
-            )
-        }
+    let body = serde_json::from_slice::<Value>(&request.body).ok();
+    let Some(body) = body.as_ref().and_then(Value::as_object) else {
+        return Response::bad_request(
+            "body",
+            "expected {\"variables\": {NAME: VALUE, ...}, \"disabled\": false}",
+        );
+    };
+    if let Some(other) = body.keys().find(|k| *k != "variables" && *k != "disabled") {
+        return Response::bad_request(other, "not a field of a tenant");
+    }
+    let disabled = match body.get("disabled") {
+        None => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(_) => return Response::bad_request("disabled", "expected true or false"),
+    };
+    let empty = serde_json::Map::new();
+    let variables = match body.get("variables") {
+        None => &empty,
+        Some(Value::Object(variables)) => variables,
+        Some(_) => return Response::bad_request("variables", "expected an object of strings"),
     };
     let keys = match effects.variable(seal::KEYS_VARIABLE) {
         Some(value) => match SecretsKeys::from_variable(&value) {
@@ -114,10 +113,13 @@ async fn put<E: Effects>(effects: &mut E, request: &Request, id: &str) -> Respon
         None => None,
     };
     let mut stored = Stored {
-        disabled: body.disabled,
+        disabled,
         ..Stored::default()
     };
-    for (name, value) in &body.variables {
+    for (name, value) in variables {
+        let Some(value) = value.as_str() else {
+            return Response::bad_request(&format!("variables.{name}"), "expected a string");
+        };
         let nonce = effects.nonce();
         if let Err(error) = stored.set(id, name, value, keys.as_ref(), nonce) {
             return Response::bad_request(&format!("variables.{name}"), &error.to_string());
@@ -126,9 +128,7 @@ async fn put<E: Effects>(effects: &mut E, request: &Request, id: &str) -> Respon
     if let Err(problem) = check(id, &stored, keys.as_ref(), |name| effects.variable(name)) {
         return Response::bad_request("variables", &problem);
     }
-    let Ok(config) = serde_json::to_string(&stored) else {
-        return Response::error(500, "the configuration could not be written");
-    };
+    let config = stored.to_json().to_string();
     if effects.put_tenant(id, &config).await.is_err() {
         return unavailable();
     }

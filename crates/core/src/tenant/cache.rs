@@ -15,36 +15,17 @@
 use super::{Stored, TenantError};
 use crate::db::DbError;
 use crate::effects::Effects;
-use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 /// `tenant_cache_ms` when unset.
 pub const DEFAULT_CACHE_MS: i64 = 10_000;
 
-/// The key of the directory of tenant ids.
+/// The key of the directory of tenant ids: `{"loaded_ms", "ids": [...]}`.
 pub const DIRECTORY_KEY: &str = "vapi-edge/tenants/directory";
 
-/// The key of one tenant's cached configuration.
+/// The key of one tenant's cached configuration: `{"loaded_ms", "config"}`.
 pub fn entry_key(id: &str) -> String {
     format!("vapi-edge/tenants/entry/{id}")
-}
-
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    loaded_ms: i64,
-    config: Stored,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Directory {
-    loaded_ms: i64,
-    ids: Vec<String>,
-}
-
-/// One row of [`Effects::tenants`].
-#[derive(Deserialize)]
-struct Row {
-    id: String,
-    config: serde_json::Value,
 }
 
 /// Why a tenant could not be looked up.
@@ -68,10 +49,14 @@ pub fn cache_ms(value: Option<String>) -> Result<i64, TenantError> {
     }
 }
 
-fn fresh(loaded_ms: i64, now_ms: i64, cache_ms: i64) -> bool {
+/// Whether a stored entry or directory was read from the database less
+/// than `cache_ms` ago.
+fn fresh(stamped: &Value, now_ms: i64, cache_ms: i64) -> bool {
     // Replicas' clocks differ a little: an entry stamped slightly ahead is
     // as fresh as one slightly behind.
-    (now_ms - loaded_ms).abs() < cache_ms
+    stamped["loaded_ms"]
+        .as_i64()
+        .is_some_and(|loaded_ms| (now_ms - loaded_ms).abs() < cache_ms)
 }
 
 /// The configuration of tenant `id`, `None` when there is no such tenant.
@@ -81,15 +66,25 @@ pub async fn find<E: Effects>(
     cache_ms: i64,
 ) -> Result<Option<Stored>, LookupError> {
     let now = effects.now_ms();
-    let entry = read::<Entry>(effects, &entry_key(id)).await;
-    if let Some(entry) = &entry {
-        if fresh(entry.loaded_ms, now, cache_ms) {
-            return Ok(Some(entry.config.clone()));
+    if let Some(entry) = read(effects, &entry_key(id)).await {
+        if fresh(&entry, now, cache_ms) {
+            if let Ok(config) = Stored::from_json(&entry["config"]) {
+                return Ok(Some(config));
+            }
         }
     }
-    let directory = read::<Directory>(effects, DIRECTORY_KEY).await;
+    let directory = read(effects, DIRECTORY_KEY).await;
+    let listed: Vec<String> = directory
+        .as_ref()
+        .and_then(|d| d["ids"].as_array())
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|i| i.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
     if let Some(directory) = &directory {
-        if fresh(directory.loaded_ms, now, cache_ms) && !directory.ids.iter().any(|i| i == id) {
+        if fresh(directory, now, cache_ms) && !listed.iter().any(|i| i == id) {
             return Ok(None);
         }
     }
@@ -99,10 +94,7 @@ pub async fn find<E: Effects>(
     for (row_id, config) in rows {
         let config = config.map_err(LookupError::Config);
         if let Ok(config) = &config {
-            let entry = Entry {
-                loaded_ms: now,
-                config: config.clone(),
-            };
+            let entry = json!({ "loaded_ms": now, "config": config.to_json() });
             write(effects, &entry_key(&row_id), &entry).await;
         }
         if row_id == id {
@@ -111,21 +103,13 @@ pub async fn find<E: Effects>(
         ids.push(row_id);
     }
     // A tenant removed since the last read loses its entry.
-    for gone in directory
-        .map(|d| d.ids)
-        .unwrap_or_default()
-        .iter()
-        .filter(|old| !ids.contains(old))
-    {
+    for gone in listed.iter().filter(|old| !ids.contains(old)) {
         let _ = effects.delete(&entry_key(gone)).await;
     }
     write(
         effects,
         DIRECTORY_KEY,
-        &Directory {
-            loaded_ms: now,
-            ids,
-        },
+        &json!({ "loaded_ms": now, "ids": ids }),
     )
     .await;
     found.transpose()
@@ -141,29 +125,32 @@ pub async fn forget<E: Effects>(effects: &mut E, id: &str) {
 
 /// Every tenant from the database, each configuration read on its own so a
 /// damaged one fails only its own tenant.
-async fn load<E: Effects>(
-    effects: &mut E,
-) -> Result<Vec<(String, Result<Stored, TenantError>)>, LookupError> {
+async fn load<E: Effects>(effects: &mut E) -> Result<Vec<Row>, LookupError> {
     let text = effects.tenants().await.map_err(LookupError::Database)?;
-    let rows: Vec<Row> = serde_json::from_str(&text)
-        .map_err(|e| LookupError::Database(DbError::lasting(format!("tenants: {e}"))))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let config = serde_json::from_value::<Stored>(row.config)
-                .map_err(|e| TenantError::Stored(e.to_string()));
-            (row.id, config)
-        })
-        .collect())
+    rows(&text).map_err(|e| LookupError::Database(DbError::lasting(format!("tenants: {e}"))))
 }
 
-async fn read<T: for<'de> Deserialize<'de>>(effects: &mut impl Effects, key: &str) -> Option<T> {
+/// One tenant as the database holds it: its id, and its configuration or why
+/// that cannot be read.
+pub(super) type Row = (String, Result<Stored, TenantError>);
+
+/// The rows of [`Effects::tenants`]' JSON text: `[{"id", "config"}, ...]`.
+pub(super) fn rows(text: &str) -> Result<Vec<Row>, String> {
+    let value: Value = serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())?;
+    let rows = value.as_array().ok_or("not an array")?;
+    rows.iter()
+        .map(|row| {
+            let id = row["id"].as_str().ok_or("a row without an id")?;
+            Ok((id.to_string(), Stored::from_json(&row["config"])))
+        })
+        .collect()
+}
+
+async fn read(effects: &mut impl Effects, key: &str) -> Option<Value> {
     let bytes = effects.get(key).await.ok()??;
     serde_json::from_slice(&bytes).ok()
 }
 
-async fn write(effects: &mut impl Effects, key: &str, value: &impl Serialize) {
-    if let Ok(bytes) = serde_json::to_vec(value) {
-        let _ = effects.set(key, &bytes).await;
-    }
+async fn write(effects: &mut impl Effects, key: &str, value: &Value) {
+    let _ = effects.set(key, value.to_string().as_bytes()).await;
 }

@@ -6,8 +6,9 @@
 //! single-tenant `vapi_*` variables have, and the settings that differ between
 //! clients), kept in the database (`tenants.config`, [`Stored`]) and read
 //! through the key-value store ([`cache`]). A webhook on a tenant's URL runs
-//! the same flow as one on `/webhooks/vapi`, with the tenant's variables in
-//! place of the deployment's ([`Scoped`]); its owner is found among the
+//! the same flow as one on `/webhooks/vapi`, in the tenant's scope: the
+//! tenant's variables in place of the deployment's
+//! ([`crate::effects::Effects::variable`]); its owner is found among the
 //! tenant's mappings only and its rows carry the tenant (migration 0008).
 //!
 //! No secret is kept in clear: a Bearer secret as its SHA-256, an HMAC or
@@ -16,16 +17,13 @@
 mod admin;
 pub mod cache;
 pub mod oauth;
-mod scoped;
 pub mod seal;
 
 pub use admin::serve as serve_admin;
-pub use scoped::Scoped;
 pub use seal::SecretsKeys;
 
 use crate::db::DbError;
 use crate::effects::Effects;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -117,17 +115,18 @@ pub fn kind_of(name: &str) -> Option<Kind> {
     VARIABLES.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
 }
 
-/// A tenant's configuration as the database keeps it (`tenants.config`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A tenant's configuration as the database keeps it (`tenants.config`):
+/// `{"variables": {...}, "sealed": {...}, "disabled": true}`, each part
+/// left out when empty. Read and written through `serde_json::Value` (as the
+/// component's other JSON is), not a derived deserializer of its own: the
+/// component's size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
     /// Values kept as they are (settings, credential options, Bearer hashes).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
     /// Values kept sealed ([`SecretsKeys::seal`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sealed: BTreeMap<String, String>,
     /// A disabled tenant's webhooks are refused (403); its data stays.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
 }
 
@@ -156,6 +155,50 @@ pub enum TenantError {
 }
 
 impl Stored {
+    /// The configuration in `value`; an error names what is wrong.
+    pub fn from_json(value: &serde_json::Value) -> Result<Stored, TenantError> {
+        let invalid = |what: &str| TenantError::Stored(what.to_string());
+        let object = value.as_object().ok_or_else(|| invalid("not an object"))?;
+        let strings = |key: &str| -> Result<BTreeMap<String, String>, TenantError> {
+            match object.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
+                Some(serde_json::Value::Object(map)) => map
+                    .iter()
+                    .map(|(name, value)| match value.as_str() {
+                        Some(text) => Ok((name.clone(), text.to_string())),
+                        None => Err(invalid(&format!("{key}.{name} is not a string"))),
+                    })
+                    .collect(),
+                Some(_) => Err(invalid(&format!("{key} is not an object"))),
+            }
+        };
+        let disabled = match object.get("disabled") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(flag)) => *flag,
+            Some(_) => return Err(invalid("disabled is not true or false")),
+        };
+        Ok(Stored {
+            variables: strings("variables")?,
+            sealed: strings("sealed")?,
+            disabled,
+        })
+    }
+
+    /// The configuration as the database keeps it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::Map::new();
+        if !self.variables.is_empty() {
+            object.insert("variables".into(), serde_json::json!(self.variables));
+        }
+        if !self.sealed.is_empty() {
+            object.insert("sealed".into(), serde_json::json!(self.sealed));
+        }
+        if self.disabled {
+            object.insert("disabled".into(), true.into());
+        }
+        serde_json::Value::Object(object)
+    }
+
     /// Sets `name` for tenant `id` the way its kind is kept: a Bearer secret
     /// hashed, an HMAC or upstream secret sealed with `keys` (`nonce`: 12
     /// random bytes), anything else as it is. An empty value unsets it.

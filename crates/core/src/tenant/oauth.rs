@@ -296,7 +296,6 @@ mod tests {
             path: "/webhooks/vapi/acme/token".into(),
             headers: headers.into_iter().collect(),
             body: body.as_bytes().to_vec(),
-            tenant: None,
         }
     }
 

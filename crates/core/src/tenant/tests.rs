@@ -42,7 +42,8 @@ fn no_secret_is_kept_in_clear() {
         ("upstream_secret", "whsec_dXBzdHJlYW0="),
         ("inbound_rollout_percent", "50"),
     ]);
-    let text = serde_json::to_string(&stored).unwrap();
+    let text = stored.to_json().to_string();
+    assert_eq!(Stored::from_json(&stored.to_json()).unwrap(), stored);
     for secret in ["whsec-one", "whsec-two", "bearer-one", "dXBzdHJlYW0"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
@@ -245,14 +246,13 @@ fn post(path: &str, credential: &str) -> crate::http::Request {
         .into_iter()
         .collect(),
         body: crate::test_support::example("03-inbound-status-update-in-progress.json"),
-        tenant: None,
     }
 }
 
 /// Prechecks, then routes, as a host does; the status and the fake.
-fn deliver(fake: &mut Fake, mut request: crate::http::Request) -> u16 {
+fn deliver(fake: &mut Fake, request: crate::http::Request) -> u16 {
     block_on(async {
-        if let Some((response, _)) = crate::app::precheck(fake, &mut request).await {
+        if let Some((response, _)) = crate::app::precheck(fake, &request).await {
             return response.status;
         }
         let (response, after) = crate::app::route(fake, &request).await;
@@ -295,6 +295,16 @@ fn each_tenants_url_takes_its_own_credential_only_and_records_as_itself() {
             post("/webhooks/vapi", crate::test_support::fake::SECRET)
         ),
         200
+    );
+    // A tenant's scope ends with its request: the next one on the
+    // single-tenant route is the deployment's again.
+    assert_eq!(
+        deliver(&mut fake, post("/webhooks/vapi/acme", "acme-token")),
+        200
+    );
+    assert_eq!(
+        deliver(&mut fake, post("/webhooks/vapi", "acme-token")),
+        401
     );
     let tenants: Vec<&str> = fake.records.iter().map(|r| r.tenant.as_str()).collect();
     assert_eq!(tenants, ["acme", "globex", ""]);

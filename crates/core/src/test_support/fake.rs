@@ -67,6 +67,7 @@ pub(crate) struct Fake {
     /// The tenant `line_answer` was asked for, last.
     pub(crate) line_tenant: Option<String>,
     pub(crate) nonces: u8,
+    pub(crate) tenant: Option<crate::tenant::Tenant>,
 }
 
 impl Fake {
@@ -116,7 +117,13 @@ impl KeyValue for Fake {
 }
 
 impl Effects for Fake {
-    fn variable(&self, name: &str) -> Option<String> {
+    fn tenant_scope(&self) -> Option<&crate::tenant::Tenant> {
+        self.tenant.as_ref()
+    }
+    fn set_tenant_scope(&mut self, tenant: Option<crate::tenant::Tenant>) {
+        self.tenant = tenant;
+    }
+    fn deployment_variable(&self, name: &str) -> Option<String> {
         self.vars
             .get(name)
             .cloned()
@@ -166,7 +173,8 @@ impl Effects for Fake {
     }
     async fn put_tenant(&mut self, id: &str, config: &str) -> Result<(), DbError> {
         self.down()?;
-        let config: crate::tenant::Stored = serde_json::from_str(config).unwrap();
+        let config =
+            crate::tenant::Stored::from_json(&serde_json::from_str(config).unwrap()).unwrap();
         self.tenants.retain(|(i, _)| i != id);
         self.tenants.push((id.to_string(), config));
         Ok(())
@@ -186,7 +194,7 @@ impl Effects for Fake {
         let rows: Vec<serde_json::Value> = self
             .tenants
             .iter()
-            .map(|(id, config)| serde_json::json!({ "id": id, "config": config }))
+            .map(|(id, config)| serde_json::json!({ "id": id, "config": config.to_json() }))
             .collect();
         Ok(serde_json::Value::Array(rows).to_string())
     }

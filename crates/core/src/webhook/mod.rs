@@ -27,7 +27,7 @@ use crate::http::{Request, Response};
 use crate::log::Level;
 use crate::payload::{self, MessageKind};
 use crate::settings::Settings;
-use crate::tenant::{self, oauth, Scoped};
+use crate::tenant::{self, oauth};
 use crate::verify::VerifyConfig;
 use outcome::Failure;
 use steps::Claimed;
@@ -72,43 +72,40 @@ pub async fn precheck<E: Effects>(effects: &mut E, request: &Request) -> Option<
     Some(finish(effects, answer, context).await)
 }
 
-/// Answers one `POST /webhooks/vapi/{tenant}`: the flow of [`handle`] with
-/// the tenant's variables ([`Scoped`]), or its refusal when the tenant cannot
-/// take it (unknown: 404; disabled: 403; unreadable: 503).
+/// Answers one `POST /webhooks/vapi/{tenant}`: the flow of [`handle`] in the
+/// tenant's scope (its variables: [`Effects::variable`]), or its refusal when
+/// the tenant cannot take it (unknown: 404; disabled: 403; unreadable: 503).
 pub async fn handle_tenant<E: Effects>(
     effects: &mut E,
     request: &Request,
     id: &str,
 ) -> (Response, After) {
-    let looked_up;
-    let tenant = match &request.tenant {
-        Some(tenant) if tenant.id == id => tenant,
-        _ => match tenant::resolve(effects, id).await {
-            Ok(tenant) => {
-                looked_up = tenant;
-                &looked_up
-            }
-            Err(refusal) => return refuse_tenant(effects, id, refusal).await,
-        },
-    };
-    handle(&mut Scoped::new(effects, tenant), request).await
+    if let Err(refusal) = enter_tenant(effects, id).await {
+        return refuse_tenant(effects, id, refusal).await;
+    }
+    handle(effects, request).await
 }
 
-/// [`precheck`] for a tenant's URL; the tenant, once found, is kept in
-/// `request` for [`handle_tenant`].
+/// [`precheck`] for a tenant's URL. The scope it enters stays for the body's
+/// turn ([`handle_tenant`]), so the tenant is looked up once per request.
 pub async fn precheck_tenant<E: Effects>(
     effects: &mut E,
-    request: &mut Request,
+    request: &Request,
     id: &str,
 ) -> Option<(Response, After)> {
-    match tenant::resolve(effects, id).await {
-        Ok(tenant) => {
-            let refused = precheck(&mut Scoped::new(effects, &tenant), request).await;
-            request.tenant = Some(tenant);
-            refused
-        }
+    match enter_tenant(effects, id).await {
+        Ok(()) => precheck(effects, request).await,
         Err(refusal) => Some(refuse_tenant(effects, id, refusal).await),
     }
+}
+
+/// Puts the request in tenant `id`'s scope, unless it is there already.
+async fn enter_tenant<E: Effects>(effects: &mut E, id: &str) -> Result<(), tenant::Refusal> {
+    if effects.tenant() != id {
+        let tenant = tenant::resolve(effects, id).await?;
+        effects.set_tenant_scope(Some(tenant));
+    }
+    Ok(())
 }
 
 async fn refuse_tenant<E: Effects>(
@@ -181,18 +178,16 @@ fn oauth_tokens(effects: &impl Effects) -> Result<Option<oauth::Tokens>, Failure
 /// Answers `POST /webhooks/vapi/{tenant}/token`: the tenant's OAuth2 token
 /// endpoint (see [`oauth`]), the URL given to Vapi's OAuth2 credential.
 pub async fn handle_token<E: Effects>(effects: &mut E, request: &Request, id: &str) -> Response {
-    let tenant = match tenant::resolve(effects, id).await {
-        Ok(tenant) => tenant,
-        Err(refusal) => return refuse_tenant(effects, id, refusal).await.0,
-    };
-    let scoped = Scoped::new(effects, &tenant);
-    let tokens = oauth_tokens(&scoped);
+    if let Err(refusal) = enter_tenant(effects, id).await {
+        return refuse_tenant(effects, id, refusal).await.0;
+    }
+    let tokens = oauth_tokens(effects);
     let response = match &tokens {
         Ok(tokens) => oauth::token_response(
             tokens.as_ref().map(|t| &t.client),
             tokens.as_ref().map(|t| &t.keys),
             request,
-            scoped.now_ms(),
+            effects.now_ms(),
         ),
         Err(_) => Response::error(503, "the webhook is not configured"),
     };
