@@ -576,13 +576,27 @@ async fn a_flood_for_unknown_tenants_costs_the_database_nothing(store: StoreKind
         .await
         .unwrap();
     let written: Vec<String> = redis::cmd("KEYS")
-        .arg("*vapi-edge/tenants/entry/made-up-*")
+        .arg("*vapi-edge/tenants/*/entry/made-up-*")
         .query_async(&mut redis)
         .await
         .unwrap();
     assert!(written.is_empty(), "{written:?}");
-    // And the real tenant's webhook is recorded right after.
+    // And the real tenant's webhook is recorded right after, with the
+    // statements of any webhook: its tenant costs the database nothing.
+    let from = proxy.executed().len();
     assert_eq!(acme("acme-bearer").await.json()["outcome"], "recorded");
+    // (Spin resets its pooled connection before each request's first
+    // statement: that is Spin's, not the tenant's.)
+    let spin_reset = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT;";
+    let mut statements = proxy.statements_since(from, 2).await;
+    statements.retain(|s| !s.starts_with(spin_reset));
+    assert_eq!(
+        statements,
+        [
+            vapi_edge_core::pg_sql::RECORD_EVENT_CALL,
+            vapi_edge_core::pg_sql::INSERT_EVENT_ROW
+        ]
+    );
     figure(&format!(
         "hostile: {}: {} webhooks for made-up tenants in {unknown_secs:.2} s, all 404, and 200 with \
          a false credential for a real one in {refused_secs:.2} s, all 401: 0 database \

@@ -557,6 +557,42 @@ async fn tenants_are_managed_through_the_admin_route(store: StoreKind, kind: Hos
     assert_eq!(admin("GET", "/admin/tenants/acme", "").await.status, 404);
 }
 
+/// Two deployments (two databases) sharing one Redis, each with a tenant
+/// `acme` of its own: each reads its own tenant, never the other's cached
+/// one (the cache is scoped by database, as the claims are).
+async fn deployments_sharing_one_redis_keep_their_own_tenants(store: StoreKind, kind: HostKind) {
+    assert_eq!(store, StoreKind::Postgres);
+    let (one, two) = (TestDb::migrated().await, TestDb::migrated().await);
+    one.tenant("set", KEY, &["acme", "vapi_server_secret=token-of-one"]);
+    two.tenant("set", KEY, &["acme", "vapi_server_secret=token-of-two"]);
+    let mut agents = Vec::new();
+    let mut hosts = Vec::new();
+    for db in [&one, &two] {
+        agents.push(db.seed_tenant_agent("acme", ORG_ID, "receptionist").await);
+        hosts.push(Host::start(
+            db.host_options()
+                .on(kind)
+                .var("tenant_secrets_key", KEY)
+                .var("vapi_server_secret", SERVER_SECRET)
+                .redis_kv(&temp_dir("shared-redis")),
+        ));
+    }
+    for (i, token) in ["token-of-one", "token-of-two"].into_iter().enumerate() {
+        for (j, host) in hosts.iter().enumerate() {
+            let body = inbound_start(&unique_id("call"), &agents[j].assistant_id, CALLER);
+            let headers = bearer_headers("x-vapi-secret", token);
+            let status = post(host, "/webhooks/vapi/acme", &headers, &body)
+                .await
+                .status;
+            assert_eq!(
+                status,
+                if i == j { 200 } else { 401 },
+                "{token} on deployment {j}"
+            );
+        }
+    }
+}
+
 conformance! {
     every_store: [
         two_tenants_are_kept_apart_both_ways,
@@ -565,7 +601,7 @@ conformance! {
         the_oauth2_credential_works_as_vapi_uses_it,
         tenants_are_managed_through_the_admin_route,
     ],
-    postgres: [],
+    postgres: [deployments_sharing_one_redis_keep_their_own_tenants],
     sqlite: [],
     host_only: [],
 }

@@ -13,6 +13,7 @@
 //! the database is read instead: slower, never wrong.
 
 use super::{Stored, TenantError};
+use crate::claim::ClaimScope;
 use crate::db::DbError;
 use crate::effects::Effects;
 use serde_json::{json, Value};
@@ -20,12 +21,24 @@ use serde_json::{json, Value};
 /// `tenant_cache_ms` when unset.
 pub const DEFAULT_CACHE_MS: i64 = 10_000;
 
+/// Whose tenants a key-value store holds: the database's, scoped as claims
+/// are ([`ClaimScope`]), so deployments sharing one store never read each
+/// other's tenants, and a database restored in place is read again.
+fn scope(effects: &mut impl Effects) -> ClaimScope {
+    ClaimScope::new(
+        &effects.database_address(),
+        effects.variable("claim_scope").as_deref(),
+    )
+}
+
 /// The key of the directory of tenant ids: `{"loaded_ms", "ids": [...]}`.
-pub const DIRECTORY_KEY: &str = "vapi-edge/tenants/directory";
+fn directory_key(scope: &ClaimScope) -> String {
+    format!("vapi-edge/tenants/{}/directory", scope.as_str())
+}
 
 /// The key of one tenant's cached configuration: `{"loaded_ms", "config"}`.
-pub fn entry_key(id: &str) -> String {
-    format!("vapi-edge/tenants/entry/{id}")
+pub fn entry_key(scope: &ClaimScope, id: &str) -> String {
+    format!("vapi-edge/tenants/{}/entry/{id}", scope.as_str())
 }
 
 /// Why a tenant could not be looked up.
@@ -66,14 +79,15 @@ pub async fn find<E: Effects>(
     cache_ms: i64,
 ) -> Result<Option<Stored>, LookupError> {
     let now = effects.now_ms();
-    if let Some(entry) = read(effects, &entry_key(id)).await {
+    let scope = scope(effects);
+    if let Some(entry) = read(effects, &entry_key(&scope, id)).await {
         if fresh(&entry, now, cache_ms) {
             if let Ok(config) = Stored::from_json(&entry["config"]) {
                 return Ok(Some(config));
             }
         }
     }
-    let directory = read(effects, DIRECTORY_KEY).await;
+    let directory = read(effects, &directory_key(&scope)).await;
     let listed: Vec<String> = directory
         .as_ref()
         .and_then(|d| d["ids"].as_array())
@@ -95,7 +109,7 @@ pub async fn find<E: Effects>(
         let config = config.map_err(LookupError::Config);
         if let Ok(config) = &config {
             let entry = json!({ "loaded_ms": now, "config": config.to_json() });
-            write(effects, &entry_key(&row_id), &entry).await;
+            write(effects, &entry_key(&scope, &row_id), &entry).await;
         }
         if row_id == id {
             found = Some(config);
@@ -104,14 +118,10 @@ pub async fn find<E: Effects>(
     }
     // A tenant removed since the last read loses its entry.
     for gone in listed.iter().filter(|old| !ids.contains(old)) {
-        let _ = effects.delete(&entry_key(gone)).await;
+        let _ = effects.delete(&entry_key(&scope, gone)).await;
     }
-    write(
-        effects,
-        DIRECTORY_KEY,
-        &json!({ "loaded_ms": now, "ids": ids }),
-    )
-    .await;
+    let directory = json!({ "loaded_ms": now, "ids": ids });
+    write(effects, &directory_key(&scope), &directory).await;
     found.transpose()
 }
 
@@ -119,8 +129,9 @@ pub async fn find<E: Effects>(
 /// next lookup anywhere reads the database (after a change by the admin
 /// route).
 pub async fn forget<E: Effects>(effects: &mut E, id: &str) {
-    let _ = effects.delete(&entry_key(id)).await;
-    let _ = effects.delete(DIRECTORY_KEY).await;
+    let scope = scope(effects);
+    let _ = effects.delete(&entry_key(&scope, id)).await;
+    let _ = effects.delete(&directory_key(&scope)).await;
 }
 
 /// Every tenant from the database, each configuration read on its own so a
