@@ -32,8 +32,9 @@ ALTER TABLE call_logs ADD COLUMN tenant text NOT NULL DEFAULT '';
 -- The recording statement, v3: v2's (migration 0007) with p32, the tenant
 -- whose server URL the event came in on. The owner is looked up among that
 -- tenant's mappings only, the rows carry the tenant, and an existing call
--- row of another tenant is left as it is (the event is still claimed, so a
--- forged delivery changes nothing and is not retried).
+-- row of another tenant is left as it is: the event is still claimed (a
+-- forged delivery changes nothing and is not retried), and `via` says
+-- `other_tenant`, so that no notification goes out for it.
 CREATE FUNCTION vapi_record_event_v3(
     p1 text,
     p2 text,
@@ -206,7 +207,9 @@ BEGIN
            (SELECT count(*) FROM claimed) AS claimed,
            (SELECT count(*) FROM tracking) AS tracked,
            (SELECT lead_id::text FROM logged) AS lead_id,
-           agent.in_rollout, agent.via
+           agent.in_rollout,
+           CASE WHEN (SELECT count(*) FROM claimed) > 0 AND (SELECT count(*) FROM logged) = 0
+                THEN 'other_tenant' ELSE agent.via END
     FROM agent;
 END
 $fn$;

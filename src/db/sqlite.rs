@@ -246,6 +246,10 @@ pub fn record_event(
                 Value::Text(record.tenant.clone()),
             ],
         )?;
+        // No row back: the call's row is another tenant's, left as it was.
+        if logged.rows.is_empty() {
+            return Ok((Recorded::OtherTenant, true));
+        }
         let lead_id = text(first(&logged).and_then(|row| row.first()));
         Ok((
             Recorded::New {

@@ -129,7 +129,13 @@ pub enum Recorded {
     OwnerNotFound,
     /// The organisation is outside the inbound rollout: nothing was written.
     OutsideRollout { owner: Owner },
+    /// The call's row belongs to another tenant: the event was claimed (so
+    /// it is not retried) and nothing else was written.
+    OtherTenant,
 }
+
+/// The `via` of a recording whose call row is another tenant's.
+pub const OTHER_TENANT_VIA: &str = "other_tenant";
 
 impl Recorded {
     /// Reads the one row of the recording statement (`pg_sql::RECORD_EVENT_CALL`):
@@ -143,6 +149,9 @@ impl Recorded {
         lead_id: Option<String>,
         in_rollout: Option<bool>,
     ) -> Recorded {
+        if via == Some(OTHER_TENANT_VIA) {
+            return Recorded::OtherTenant;
+        }
         if owner.is_none() && via != Some(UNASSIGNED_VIA) {
             return Recorded::OwnerNotFound;
         }
@@ -163,7 +172,10 @@ impl Recorded {
 
     /// The database holds the event (its claim is done, not given back).
     pub fn is_held(&self) -> bool {
-        matches!(self, Recorded::New { .. } | Recorded::Duplicate { .. })
+        matches!(
+            self,
+            Recorded::New { .. } | Recorded::Duplicate { .. } | Recorded::OtherTenant
+        )
     }
 }
 

@@ -48,6 +48,9 @@ pub enum Outcome {
     /// A call recorded without an organisation: no handle it carries
     /// resolves, and it has no assistant id to wait for.
     Unassigned,
+    /// An event about a call whose rows are another tenant's: claimed,
+    /// nothing else written, nothing notified.
+    OtherTenant,
     /// `/webhooks/vapi/{tenant}` for a tenant that is not there.
     UnknownTenant,
     /// `/webhooks/vapi/{tenant}` for a disabled tenant.
@@ -77,6 +80,7 @@ impl Outcome {
             Outcome::UpstreamFailed => "upstream_failed",
             Outcome::Fallback => "fallback",
             Outcome::Unassigned => "unassigned",
+            Outcome::OtherTenant => "other_tenant",
             Outcome::UnknownTenant => "unknown_tenant",
             Outcome::TenantDisabled => "tenant_disabled",
         }
@@ -86,7 +90,7 @@ impl Outcome {
     pub(super) fn is_held_by_database(self) -> bool {
         matches!(
             self,
-            Outcome::Recorded | Outcome::Duplicate | Outcome::Unassigned
+            Outcome::Recorded | Outcome::Duplicate | Outcome::Unassigned | Outcome::OtherTenant
         )
     }
 }

@@ -93,6 +93,15 @@ pub(super) async fn record<E: Effects>(
                 );
                 return Ok(Answer::ok(Outcome::OutsideRollout));
             }
+            Recorded::OtherTenant => {
+                context.log(
+                    effects,
+                    Level::Warn,
+                    "Call belongs to another tenant; not recorded",
+                    &[],
+                );
+                return Ok(Answer::ok(Outcome::OtherTenant));
+            }
             // Only a call that names an assistant is refused for want of an
             // owner (`CallRecord::keeps_unowned`): its agent may appear.
             Recorded::OwnerNotFound => match retries.next() {

@@ -896,3 +896,23 @@ fn the_head_alone_refuses_what_cannot_be_authentic() {
         None
     );
 }
+
+#[test]
+fn an_event_about_another_tenants_call_is_claimed_and_nothing_else() {
+    let mut fake = Fake::new().var("relay_url", "http://127.0.0.1:8787/events");
+    fake.record_answers.push_back(Ok(Recorded::OtherTenant));
+    let response = deliver(&mut fake, &call_start());
+    assert_eq!(response.status, 200);
+    assert_eq!(outcome(&response), "other_tenant");
+    // No notification for a call this tenant does not own.
+    assert!(fake.posted.is_empty());
+    assert_eq!(
+        fake.lines_with("Call belongs to another tenant; not recorded")
+            .len(),
+        1
+    );
+    // The claim is done: a redelivery is a duplicate, not another attempt.
+    let again = deliver(&mut fake, &call_start());
+    assert_eq!(outcome(&again), "duplicate");
+    assert_eq!(fake.record_calls, 1);
+}
