@@ -54,6 +54,14 @@ fn start(db: &TestDb, kind: HostKind) -> Host {
     )
 }
 
+/// The `outcome` of a webhook's answer.
+fn outcome(response: &TestResponse) -> String {
+    response.json()["outcome"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// (org_id, tenant, status) of a call's `call_logs` row.
 async fn call_row(db: &TestDb, call_id: &str) -> Option<(Option<String>, String, Option<String>)> {
     db.row(
@@ -118,20 +126,14 @@ async fn two_tenants_are_kept_apart_both_ways(store: StoreKind, kind: HostKind) 
     }
     assert_eq!(call_row(&db, &call_a).await, None);
     let response = post(&host, "/webhooks/vapi/acme", &acme(&body_a), &body_a).await;
-    assert_eq!(
-        response.json()["outcome"],
-        "recorded",
-        "{}",
-        response.text()
-    );
-    assert_eq!(
-        call_row(&db, &call_a).await,
-        Some((
-            Some(ORG_ID.into()),
-            "acme".into(),
-            Some("in-progress".into())
-        ))
-    );
+    assert_eq!(outcome(&response), "recorded", "{}", response.text());
+    // acme's call, as acme recorded it.
+    let acme_row = Some((
+        Some(ORG_ID.into()),
+        "acme".into(),
+        Some("in-progress".into()),
+    ));
+    assert_eq!(call_row(&db, &call_a).await, acme_row);
 
     // globex, with its own credential, names acme's assistant: acme's
     // mappings are not globex's, so nothing reaches acme's organisation.
@@ -148,30 +150,13 @@ async fn two_tenants_are_kept_apart_both_ways(store: StoreKind, kind: HostKind) 
     let mut report = fixture("08-inbound-end-of-call-report.json");
     retarget(&mut report, &call_a, &bea.assistant_id);
     let response = post(&host, "/webhooks/vapi/globex", &globex, &report).await;
-    assert_eq!(
-        response.json()["outcome"],
-        "other_tenant",
-        "{}",
-        response.text()
-    );
-    assert_eq!(
-        call_row(&db, &call_a).await,
-        Some((
-            Some(ORG_ID.into()),
-            "acme".into(),
-            Some("in-progress".into())
-        ))
-    );
+    assert_eq!(outcome(&response), "other_tenant", "{}", response.text());
+    assert_eq!(call_row(&db, &call_a).await, acme_row);
     // globex's own call is globex's.
     let call_b = unique_id("call");
     let body_b = inbound_start(&call_b, &bea.assistant_id, CALLER);
     let response = post(&host, "/webhooks/vapi/globex", &globex, &body_b).await;
-    assert_eq!(
-        response.json()["outcome"],
-        "recorded",
-        "{}",
-        response.text()
-    );
+    assert_eq!(outcome(&response), "recorded", "{}", response.text());
     assert_eq!(
         call_row(&db, &call_b).await,
         Some((
@@ -356,16 +341,12 @@ async fn a_tenant_setting_change_applies_on_two_replicas(store: StoreKind, kind:
     let ava = db.seed_tenant_agent("acme", ORG_ID, "receptionist").await;
     let replicas = [start(&db, kind), start(&db, kind)];
     let headers = bearer_headers("x-vapi-secret", "acme-bearer");
-    let outcome = async |host: &Host| {
+    let outcome_on = async |host: &Host| {
         let body = inbound_start(&unique_id("call"), &ava.assistant_id, CALLER);
-        let response = post(host, "/webhooks/vapi/acme", &headers, &body).await;
-        response.json()["outcome"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        outcome(&post(host, "/webhooks/vapi/acme", &headers, &body).await)
     };
     for host in &replicas {
-        assert_eq!(outcome(host).await, "recorded");
+        assert_eq!(outcome_on(host).await, "recorded");
     }
     // The tenant's inbound calls leave the rollout.
     db.tenant("set", KEY, &["acme", "inbound_rollout_percent=0"]);
@@ -373,7 +354,7 @@ async fn a_tenant_setting_change_applies_on_two_replicas(store: StoreKind, kind:
     let mut applied = Vec::new();
     for host in &replicas {
         loop {
-            if outcome(host).await == "outside_rollout" {
+            if outcome_on(host).await == "outside_rollout" {
                 applied.push(changed.elapsed().as_millis());
                 break;
             }
@@ -520,12 +501,7 @@ async fn tenants_are_managed_through_the_admin_route(store: StoreKind, kind: Hos
     let mut headers = hmac_headers("whsec-admin-1", &bytes_of(&body));
     headers.push(("x-vapi-secret".into(), "bearer-admin-1".into()));
     let response = post(&host, "/webhooks/vapi/acme", &headers, &body).await;
-    assert_eq!(
-        response.json()["outcome"],
-        "recorded",
-        "{}",
-        response.text()
-    );
+    assert_eq!(outcome(&response), "recorded", "{}", response.text());
     // A setting it cannot use is refused, named, and nothing changes.
     for (bad, named) in [
         (
@@ -546,12 +522,7 @@ async fn tenants_are_managed_through_the_admin_route(store: StoreKind, kind: Hos
         assert!(refused.text().contains(named), "{}", refused.text());
     }
     let response = post(&host, "/webhooks/vapi/acme", &headers, &body).await;
-    assert_eq!(
-        response.json()["outcome"],
-        "duplicate",
-        "{}",
-        response.text()
-    );
+    assert_eq!(outcome(&response), "duplicate", "{}", response.text());
     // Deleted: gone at once from this replica.
     assert_eq!(admin("DELETE", "/admin/tenants/acme", "").await.status, 200);
     assert_eq!(
