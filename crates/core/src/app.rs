@@ -154,6 +154,10 @@ async fn healthz(effects: &mut impl Effects) -> Response {
 /// 503: the deployment is not ready, whatever else works).
 fn configuration_check(effects: &impl Effects) -> Check {
     match webhook::configuration_problem(effects) {
+        None if !webhook::single_tenant_route_open(effects) => Check::pass("configuration").with(
+            "single_tenant_route",
+            "closed: no secret is set; tenants only",
+        ),
         None => Check::pass("configuration"),
         Some(problem) => Check::fail("configuration", problem),
     }

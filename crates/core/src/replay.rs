@@ -89,6 +89,7 @@ pub async fn replay<E: Effects>(effects: &mut E, limit: i64) -> Response {
 /// Replays one letter; whether it succeeded, and its outcome.
 async fn replay_one<E: Effects>(effects: &mut E, letter: &PendingLetter) -> (bool, Outcome) {
     let mut context = Context::replay_of(letter.id);
+    context.set_tenant(effects);
     let answer = webhook::process_verified(effects, &letter.body, &mut context, Mode::Replay).await;
     let ok = answer.response.status < 300;
     let outcome = answer.outcome;

@@ -39,9 +39,17 @@ async fn post(host: &Host, path: &str, headers: &[(String, String)], body: &Valu
 }
 
 fn start(db: &TestDb, kind: HostKind) -> Host {
+    start_with(db, kind, &[])
+}
+
+fn start_with(db: &TestDb, kind: HostKind, extra: &[(&str, String)]) -> Host {
+    let options = extra
+        .iter()
+        .fold(db.host_options().on(kind), |options, (name, value)| {
+            options.var(name, value.clone())
+        });
     Host::start(
-        db.host_options()
-            .on(kind)
+        options
             .var("vapi_server_secret", SERVER_SECRET)
             .var("tenant_secrets_key", KEY)
             .var("tenant_cache_ms", CACHE_MS.to_string())
@@ -103,7 +111,17 @@ async fn two_tenants_are_kept_apart_both_ways(store: StoreKind, kind: HostKind) 
     let bea = db
         .seed_tenant_agent("globex", OTHER_ORG_ID, "globex-receptionist")
         .await;
-    let host = start(&db, kind);
+    // A relay receiving the dashboards' notifications (the real relay sends
+    // each to the tokens of its organisation: crates/relay/tests).
+    let relay = Relay::start(RelayMode::Ok).await;
+    let host = start_with(
+        &db,
+        kind,
+        &[
+            ("relay_url", relay.url()),
+            ("relay_allowed_host", relay.origin()),
+        ],
+    );
     let acme = |body: &Value| hmac_headers("whsec-acme-1", &bytes_of(body));
     let globex = bearer_headers("x-globex-secret", "globex-bearer-1");
 
@@ -217,6 +235,26 @@ async fn two_tenants_are_kept_apart_both_ways(store: StoreKind, kind: HostKind) 
         elsewhere.json(),
         serde_json::json!({"assistantId": ava.assistant_id})
     );
+    // The relay heard of acme's call for acme's organisation, of globex's
+    // for globex's, and nothing of globex's event about acme's call.
+    relay.wait_for(2, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut notified: Vec<(String, String)> = relay
+        .events()
+        .iter()
+        .map(|e| {
+            let id = e["vapi_call_id"].as_str().unwrap_or_default();
+            let org = e["org_id"].as_str().unwrap_or_default();
+            (id.to_string(), org.to_string())
+        })
+        .collect();
+    notified.sort();
+    let mut expected_notified = vec![
+        (call_a.clone(), ORG_ID.to_string()),
+        (call_b.clone(), OTHER_ORG_ID.to_string()),
+    ];
+    expected_notified.sort();
+    assert_eq!(notified, expected_notified);
     // /metrics: each tenant's deliveries under its own label; the made-up
     // ids above were never verified, so they are not a label.
     let expected = [
@@ -570,6 +608,30 @@ async fn deployments_sharing_one_redis_keep_their_own_tenants(store: StoreKind, 
     }
 }
 
+/// A deployment that serves tenants only leaves `/webhooks/vapi` without a
+/// secret: that route refuses every webhook (fail closed), and the
+/// deployment is still ready, saying so.
+async fn a_deployment_of_tenants_only_is_ready(store: StoreKind, kind: HostKind) {
+    let db = TestDb::migrated_on(store).await;
+    db.tenant("set", KEY, &["acme", "vapi_server_secret=acme-bearer"]);
+    let ava = db.seed_tenant_agent("acme", ORG_ID, "receptionist").await;
+    let host = Host::start(db.host_options().on(kind).var("tenant_secrets_key", KEY));
+    let health = host.get("/healthz").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(
+        health.json()["checks"]["configuration"]["single_tenant_route"],
+        "closed: no secret is set; tenants only"
+    );
+    let body = inbound_start(&unique_id("call"), &ava.assistant_id, CALLER);
+    let headers = bearer_headers("x-vapi-secret", "acme-bearer");
+    assert_eq!(
+        post(&host, "/webhooks/vapi", &headers, &body).await.status,
+        503
+    );
+    let response = post(&host, "/webhooks/vapi/acme", &headers, &body).await;
+    assert_eq!(outcome(&response), "recorded", "{}", response.text());
+}
+
 conformance! {
     every_store: [
         two_tenants_are_kept_apart_both_ways,
@@ -577,6 +639,7 @@ conformance! {
         a_tenant_setting_change_applies_on_two_replicas,
         the_oauth2_credential_works_as_vapi_uses_it,
         tenants_are_managed_through_the_admin_route,
+        a_deployment_of_tenants_only_is_ready,
     ],
     postgres: [deployments_sharing_one_redis_keep_their_own_tenants],
     sqlite: [],

@@ -386,6 +386,18 @@ pub fn check(
     Ok(())
 }
 
+/// Whether the deployment's own tenant variables (`tenant_secrets_key`,
+/// `tenant_cache_ms`) are valid; the problem names the variable.
+pub fn check_deployment(get: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+    cache::cache_ms(get(CACHE_MS_VARIABLE)).map_err(|e| e.to_string())?;
+    match get(seal::KEYS_VARIABLE) {
+        Some(value) => SecretsKeys::from_variable(&value)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+}
+
 /// Why a tenant's URL cannot take a webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {

@@ -345,3 +345,55 @@ fn unknown_and_disabled_tenants_are_refused_and_unrecorded() {
     get.method = "GET".into();
     assert_eq!(deliver(&mut fake, get), 405);
 }
+
+#[test]
+fn a_deployment_of_tenants_only_is_ready_and_its_own_route_stays_closed() {
+    // No single-tenant secret: ready when it serves tenants, not otherwise.
+    let tenants_only = fake_with_tenants().var("vapi_server_secret", "");
+    assert_eq!(crate::webhook::configuration_problem(&tenants_only), None);
+    assert!(!crate::webhook::single_tenant_route_open(&tenants_only));
+    let neither = Fake::new().var("vapi_server_secret", "");
+    assert!(crate::webhook::configuration_problem(&neither).is_some());
+    let mut fake = tenants_only;
+    assert_eq!(
+        deliver(&mut fake, post("/webhooks/vapi", "acme-token")),
+        503
+    );
+    assert_eq!(
+        deliver(&mut fake, post("/webhooks/vapi/acme", "acme-token")),
+        200
+    );
+    // A bad tenant variable is named, for /healthz.
+    let bad = fake_with_tenants().var("tenant_cache_ms", "5");
+    let problem = crate::webhook::configuration_problem(&bad).unwrap();
+    assert!(problem.starts_with("tenant_cache_ms"), "{problem}");
+    let short = Fake::new().var("tenant_secrets_key", "short");
+    let problem = crate::webhook::configuration_problem(&short).unwrap();
+    assert!(problem.starts_with("tenant_secrets_key"), "{problem}");
+}
+
+#[test]
+fn a_tenants_dead_letter_replays_as_that_tenants_webhook() {
+    let mut fake = fake_with_tenants();
+    fake.record_answers
+        .push_back(Err(crate::db::DbError::transient("deadlock detected")));
+    assert_eq!(
+        deliver(&mut fake, post("/webhooks/vapi/acme", "acme-token")),
+        503
+    );
+    let letter = fake.dead_letters[0].clone();
+    assert_eq!(crate::event_key::tenant_of(&letter.event_key), "acme");
+    fake.pending.push(crate::db::PendingLetter {
+        id: 1,
+        body: letter.body.clone(),
+        event_key: letter.event_key.clone(),
+    });
+    let report = block_on(crate::replay::replay(&mut fake, 50));
+    assert_eq!(report.body_json().unwrap()["replayed"], 1);
+    let replayed = fake.records.last().unwrap();
+    assert_eq!(replayed.tenant, "acme");
+    assert_eq!(replayed.event_key.as_str(), letter.event_key);
+    assert_eq!(fake.event_rows.last().unwrap().tenant, "acme");
+    // And the scope ends with the replay.
+    assert_eq!(crate::effects::Effects::tenant(&fake), "");
+}

@@ -53,7 +53,7 @@ impl Context {
     }
 
     /// Names the request's tenant in every line, when it came in on one.
-    pub(super) fn set_tenant(&mut self, effects: &impl Effects) {
+    pub(crate) fn set_tenant(&mut self, effects: &impl Effects) {
         if !effects.tenant().is_empty() {
             self.set("tenant", effects.tenant().to_string());
         }

@@ -135,11 +135,34 @@ const NOT_CONFIGURED: &str =
 /// Why this deployment's settings make every webhook answer 503, naming the
 /// variable (never quoting a secret); `None` when they do not. `/healthz`
 /// reports it, so a readiness probe keeps traffic off a broken deployment.
+///
+/// A deployment that serves tenants (`tenant_secrets_key` set) may leave the
+/// single-tenant route without a secret: that route then refuses every
+/// webhook (fail closed) and the deployment is still ready; its tenants'
+/// variables must be valid.
 pub fn configuration_problem(effects: &impl Effects) -> Option<String> {
+    if let Err(problem) = tenant::check_deployment(|name| effects.variable(name)) {
+        return Some(problem);
+    }
     match verifier(effects).and_then(|_| settings(effects)) {
+        Err(Failure::Misconfigured(problem))
+            if problem == NOT_CONFIGURED && serves_tenants(effects) =>
+        {
+            None
+        }
         Err(Failure::Misconfigured(problem)) => Some(problem),
         _ => None,
     }
+}
+
+/// Whether `/webhooks/vapi` takes webhooks (a secret is set for it).
+pub fn single_tenant_route_open(effects: &impl Effects) -> bool {
+    verifier(effects).is_ok()
+}
+
+/// Whether this deployment serves tenants: its sealing key is set.
+fn serves_tenants(effects: &impl Effects) -> bool {
+    effects.variable(tenant::seal::KEYS_VARIABLE).is_some()
 }
 
 /// The verification settings, when they let a webhook through: the
