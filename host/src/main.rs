@@ -500,12 +500,27 @@ async fn run(command: Command) -> Result<()> {
             keep_keys_days,
             batch,
         } => {
+            let database = database.database()?;
+            let tenants = match &database {
+                Database::Postgres { url } => tenants::list_postgres(url).await?,
+                Database::Sqlite { path } => tenants::list_sqlite(path)?,
+            };
+            let tenant_days = tenants
+                .into_iter()
+                .filter_map(|(id, stored)| {
+                    let days = stored
+                        .variables
+                        .get(vapi_edge_core::tenant::RETENTION_DAYS)?;
+                    Some((id, vapi_edge_core::tenant::retention_days(days)?))
+                })
+                .collect();
             let retention = prune::Retention {
                 keep_days,
                 keep_keys_days,
                 batch,
+                tenant_days,
             };
-            let pruned = match database.database()? {
+            let pruned = match database {
                 Database::Postgres { url } => prune::postgres(&url, &retention).await?,
                 Database::Sqlite { path } => prune::sqlite(&path, &retention)?,
             };

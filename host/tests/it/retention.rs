@@ -155,3 +155,66 @@ async fn postgres_old_records_go_and_the_windows_hold() {
 async fn sqlite_old_records_go_and_the_windows_hold() {
     old_records_go_and_the_windows_hold(StoreKind::Sqlite).await;
 }
+
+/// A tenant's `retention_days` replaces `--keep-days` for its own delivery
+/// records only: the deployment's and other tenants' keep the flag's.
+async fn a_tenants_retention_applies_to_its_records_only(store: StoreKind) {
+    let db = TestDb::migrated_on(store).await;
+    const KEY: &str = "tenant-secrets-key-for-retention-0123456789";
+    db.tenant(
+        "set",
+        KEY,
+        &["acme", "vapi_server_secret=x", "retention_days=5"],
+    );
+    db.tenant("set", KEY, &["globex", "vapi_server_secret=y"]);
+    let ten_days_ago = (chrono::Utc::now() - chrono::Duration::days(10))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for tenant in ["", "acme", "globex"] {
+        db.rows(
+            "INSERT INTO webhook_events (outcome, status_code, duration_ms, tenant, received_at)
+             VALUES ('recorded', 200, 1.0, $1, $2)",
+            &[tenant, &ten_days_ago],
+        )
+        .await;
+    }
+    let mut args: Vec<String> = ["prune", "--keep-days", "30"].map(String::from).to_vec();
+    args.extend(db.database_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_host(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pruned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(pruned["webhook_events"], 1);
+    assert_eq!(pruned["tenants"], serde_json::json!({"acme": 1}));
+    let left: Vec<String> = db
+        .rows("SELECT tenant FROM webhook_events ORDER BY tenant", &[])
+        .await
+        .iter()
+        .map(|row| row.text(0))
+        .collect();
+    assert_eq!(left, ["", "globex"]);
+    // A retention a prune cannot use is refused when it is set.
+    let refused = std::process::Command::new(host_binary())
+        .args(["tenant", "set"])
+        .args(db.database_args())
+        .args(["acme", "retention_days=0"])
+        .env_clear()
+        .env("SPIN_VARIABLE_TENANT_SECRETS_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("retention_days"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_tenants_retention_applies_to_its_records_only() {
+    a_tenants_retention_applies_to_its_records_only(StoreKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_tenants_retention_applies_to_its_records_only() {
+    a_tenants_retention_applies_to_its_records_only(StoreKind::Sqlite).await;
+}

@@ -98,8 +98,22 @@ pub const VARIABLES: &[(&str, Kind)] = {
         ("campaign_predial_eligible", Kind::Setting),
         ("default_org_id", Kind::Setting),
         ("assistant_request_fallback", Kind::Setting),
+        (RETENTION_DAYS, Kind::Setting),
     ]
 };
+
+/// How long `vapi-edge-host prune` keeps the tenant's delivery records
+/// (`webhook_events`), in days, instead of its `--keep-days`.
+pub const RETENTION_DAYS: &str = "retention_days";
+
+/// A tenant's `retention_days`, checked: 1 to 3650.
+pub fn retention_days(value: &str) -> Option<u32> {
+    value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|d| (1..=3650).contains(d))
+}
 
 /// Where the hashes of a [`Kind::HashedCredential`] are kept.
 pub fn hashed_as(name: &str) -> &'static str {
@@ -379,6 +393,9 @@ pub fn check(
     let get = |name: &str| opened.variable(name, &deployment);
     crate::verify::VerifyConfig::from_variables(get).map_err(|e| e.to_string())?;
     crate::settings::Settings::from_variables(get).map_err(|e| e.to_string())?;
+    if let Some(days) = get(RETENTION_DAYS) {
+        retention_days(&days).ok_or("retention_days: expected days from 1 to 3650")?;
+    }
     let has_oauth_secret = get(oauth::CLIENT_SECRET_SHA256).is_some();
     if get(oauth::CLIENT_ID).is_some() != has_oauth_secret {
         return Err("oauth_client_id and oauth_client_secret go together".into());
