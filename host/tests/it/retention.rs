@@ -73,21 +73,8 @@ async fn old_records_go_and_the_windows_hold(store: StoreKind) {
         )
         .await;
 
-    let prune = |db: &TestDb| {
-        // One row per statement: the batches loop until a short one.
-        let mut args: Vec<String> = ["prune", "--keep-days", "30", "--batch", "1"]
-            .map(String::from)
-            .to_vec();
-        args.extend(db.database_args());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = run_host(&args);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
-    };
+    // One row per statement: the batches loop until a short one.
+    let prune = |db: &TestDb| prune_with(db, &["--keep-days", "30", "--batch", "1"]);
     let counters_before = metrics(app.host.addr).await;
     let first = prune(&app.db);
     assert_eq!(
@@ -142,6 +129,20 @@ async fn old_records_go_and_the_windows_hold(store: StoreKind) {
     );
 }
 
+/// `vapi-edge-host prune` on `db` with `flags`: its JSON report.
+fn prune_with(db: &TestDb, flags: &[&str]) -> serde_json::Value {
+    let [flag, target] = db.database_args();
+    let mut args = vec!["prune", flag.as_str(), target.as_str()];
+    args.extend_from_slice(flags);
+    let output = run_host(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn now_iso() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -177,16 +178,7 @@ async fn a_tenants_retention_applies_to_its_records_only(store: StoreKind) {
         )
         .await;
     }
-    let mut args: Vec<String> = ["prune", "--keep-days", "30"].map(String::from).to_vec();
-    args.extend(db.database_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run_host(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let pruned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let pruned = prune_with(&db, &["--keep-days", "30"]);
     assert_eq!(pruned["webhook_events"], 1);
     assert_eq!(pruned["tenants"], serde_json::json!({"acme": 1}));
     let left: Vec<String> = db
