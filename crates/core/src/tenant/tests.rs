@@ -340,6 +340,12 @@ fn unknown_and_disabled_tenants_are_refused_and_unrecorded() {
         deliver(&mut fake, post("/webhooks/vapi/Bad%20Id", "acme-token")),
         404
     );
+    // Not an alias of the single-tenant route, whatever its credential.
+    let deployments = crate::test_support::fake::SECRET;
+    assert_eq!(
+        deliver(&mut fake, post("/webhooks/vapi/", deployments)),
+        404
+    );
     assert!(fake.records.is_empty() && fake.event_rows.is_empty());
     let mut get = post("/webhooks/vapi/acme", "acme-token");
     get.method = "GET".into();

@@ -99,9 +99,10 @@ pub async fn precheck_tenant<E: Effects>(
     }
 }
 
-/// Puts the request in tenant `id`'s scope, unless it is there already.
+/// Puts the request in tenant `id`'s scope, unless it is there already. An
+/// empty id (`/webhooks/vapi/`) is no tenant, not the single-tenant route.
 async fn enter_tenant<E: Effects>(effects: &mut E, id: &str) -> Result<(), tenant::Refusal> {
-    if effects.tenant() != id {
+    if id.is_empty() || effects.tenant() != id {
         let tenant = tenant::resolve(effects, id).await?;
         effects.set_tenant_scope(Some(tenant));
     }
