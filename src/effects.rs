@@ -19,7 +19,7 @@ use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::kv::{KeyValue, KvError};
 use vapi_edge_core::log::{Level, LogLine};
-use vapi_edge_core::outbound::{OutboundError, OutboundPost, OutboundReply};
+use vapi_edge_core::outbound::{OutboundError, OutboundRequest, OutboundReply};
 
 /// The key-value store label granted in spin.toml.
 const KV_STORE: &str = "default";
@@ -216,11 +216,11 @@ impl Effects for SpinEffects {
         self.db()?.metrics_snapshot()
     }
 
-    async fn dashboard_read(&mut self, read: &Read) -> Result<Option<String>, DbError> {
-        self.db()?.dashboard_read(read)
+    async fn read_json(&mut self, read: &Read) -> Result<Option<String>, DbError> {
+        self.db()?.read_json(read)
     }
 
-    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
-        outbound::post(post)
+    async fn send(&mut self, post: &OutboundRequest) -> Result<OutboundReply, OutboundError> {
+        outbound::send(post)
     }
 }

@@ -1,11 +1,11 @@
-//! Sends a POST (`vapi_edge_core::outbound`: a dashboard notification, a
-//! forward to the upstream) over `wasi:http/outgoing-handler` and reads the
+//! Sends a request (`vapi_edge_core::outbound`: a dashboard notification, a
+//! forward to the upstream, a read of Vapi's API) over `wasi:http/outgoing-handler` and reads the
 //! answer, all within the post's timeout from sending to the last byte,
 //! whether or not the host honours the request options.
 #![forbid(unsafe_code)]
 
 use vapi_edge_core::http::split_url;
-use vapi_edge_core::outbound::{OutboundError, OutboundPost, OutboundReply, MAX_REPLY_BYTES};
+use vapi_edge_core::outbound::{OutboundError, OutboundRequest, OutboundReply, MAX_REPLY_BYTES};
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
     ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
@@ -26,7 +26,7 @@ fn host_error(what: &str, timeout_ms: u64) -> impl Fn(ErrorCode) -> OutboundErro
     }
 }
 
-pub fn post(post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
+pub fn send(post: &OutboundRequest) -> Result<OutboundReply, OutboundError> {
     let target = split_url(&post.url).map_err(OutboundError::InvalidUrl)?;
     let fields = Fields::from_list(&post.headers)
         .map_err(|e| OutboundError::Transport(format!("headers: {e:?}")))?;
@@ -37,7 +37,7 @@ pub fn post(post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
         Scheme::Http
     };
     request
-        .set_method(&Method::Post)
+        .set_method(if post.get { &Method::Get } else { &Method::Post })
         .and_then(|()| request.set_scheme(Some(&scheme)))
         .and_then(|()| request.set_authority(Some(&target.authority)))
         .and_then(|()| request.set_path_with_query(Some(&target.path_and_query)))
@@ -56,7 +56,7 @@ pub fn post(post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
 
     let pending = outgoing_handler::handle(request, Some(options))
         .map_err(|e| OutboundError::Refused(format!("{e:?}")))?;
-    {
+    if !post.body.is_empty() {
         let stream = body.write().map_err(unavailable)?;
         for chunk in post.body.chunks(4096) {
             stream
@@ -92,11 +92,15 @@ enum ReadError {
 /// The status, content type and whole body, until `deadline`.
 fn read_reply(response: IncomingResponse, deadline: &Pollable) -> Result<OutboundReply, ReadError> {
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get(&"content-type".to_string())
-        .first()
-        .map(|value| String::from_utf8_lossy(value).into_owned());
+    let headers = response.headers();
+    let header = |name: &str| {
+        headers
+            .get(&name.to_string())
+            .first()
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    };
+    let (content_type, retry_after) = (header("content-type"), header("retry-after"));
+    drop(headers);
     let other = |what: &str| ReadError::Other(OutboundError::Transport(what.to_string()));
     let body = response
         .consume()
@@ -130,6 +134,7 @@ fn read_reply(response: IncomingResponse, deadline: &Pollable) -> Result<Outboun
     }
     drop(stream);
     Ok(OutboundReply {
+        retry_after,
         status,
         content_type,
         body: bytes,

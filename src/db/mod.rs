@@ -133,7 +133,7 @@ impl Connection {
         dispatch!(self.schema_version())
     }
 
-    pub fn dashboard_read(&self, read: &Read) -> Result<Option<String>, DbError> {
-        dispatch!(self.dashboard_read(read))
+    pub fn read_json(&self, read: &Read) -> Result<Option<String>, DbError> {
+        dispatch!(self.read_json(read))
     }
 }

@@ -438,7 +438,7 @@ pub fn metrics_snapshot(db: &Connection) -> Result<String, DbError> {
 }
 
 /// A dashboard read: its one row's JSON text, `None` for a NULL row.
-pub fn dashboard_read(db: &Connection, read: &Read) -> Result<Option<String>, DbError> {
+pub fn read_json(db: &Connection, read: &Read) -> Result<Option<String>, DbError> {
     let params: Vec<Value> = read
         .params()
         .into_iter()

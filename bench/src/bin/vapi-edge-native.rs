@@ -43,7 +43,7 @@ use vapi_edge_core::headers::Headers;
 use vapi_edge_core::http::{Request, Response, MAX_BODY_BYTES};
 use vapi_edge_core::kv::{KeyValue, KvError};
 use vapi_edge_core::log::{Level, LogLine};
-use vapi_edge_core::outbound::{OutboundError, OutboundPost, OutboundReply, MAX_REPLY_BYTES};
+use vapi_edge_core::outbound::{OutboundError, OutboundRequest, OutboundReply, MAX_REPLY_BYTES};
 use vapi_edge_core::pg_sql;
 
 /// The same allocator as vapi-edge-host, with the same options (see its `main.rs`).
@@ -550,7 +550,7 @@ impl Effects for NativeEffects {
             .ok_or_else(|| DbError::lasting("metrics query returned nothing"))
     }
 
-    async fn dashboard_read(&mut self, read: &Read) -> Result<Option<String>, DbError> {
+    async fn read_json(&mut self, read: &Read) -> Result<Option<String>, DbError> {
         let params: Vec<Box<dyn ToSql + Sync + Send>> = read
             .params()
             .into_iter()
@@ -569,8 +569,11 @@ impl Effects for NativeEffects {
         Ok(rows.first().and_then(|row| text(row, 0)))
     }
 
-    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
-        let mut request = hyper::Request::post(&post.url);
+    async fn send(&mut self, post: &OutboundRequest) -> Result<OutboundReply, OutboundError> {
+        let mut request = match post.get {
+            true => hyper::Request::get(&post.url),
+            false => hyper::Request::post(&post.url),
+        };
         for (name, value) in &post.headers {
             request = request.header(name.as_str(), value.as_slice());
         }
@@ -597,6 +600,7 @@ impl Effects for NativeEffects {
                 .to_bytes()
                 .to_vec();
             Ok(OutboundReply {
+                retry_after: None,
                 status,
                 content_type,
                 body,

@@ -1,6 +1,7 @@
 //! Which handler answers which method and path (the contract in docs/contract.md,
 //! "Routes", plus `POST /admin/replay`), and the operator routes themselves:
-//! `/healthz`, `/metrics` and the replay; the dashboard's routes are in
+//! `/healthz`, `/metrics` and the replay; reconciliation's are in
+//! [`crate::reconcile`], the dashboard's in
 //! [`crate::dashboard`]. A host calls [`route`] with a fully
 //! read request, sends the response, then runs the returned [`After`].
 
@@ -11,6 +12,7 @@ use crate::health::{self, Check};
 use crate::http::{Request, Response};
 use crate::log::{Level, LogLine};
 use crate::metrics::{self, Snapshot};
+use crate::reconcile;
 use crate::replay;
 use crate::schema::{is_compatible, version_number, SCHEMA_VERSION};
 use crate::tenant;
@@ -80,6 +82,15 @@ pub async fn route<E: Effects>(effects: &mut E, request: &Request) -> (Response,
             Err(refusal) => refusal,
         },
         ("/admin/replay", _) => Response::method_not_allowed("POST"),
+        (path, _) if path == "/admin/reconcile" || path.starts_with("/admin/reconcile/") => {
+            match authorised(effects, request, "admin_token") {
+                Ok(()) => {
+                    let rest = &path["/admin/reconcile".len()..];
+                    reconcile::serve(effects, request, rest).await
+                }
+                Err(refusal) => refusal,
+            }
+        }
         (path, _) if path == "/admin/tenants" || path.starts_with("/admin/tenants/") => {
             match authorised(effects, request, "admin_token") {
                 Ok(()) => {

@@ -40,9 +40,9 @@ const SCRIPT: &str = include_str!("../assets/dashboard.js");
 
 const DIRECTIONS: [&str; 3] = ["inbound", "outbound", "web"];
 
-/// What the dashboard reads from the database: each answered by one
-/// statement that returns one row of JSON text (see `pg_sql` and
-/// `sqlite_sql`, `DASHBOARD_*`).
+/// A statement answered by one row of JSON text (see `pg_sql` and
+/// `sqlite_sql`, `DASHBOARD_*` and `RECONCILE_*`): what the dashboard reads,
+/// and reconciliation's state and look-ups ([`crate::reconcile`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
     Calls {
@@ -60,6 +60,31 @@ pub enum Read {
     Summary {
         orgs: Option<String>,
     },
+    /// Reconciliation's statements (`crate::reconcile`; `pg_sql::RECONCILE_*`).
+    ReconcileBegin {
+        tenant: String,
+        now_ms: i64,
+        lease_ms: i64,
+    },
+    ReconcileSave {
+        tenant: String,
+        lease_until_ms: i64,
+        state: String,
+        now_ms: i64,
+        succeeded: bool,
+        missing: i64,
+        updated: i64,
+        failed: i64,
+    },
+    ReconcileStatus {
+        tenant: Option<String>,
+        now_ms: i64,
+    },
+    ReconcileKnown {
+        /// JSON array of `[call id, report's event key]`.
+        calls: String,
+        tenant: String,
+    },
 }
 
 /// A statement parameter of a [`Read`].
@@ -76,6 +101,10 @@ impl Read {
             Read::Calls { .. } => pg_sql::DASHBOARD_CALLS_QUERY,
             Read::Call { .. } => pg_sql::DASHBOARD_CALL_QUERY,
             Read::Summary { .. } => pg_sql::DASHBOARD_SUMMARY_QUERY,
+            Read::ReconcileBegin { .. } => pg_sql::RECONCILE_BEGIN_QUERY,
+            Read::ReconcileSave { .. } => pg_sql::RECONCILE_SAVE_QUERY,
+            Read::ReconcileStatus { .. } => pg_sql::RECONCILE_STATUS_QUERY,
+            Read::ReconcileKnown { .. } => pg_sql::RECONCILE_KNOWN_QUERY,
         }
     }
 
@@ -85,6 +114,10 @@ impl Read {
             Read::Calls { .. } => sqlite_sql::DASHBOARD_CALLS,
             Read::Call { .. } => sqlite_sql::DASHBOARD_CALL,
             Read::Summary { .. } => sqlite_sql::DASHBOARD_SUMMARY,
+            Read::ReconcileBegin { .. } => sqlite_sql::RECONCILE_BEGIN,
+            Read::ReconcileSave { .. } => sqlite_sql::RECONCILE_SAVE,
+            Read::ReconcileStatus { .. } => sqlite_sql::RECONCILE_STATUS,
+            Read::ReconcileKnown { .. } => sqlite_sql::RECONCILE_KNOWN,
         }
     }
 
@@ -109,6 +142,41 @@ impl Read {
                 Param::Text(Some(vapi_call_id.clone())),
             ],
             Read::Summary { orgs } => vec![Param::Text(orgs.clone())],
+            Read::ReconcileBegin {
+                tenant,
+                now_ms,
+                lease_ms,
+            } => vec![
+                Param::Text(Some(tenant.clone())),
+                Param::Int(*now_ms),
+                Param::Int(*lease_ms),
+            ],
+            Read::ReconcileSave {
+                tenant,
+                lease_until_ms,
+                state,
+                now_ms,
+                succeeded,
+                missing,
+                updated,
+                failed,
+            } => vec![
+                Param::Text(Some(tenant.clone())),
+                Param::Int(*lease_until_ms),
+                Param::Text(Some(state.clone())),
+                Param::Int(*now_ms),
+                Param::Int(i64::from(*succeeded)),
+                Param::Int(*missing),
+                Param::Int(*updated),
+                Param::Int(*failed),
+            ],
+            Read::ReconcileStatus { tenant, now_ms } => {
+                vec![Param::Text(tenant.clone()), Param::Int(*now_ms)]
+            }
+            Read::ReconcileKnown { calls, tenant } => vec![
+                Param::Text(Some(calls.clone())),
+                Param::Text(Some(tenant.clone())),
+            ],
         }
     }
 }
@@ -358,7 +426,7 @@ fn hourly(rows: &Value, now_ms: i64) -> Value {
 }
 
 async fn read_json(effects: &mut impl Effects, read: &Read) -> Result<Option<Value>, Response> {
-    match effects.dashboard_read(read).await {
+    match effects.read_json(read).await {
         Ok(None) => Ok(None),
         Ok(Some(text)) => serde_json::from_str(&text)
             .map(Some)

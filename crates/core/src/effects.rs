@@ -13,7 +13,7 @@ use crate::db::{
 use crate::handling::CallRecord;
 use crate::kv::KeyValue;
 use crate::log::LogLine;
-use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
+use crate::outbound::{OutboundError, OutboundRequest, OutboundReply};
 use crate::tenant::Tenant;
 
 #[allow(async_fn_in_trait)] // used with concrete types only; no Send bound needed
@@ -91,11 +91,12 @@ pub trait Effects: KeyValue {
     async fn schema_version(&mut self) -> Result<Option<String>, DbError>;
     /// The metrics snapshot as JSON text (see `metrics::Snapshot`).
     async fn metrics_snapshot(&mut self) -> Result<String, DbError>;
-    /// A dashboard read: the JSON text of its statement's one row, `None`
-    /// when that row is NULL (see `dashboard::Read::statement`).
-    async fn dashboard_read(&mut self, read: &Read) -> Result<Option<String>, DbError>;
+    /// A statement of one JSON row ([`Read`]: the dashboard's reads,
+    /// reconciliation's statements): that row's text, `None` when it is NULL
+    /// or (SQLite) there is no row.
+    async fn read_json(&mut self, read: &Read) -> Result<Option<String>, DbError>;
 
     /// Sends a POST (to the relay, to the upstream) and reads the answer,
     /// within the post's own timeout.
-    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError>;
+    async fn send(&mut self, post: &OutboundRequest) -> Result<OutboundReply, OutboundError>;
 }

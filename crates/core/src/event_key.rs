@@ -81,6 +81,11 @@ pub fn tenant_of(key: &str) -> &str {
         .map_or("", |(tenant, _)| tenant)
 }
 
+/// The key of call `call_id`'s end-of-call report (before [`EventKey::in_tenant`]).
+pub fn report_key(call_id: &str) -> EventKey {
+    EventKey::from_parts(&["end-of-call-report", call_id])
+}
+
 /// The key of a message about a call; `None` for messages without a call.
 pub fn for_message(message: &ServerMessage) -> Option<EventKey> {
     let call_id = message.call_id()?;
@@ -108,7 +113,7 @@ pub fn for_message(message: &ServerMessage) -> Option<EventKey> {
                 EventKey::from_parts(&["status-update", call_id, status])
             }
         }
-        MessageKind::EndOfCallReport => EventKey::from_parts(&["end-of-call-report", call_id]),
+        MessageKind::EndOfCallReport => report_key(call_id),
         MessageKind::AssistantRequest => EventKey::from_parts(&["assistant-request", call_id]),
         _ => reply_key(message),
     })

@@ -77,7 +77,8 @@ pub struct CallRecord {
     pub structured_data: Option<Value>,
     pub success_evaluation: Option<String>,
     pub costs: Option<Value>,
-    /// `call_logs.metadata`: at least `channel` and `is_test_call`.
+    /// `call_logs.metadata`: at least `channel` and `is_test_call`; `source`
+    /// `reconciliation` and `reconciled_at` for a message reconciliation made.
     pub metadata: Value,
     pub number_warnings: Vec<NumberWarning>,
 }
@@ -175,11 +176,16 @@ pub fn plan(message: &ServerMessage, settings: &Settings) -> Result<Plan, PlanEr
         .as_deref()
         .and_then(iso_to_ms)
         .or_else(|| (status.as_deref() == Some("ended")).then_some(message.timestamp_ms)?);
-    let metadata = json!({
+    let mut metadata = json!({
         "channel": direction.channel(),
         "direction": direction.as_str(),
         "is_test_call": is_test_call(direction, call.marked_test),
     });
+    if let Some(at) = &message.reconciled_at {
+        // Merged into the row's metadata: the call says how it was completed.
+        metadata["source"] = "reconciliation".into();
+        metadata["reconciled_at"] = at.as_str().into();
+    }
 
     Ok(Plan::Record(Box::new(CallRecord {
         event_key: event_key.in_tenant(&settings.tenant),

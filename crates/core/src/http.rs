@@ -154,6 +154,21 @@ impl Query {
     }
 }
 
+/// `text` with every byte outside RFC 3986's unreserved set as `%XX`: safe as
+/// a path segment or a query value.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
 /// `%XX` and `+` decoded; anything malformed is kept as it is.
 pub fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();

@@ -26,6 +26,7 @@ pub mod parked;
 pub mod payload;
 pub mod pg_sql;
 pub mod phone;
+pub mod reconcile;
 pub mod relay;
 pub mod replay;
 pub mod rollout;

@@ -22,6 +22,18 @@ pub struct TenantCount {
     pub count: u64,
 }
 
+/// One scope's reconciliation with Vapi's API (`crate::reconcile`): its
+/// totals, and when it last ran and last ran without an error (Unix ms).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Reconciliation {
+    pub tenant: String,
+    pub last_run_ms: Option<i64>,
+    pub last_success_ms: Option<i64>,
+    pub missing: u64,
+    pub updated: u64,
+    pub failed: u64,
+}
+
 /// Requests by message type, outcome and status class.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct RequestCount {
@@ -69,6 +81,9 @@ pub struct Snapshot {
     /// Verified deliveries on tenants' URLs, by tenant and outcome.
     #[serde(default)]
     pub tenants: Vec<TenantCount>,
+    /// Reconciliation, per scope that ever ran one.
+    #[serde(default)]
+    pub reconciliation: Vec<Reconciliation>,
     pub processing: Histogram,
     pub last_hour: LastHour,
 }
@@ -95,6 +110,54 @@ fn ratio(part: u64, whole: u64) -> f64 {
         return if part == whole { 1.0 } else { 0.0 };
     }
     part as f64 / whole as f64
+}
+
+/// Reconciliation's figures, labelled by scope (`tenant`, '' for the
+/// single-tenant route): a bounded set, as scopes are an operator's list.
+fn render_reconciliation(out: &mut String, scopes: &[Reconciliation]) {
+    header(
+        out,
+        "vapi_edge_reconcile_calls_total",
+        "counter",
+        "Calls reconciliation with Vapi's API found missing (no webhook recorded), brought up to date (no end-of-call report recorded) or failed to record.",
+    );
+    for scope in scopes {
+        for (result, count) in [
+            ("missing", scope.missing),
+            ("updated", scope.updated),
+            ("failed", scope.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "vapi_edge_reconcile_calls_total{{tenant=\"{}\",result=\"{result}\"}} {count}",
+                label(&scope.tenant)
+            );
+        }
+    }
+    for (name, help, read) in [
+        (
+            "vapi_edge_reconcile_last_run_timestamp_seconds",
+            "When reconciliation last finished a run (Unix seconds).",
+            (|s: &Reconciliation| s.last_run_ms) as fn(&Reconciliation) -> Option<i64>,
+        ),
+        (
+            "vapi_edge_reconcile_last_success_timestamp_seconds",
+            "When reconciliation last finished a run without an error (Unix seconds).",
+            |s: &Reconciliation| s.last_success_ms,
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        for scope in scopes {
+            if let Some(ms) = read(scope) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{tenant=\"{}\"}} {}",
+                    label(&scope.tenant),
+                    ms as f64 / 1000.0
+                );
+            }
+        }
+    }
 }
 
 /// The exposition text for `snapshot`.
@@ -131,6 +194,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             t.count
         );
     }
+    render_reconciliation(&mut out, &snapshot.reconciliation);
     for (name, help, value) in [
         (
             "vapi_edge_inbound_calls_total",
@@ -297,6 +361,14 @@ mod tests {
                 outcome: "recorded".into(),
                 count: 4,
             }],
+            reconciliation: vec![Reconciliation {
+                tenant: "".into(),
+                last_run_ms: Some(1_796_000_000_500),
+                last_success_ms: None,
+                missing: 6,
+                updated: 2,
+                failed: 1,
+            }],
             processing: Histogram {
                 buckets: vec![1, 5, 9, 10, 10, 10, 10, 10, 10, 10, 10],
                 count: 10,
@@ -323,6 +395,15 @@ mod tests {
             4.0
         );
         assert_eq!(samples["vapi_edge_webhook_requests_total{message_type=\"status-update\",outcome=\"recorded\",status_class=\"2xx\"}"], 9.0);
+        assert_eq!(
+            samples["vapi_edge_reconcile_calls_total{tenant=\"\",result=\"missing\"}"],
+            6.0
+        );
+        assert_eq!(
+            samples["vapi_edge_reconcile_last_run_timestamp_seconds{tenant=\"\"}"],
+            1_796_000_000.5
+        );
+        assert!(!render(&snapshot).contains("vapi_edge_reconcile_last_success_timestamp_seconds{"));
         assert_eq!(
             samples["vapi_edge_webhook_processing_seconds_bucket{le=\"0.01\"}"],
             5.0

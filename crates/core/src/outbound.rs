@@ -1,5 +1,6 @@
-//! An HTTP POST the component sends (the dashboard relay, the upstream), as
-//! the flow describes it and the host adapter carries it out.
+//! An HTTP request the component sends (a POST to the dashboard relay or the
+//! upstream, a GET to Vapi's API), as the flow describes it and the host
+//! adapter carries it out.
 
 use thiserror::Error;
 
@@ -7,9 +8,12 @@ use thiserror::Error;
 pub const MAX_REPLY_BYTES: usize = 5 * 1024 * 1024;
 
 /// A POST with its whole body known (so it is sent with `content-length`,
-/// never chunked: some receivers and proxies refuse chunked requests).
+/// never chunked: some receivers and proxies refuse chunked requests), or a
+/// GET (`get`; no body).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundPost {
+pub struct OutboundRequest {
+    /// GET instead of POST.
+    pub get: bool,
     pub url: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
@@ -22,6 +26,8 @@ pub struct OutboundPost {
 pub struct OutboundReply {
     pub status: u16,
     pub content_type: Option<String>,
+    /// `Retry-After` (a 429's or a 503's), as sent.
+    pub retry_after: Option<String>,
     pub body: Vec<u8>,
 }
 

@@ -163,7 +163,16 @@ pub struct ServerMessage {
     /// `message.assistant.name` (a transient assistant has no id).
     pub assistant_name: Option<String>,
     pub report: Report,
+    /// vapi-edge's own member [`RECONCILED_AT`]: the message was made by
+    /// reconciliation from Vapi's API (`crate::reconcile`), at this time.
+    pub reconciled_at: Option<String>,
 }
+
+/// The member (of `message`) that marks a message vapi-edge made from Vapi's
+/// `GET /call` when its webhooks never came: RFC 3339 time of reconciliation.
+/// Vapi sends no such member; a webhook is verified before it is read, so only
+/// Vapi or vapi-edge can set it.
+pub const RECONCILED_AT: &str = "vapiEdgeReconciledAt";
 
 impl ServerMessage {
     /// The assistant that handled the call: the call's own, then the message's,
@@ -217,6 +226,7 @@ static MESSAGE: Shape = Shape {
         ("artifact", &ARTIFACT),
         ("analysis", &ANALYSIS),
         ("messages", &LEAF),
+        (RECONCILED_AT, &LEAF),
     ],
 };
 static CALL: Shape = Shape {
@@ -489,6 +499,7 @@ fn parse_document(document: &Json<'_>) -> Result<ServerMessage, PayloadError> {
         tool_calls: Vec::new(),
         assistant_id,
         assistant_name,
+        reconciled_at: message.opt_str(RECONCILED_AT)?,
     })
 }
 

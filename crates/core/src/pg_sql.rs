@@ -118,6 +118,10 @@ SELECT json_build_object(
   'tenants', (SELECT coalesce(json_agg(r), '[]'::json) FROM (
       SELECT tenant, outcome, sum(count) AS count
       FROM webhook_event_tenant_totals GROUP BY 1, 2 ORDER BY 1, 2) r),
+  'reconciliation', (SELECT coalesce(json_agg(r ORDER BY r.tenant), '[]'::json) FROM (
+      SELECT tenant, last_run_ms, last_success_ms, missing_total AS missing,
+             updated_total AS updated, failed_total AS failed
+      FROM reconciliation) r),
   'agent_lookup_failures_total',
       (SELECT coalesce(sum(count), 0) FROM webhook_event_totals WHERE error_class = 'agent_lookup'),
   'call_tracking_failures_total',
@@ -267,6 +271,52 @@ pub const DASHBOARD_SUMMARY: &str = concat!(
 )::text"
 );
 
+/// Reconciliation (`crate::reconcile`), statements on table `reconciliation`
+/// (migration 0009). Takes scope `$1`'s lease until `$2` + `$3` ms unless
+/// another run holds it: one row, the scope's state (JSON text), or NULL when
+/// the lease is held.
+pub const RECONCILE_BEGIN: &str = "WITH taken AS (
+    INSERT INTO reconciliation AS r (tenant, lease_until_ms)
+    VALUES ($1::text, $2::int8 + $3::int8)
+    ON CONFLICT (tenant) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms
+    WHERE r.lease_until_ms IS NULL OR r.lease_until_ms < $2::int8
+    RETURNING r.state)
+SELECT (SELECT state FROM taken)";
+
+/// Saves a run of scope `$1` that holds the lease ending at `$2`: its state
+/// `$3`, finished at `$4`, `$5` 1 when it met no error, and the calls it
+/// found missing, brought up to date and failed (`$6`..`$8`, added to the
+/// totals); the lease is given back. One row: the state saved, NULL when the
+/// lease was no longer this run's.
+pub const RECONCILE_SAVE: &str = "WITH saved AS (
+    UPDATE reconciliation SET lease_until_ms = NULL, state = $3::text, last_run_ms = $4::int8,
+        last_success_ms = CASE WHEN $5::int8 = 1 THEN $4::int8 ELSE last_success_ms END,
+        missing_total = missing_total + $6::int8,
+        updated_total = updated_total + $7::int8,
+        failed_total = failed_total + $8::int8
+    WHERE tenant = $1::text AND lease_until_ms = $2::int8
+    RETURNING state)
+SELECT (SELECT state FROM saved)";
+
+/// Every scope's reconciliation (`$1` NULL) or one's, as a JSON array text
+/// of `{tenant, running, state, last_run_ms, last_success_ms, totals}`; `$2`
+/// is now (a lease still running).
+pub const RECONCILE_STATUS: &str = "SELECT coalesce(json_agg(json_build_object(
+    'tenant', tenant, 'running', coalesce(lease_until_ms > $2::int8, false),
+    'state', state::json, 'last_run_ms', last_run_ms, 'last_success_ms', last_success_ms,
+    'totals', json_build_object('missing', missing_total, 'updated', updated_total,
+                                'failed', failed_total)) ORDER BY tenant), '[]'::json)::text
+FROM reconciliation WHERE $1::text IS NULL OR tenant = $1::text";
+
+/// Which of Vapi's calls the records have, in scope `$2`: `$1` is a JSON
+/// array of `[call id, end-of-call report's event key]`; one row, a JSON
+/// array of `[call id, has a call_logs row, report recorded]`.
+pub const RECONCILE_KNOWN: &str = "SELECT coalesce(json_agg(json_build_array(
+    k.id, l.vapi_call_id IS NOT NULL, p.event_key IS NOT NULL)), '[]'::json)::text
+FROM (SELECT e->>0 AS id, e->>1 AS key FROM json_array_elements($1::json) e) k
+LEFT JOIN call_logs l ON l.vapi_call_id = k.id AND l.tenant = $2::text
+LEFT JOIN processed_webhook_events p ON p.event_key = k.key";
+
 /// A statement the component sends with `query`, and parameters (as SQL
 /// literals, in `$n` order) with which it finds nothing in an empty schema.
 #[derive(Debug, Clone, Copy)]
@@ -382,6 +432,30 @@ pub const METRICS_SNAPSHOT_QUERY: RowQuery = RowQuery {
     not_found: &[],
 };
 
+pub const RECONCILE_BEGIN_QUERY: RowQuery = RowQuery {
+    name: "reconcile_begin",
+    sql: RECONCILE_BEGIN,
+    not_found: &["'statement-check'", "0", "1"],
+};
+
+pub const RECONCILE_SAVE_QUERY: RowQuery = RowQuery {
+    name: "reconcile_save",
+    sql: RECONCILE_SAVE,
+    not_found: &["'no-such-scope'", "0", "'{}'", "0", "0", "0", "0", "0"],
+};
+
+pub const RECONCILE_STATUS_QUERY: RowQuery = RowQuery {
+    name: "reconcile_status",
+    sql: RECONCILE_STATUS,
+    not_found: &["'no-such-scope'", "0"],
+};
+
+pub const RECONCILE_KNOWN_QUERY: RowQuery = RowQuery {
+    name: "reconcile_known",
+    sql: RECONCILE_KNOWN,
+    not_found: &["'[[\"no-such-call\", \"v1|end-of-call-report|no-such-call\"]]'", "''"],
+};
+
 /// Every statement the component sends with `query`. Each must return at least
 /// one row with the `not_found` parameters (see the module comment).
 pub const ROW_QUERIES: &[RowQuery] = &[
@@ -395,6 +469,10 @@ pub const ROW_QUERIES: &[RowQuery] = &[
     DASHBOARD_CALLS_QUERY,
     DASHBOARD_CALL_QUERY,
     DASHBOARD_SUMMARY_QUERY,
+    RECONCILE_BEGIN_QUERY,
+    RECONCILE_SAVE_QUERY,
+    RECONCILE_STATUS_QUERY,
+    RECONCILE_KNOWN_QUERY,
 ];
 
 impl RowQuery {

@@ -3,7 +3,7 @@
 //! delays or fails the webhook. What it says and how it is signed is decided
 //! here; the host adapter only sends the bytes.
 
-use crate::outbound::{self, OutboundPost};
+use crate::outbound::{self, OutboundRequest};
 use crate::standard_webhooks::{self, SigningKey};
 
 /// Longest the relay may take, connection to last byte of its answer.
@@ -28,8 +28,9 @@ impl Notification {
     }
 
     /// The POST that delivers it at `now_ms`.
-    pub fn post(&self, now_ms: i64) -> OutboundPost {
-        OutboundPost {
+    pub fn post(&self, now_ms: i64) -> OutboundRequest {
+        OutboundRequest {
+            get: false,
             url: self.url.clone(),
             headers: self.headers(now_ms),
             body: self.body.clone(),

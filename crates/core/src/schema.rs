@@ -6,7 +6,7 @@
 //! previous `.wasm` stays ready after a rollback.
 
 /// Numeric prefix of the newest file in `migrations/`.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// The numeric prefix of a migration version such as `0001_init`.
 pub fn version_number(version: &str) -> Option<u32> {

@@ -192,6 +192,40 @@ ON CONFLICT (id) DO UPDATE SET config = excluded.config, updated_at = ",
 /// Deletes a tenant (`?1` id); its calls and mappings stay.
 pub const DELETE_TENANT: &str = "DELETE FROM tenants WHERE id = ?1";
 
+/// The twins of `pg_sql::RECONCILE_*` (see there): plain `RETURNING`, as an
+/// empty result is only a problem for Spin's PostgreSQL.
+pub const RECONCILE_BEGIN: &str = "
+INSERT INTO reconciliation AS r (tenant, lease_until_ms) VALUES (?1, ?2 + ?3)
+ON CONFLICT (tenant) DO UPDATE SET lease_until_ms = excluded.lease_until_ms
+WHERE r.lease_until_ms IS NULL OR r.lease_until_ms < ?2
+RETURNING state";
+
+pub const RECONCILE_SAVE: &str = "
+UPDATE reconciliation SET lease_until_ms = NULL, state = ?3, last_run_ms = ?4,
+    last_success_ms = CASE WHEN ?5 = 1 THEN ?4 ELSE last_success_ms END,
+    missing_total = missing_total + ?6,
+    updated_total = updated_total + ?7,
+    failed_total = failed_total + ?8
+WHERE tenant = ?1 AND lease_until_ms = ?2
+RETURNING state";
+
+pub const RECONCILE_STATUS: &str = "
+SELECT coalesce(json_group_array(json_object(
+    'tenant', tenant, 'running', json(CASE WHEN coalesce(lease_until_ms > ?2, 0) THEN 'true' ELSE 'false' END),
+    'state', json(state), 'last_run_ms', last_run_ms, 'last_success_ms', last_success_ms,
+    'totals', json_object('missing', missing_total, 'updated', updated_total,
+                          'failed', failed_total))), '[]')
+FROM (SELECT * FROM reconciliation WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant)";
+
+pub const RECONCILE_KNOWN: &str = "
+SELECT coalesce(json_group_array(json_array(
+    k.id, json(CASE WHEN l.vapi_call_id IS NOT NULL THEN 'true' ELSE 'false' END),
+    json(CASE WHEN p.event_key IS NOT NULL THEN 'true' ELSE 'false' END))), '[]')
+FROM (SELECT json_extract(e.value, '$[0]') AS id, json_extract(e.value, '$[1]') AS key
+      FROM json_each(?1) e) k
+LEFT JOIN call_logs l ON l.vapi_call_id = k.id AND l.tenant = ?2
+LEFT JOIN processed_webhook_events p ON p.event_key = k.key";
+
 /// The newest applied migration (`/healthz`).
 pub const SCHEMA_VERSION_APPLIED: &str = "SELECT coalesce(max(version), '') FROM schema_migrations";
 
@@ -226,6 +260,11 @@ pub fn metrics_snapshot() -> String {
                    'tenant', tenant, 'outcome', outcome, 'count', n)) FROM (
                SELECT tenant, outcome, sum(count) AS n
                FROM webhook_event_tenant_totals GROUP BY 1, 2 ORDER BY 1, 2))),
+           'reconciliation', json((SELECT json_group_array(json_object(
+                   'tenant', tenant, 'last_run_ms', last_run_ms,
+                   'last_success_ms', last_success_ms, 'missing', missing_total,
+                   'updated', updated_total, 'failed', failed_total)) FROM (
+               SELECT * FROM reconciliation ORDER BY tenant))),
            'agent_lookup_failures_total', (SELECT coalesce(sum(count), 0)
                FROM webhook_event_totals WHERE error_class = 'agent_lookup'),
            'call_tracking_failures_total', (SELECT coalesce(sum(count), 0)
@@ -383,7 +422,7 @@ pub struct Migration {
 /// `migrations/sqlite/*.sql`, in order. The component applies what is missing
 /// when it opens the store, so `spin up` needs no migrate step; a test keeps
 /// this list equal to the folder.
-pub const MIGRATIONS: [Migration; 8] = [
+pub const MIGRATIONS: [Migration; 9] = [
     Migration {
         version: "0001_init",
         sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -415,6 +454,10 @@ pub const MIGRATIONS: [Migration; 8] = [
     Migration {
         version: "0008_tenants",
         sql: include_str!("../../../migrations/sqlite/0008_tenants.sql"),
+    },
+    Migration {
+        version: "0009_reconciliation",
+        sql: include_str!("../../../migrations/sqlite/0009_reconciliation.sql"),
     },
 ];
 

@@ -6,7 +6,7 @@
 
 use crate::event_key::EventKey;
 use crate::http::Response;
-use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
+use crate::outbound::{OutboundError, OutboundRequest, OutboundReply};
 use crate::payload::{MessageKind, ServerMessage};
 use crate::relay::signed_headers;
 use crate::standard_webhooks::SigningKey;
@@ -122,8 +122,9 @@ pub fn forward(
     body: &[u8],
     now_ms: i64,
     timeout_ms: u64,
-) -> OutboundPost {
-    OutboundPost {
+) -> OutboundRequest {
+    OutboundRequest {
+        get: false,
         url: url.to_string(),
         headers: signed_headers(signing_key, &key.message_id(), now_ms, body),
         body: body.to_vec(),
@@ -343,6 +344,7 @@ mod tests {
     fn an_upstreams_answer_is_used_only_when_it_is_vapis_kind() {
         let reply = |status: u16, body: &[u8]| {
             Ok(OutboundReply {
+                retry_after: None,
                 status,
                 content_type: Some("application/json".into()),
                 body: body.to_vec(),

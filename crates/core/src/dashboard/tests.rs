@@ -109,6 +109,7 @@ fn an_organisations_token_reads_only_that_organisation() {
             Read::Calls { orgs, .. } | Read::Call { orgs, .. } | Read::Summary { orgs } => {
                 orgs.clone()
             }
+            other => panic!("not a dashboard read: {other:?}"),
         })
         .collect();
     assert_eq!(

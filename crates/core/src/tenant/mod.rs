@@ -99,6 +99,10 @@ pub const VARIABLES: &[(&str, Kind)] = {
         ("default_org_id", Kind::Setting),
         ("assistant_request_fallback", Kind::Setting),
         (RETENTION_DAYS, Kind::Setting),
+        // Reconciliation with Vapi's API: the tenant's own key, never the
+        // deployment's (another Vapi organisation's).
+        (crate::reconcile::API_KEY, Kind::SealedCredential),
+        (crate::reconcile::API_URL, Kind::Setting),
     ]
 };
 

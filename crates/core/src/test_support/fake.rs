@@ -11,7 +11,7 @@ use crate::handling::CallRecord;
 use crate::kv::fake::MapStore;
 use crate::kv::{KeyValue, KvError};
 use crate::log::LogLine;
-use crate::outbound::{OutboundError, OutboundPost, OutboundReply};
+use crate::outbound::{OutboundError, OutboundRequest, OutboundReply};
 use std::collections::{HashMap, VecDeque};
 
 /// The shared secret [`Fake::new`] configures.
@@ -51,7 +51,7 @@ pub(crate) struct Fake {
     pub(crate) pending: Vec<PendingLetter>,
     pub(crate) replayed: Vec<(i64, String)>,
     /// Every POST sent (relay notifications, upstream forwards).
-    pub(crate) posted: Vec<OutboundPost>,
+    pub(crate) posted: Vec<OutboundRequest>,
     pub(crate) relay_status: u16,
     /// The upstream's answer, when set; otherwise every POST gets
     /// `relay_status` with an empty body.
@@ -68,6 +68,8 @@ pub(crate) struct Fake {
     pub(crate) line_tenant: Option<String>,
     pub(crate) nonces: u8,
     pub(crate) tenant: Option<crate::tenant::Tenant>,
+    /// Answers to GET requests (Vapi's API), in order; when empty, 404.
+    pub(crate) get_answers: VecDeque<Result<OutboundReply, OutboundError>>,
 }
 
 impl Fake {
@@ -230,7 +232,7 @@ impl Effects for Fake {
         self.down()?;
         Err(DbError::lasting("not in this fake"))
     }
-    async fn dashboard_read(
+    async fn read_json(
         &mut self,
         read: &crate::dashboard::Read,
     ) -> Result<Option<String>, DbError> {
@@ -238,11 +240,20 @@ impl Effects for Fake {
         self.dashboard_reads.push(read.clone());
         self.dashboard_answers.pop_front().unwrap_or(Ok(None))
     }
-    async fn post(&mut self, post: &OutboundPost) -> Result<OutboundReply, OutboundError> {
+    async fn send(&mut self, post: &OutboundRequest) -> Result<OutboundReply, OutboundError> {
         self.posted.push(post.clone());
+        if post.get {
+            return self.get_answers.pop_front().unwrap_or(Ok(OutboundReply {
+                retry_after: None,
+                status: 404,
+                content_type: None,
+                body: Vec::new(),
+            }));
+        }
         match &self.upstream_reply {
             Some(reply) => reply.clone(),
             None => Ok(OutboundReply {
+                retry_after: None,
                 status: self.relay_status,
                 content_type: None,
                 body: Vec::new(),

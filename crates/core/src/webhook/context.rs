@@ -23,6 +23,9 @@ pub(crate) struct Context {
     pub(super) dead_letter: Option<DeadLetter>,
     /// When the request arrived: the upstream's deadline counts from here.
     pub(super) started: Option<Instant>,
+    /// A message reconciliation made (`crate::reconcile`): no delivery
+    /// came, so none is recorded, and its summary line says so.
+    reconciling: bool,
 }
 
 impl Context {
@@ -41,6 +44,18 @@ impl Context {
             ..Context::started_now()
         };
         context.set("replay_of", letter_id);
+        context
+    }
+
+    /// A message reconciliation made now for call `call_id`, whose webhooks
+    /// never came (so no delivery is recorded for it).
+    pub(crate) fn reconciliation_of(call_id: &str) -> Context {
+        let mut context = Context {
+            reconciling: true,
+            ..Context::started_now()
+        };
+        context.set("source", "reconciliation");
+        context.set("call_id", call_id.to_string());
         context
     }
 
@@ -140,7 +155,7 @@ impl After {
         }
         if let Some((notification, failure_line)) = self.notification {
             let now = effects.now_ms();
-            let answer = effects.post(&notification.post(now)).await;
+            let answer = effects.send(&notification.post(now)).await;
             let failure_line = match answer {
                 Ok(reply) if (200..300).contains(&reply.status) => return,
                 Ok(reply) => failure_line.field("relay_status", reply.status),
@@ -164,10 +179,12 @@ pub(crate) async fn finish<E: Effects>(
         (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
     });
     let status = answer.response.status;
-    let (level, msg) = match status {
-        200..=299 => (Level::Info, "Webhook handled"),
-        400..=499 => (Level::Warn, "Webhook refused"),
-        _ => (Level::Error, "Webhook failed"),
+    let (level, msg) = match (status, context.reconciling) {
+        (200..=299, false) => (Level::Info, "Webhook handled"),
+        (400..=499, false) => (Level::Warn, "Webhook refused"),
+        (_, false) => (Level::Error, "Webhook failed"),
+        (200..=299, true) => (Level::Info, "Call reconciled"),
+        (_, true) => (Level::Error, "Call not reconciled"),
     };
     context.log(
         effects,

@@ -32,11 +32,13 @@ use crate::verify::VerifyConfig;
 use outcome::Failure;
 use steps::Claimed;
 
-/// Live deliveries wait for a slow agent; replays of dead letters do not.
+/// Live deliveries wait for a slow agent; replays of dead letters and
+/// reconciliation's messages do not.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Live,
     Replay,
+    Reconcile,
 }
 
 /// Answers one `POST /webhooks/vapi`; the [`After`] runs once the response is out.
@@ -324,7 +326,7 @@ async fn after_verification<E: Effects>(
     // 5-7. Find the owner and record, in one statement per attempt.
     let delays: &[u64] = match mode {
         Mode::Live => &settings.retry_delays,
-        Mode::Replay => &[],
+        Mode::Replay | Mode::Reconcile => &[],
     };
     let recorded = recording::record(effects, &settings, &record, delays, context, &message).await;
     if let Some(held) = held {

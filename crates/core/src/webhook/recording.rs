@@ -200,7 +200,7 @@ fn notification(
         }
     };
     let occurred_ms = message.timestamp_ms.unwrap_or_else(|| effects.now_ms());
-    let body = json!({
+    let mut body = json!({
         "type": "call.event",
         "event_type": record.message_type,
         "vapi_call_id": record.call_id,
@@ -215,6 +215,10 @@ fn notification(
         "lead_id": lead_id,
         "occurred_at": terms::rfc3339(occurred_ms),
     });
+    if message.reconciled_at.is_some() {
+        // Its webhooks never came: recorded from Vapi's API (`crate::reconcile`).
+        body["source"] = "reconciliation".into();
+    }
     Some(Notification {
         url,
         key,

@@ -136,7 +136,7 @@ pub(super) async fn answer_reply<E: Effects>(
                 effects.now_ms(),
                 timeout_ms,
             );
-            upstream::relay_reply(&message.kind, effects.post(&post).await)
+            upstream::relay_reply(&message.kind, effects.send(&post).await)
         }
         None => Err(UpstreamFailure::NoTime),
     };

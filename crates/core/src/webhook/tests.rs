@@ -479,6 +479,7 @@ fn with_an_upstream_its_answer_goes_back_verbatim_and_the_request_is_signed() {
         .var("upstream_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
     let answer = br#"{"results":[{"toolCallId":"t1","result":"booked"}]}"#;
     fake.upstream_reply = Some(Ok(OutboundReply {
+        retry_after: None,
         status: 200,
         content_type: Some("application/json".into()),
         body: answer.to_vec(),
@@ -512,6 +513,7 @@ fn a_failing_upstream_gets_the_fallback_a_search_term_and_a_count() {
         (Err(OutboundError::Timeout(6000)), "timeout"),
         (
             Ok(OutboundReply {
+                retry_after: None,
                 status: 502,
                 content_type: None,
                 body: Vec::new(),
@@ -520,6 +522,7 @@ fn a_failing_upstream_gets_the_fallback_a_search_term_and_a_count() {
         ),
         (
             Ok(OutboundReply {
+                retry_after: None,
                 status: 200,
                 content_type: None,
                 body: b"not json".to_vec(),
@@ -559,6 +562,7 @@ fn an_assistant_request_goes_upstream_only_when_no_local_agent_answers() {
 
     let mut fake = Fake::new().var("upstream_url", "http://127.0.0.1:9901/vapi");
     fake.upstream_reply = Some(Ok(OutboundReply {
+        retry_after: None,
         status: 200,
         content_type: None,
         body: br#"{"squadId":"squad-9"}"#.to_vec(),
@@ -801,6 +805,7 @@ fn without_an_agent_or_upstream_the_deployments_fallback_answers() {
     let mut fake = Fake::new().var("upstream_url", "http://127.0.0.1:9901/vapi");
     fake.line.fallback = Some(Fallback::Assistant("asst-line".into()));
     fake.upstream_reply = Some(Ok(OutboundReply {
+        retry_after: None,
         status: 200,
         content_type: None,
         body: br#"{"assistantId":"from-upstream"}"#.to_vec(),
