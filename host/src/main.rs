@@ -236,6 +236,23 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Reconcile with Vapi's API through a running service's POST
+    /// /admin/reconcile: run after run until it has caught up (README,
+    /// "Reconciliation").
+    Reconcile {
+        /// The running service (its POST /admin/reconcile).
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// The admin token (else SPIN_VARIABLE_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// A tenant's id: reconcile that tenant's Vapi organisation.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Start over at this time (RFC 3339): a backfill.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -493,6 +510,12 @@ async fn run(command: Command) -> Result<()> {
         Command::Tenant { action } => tenant_command(action).await,
         Command::Sign { secret, timestamp } => sign(secret, timestamp),
         Command::Replay { url, token } => replay(&url, token).await,
+        Command::Reconcile {
+            url,
+            token,
+            tenant,
+            from,
+        } => reconcile(&url, token, tenant.as_deref(), from.as_deref()).await,
         Command::Relay(args) => vapi_edge_relay::run(args).await,
         Command::Prune {
             database,
@@ -784,20 +807,61 @@ fn sign(secret: Option<String>, timestamp: Option<String>) -> Result<()> {
 
 /// Drains dead letters through a running service's `POST /admin/replay`.
 async fn replay(base: &str, token: Option<String>) -> Result<()> {
+    drive(base, "/admin/replay", token, |report| {
+        let count = |name: &str| report[name].as_i64().unwrap_or(0);
+        let left = count("remaining") > 0 || count("parked_in_key_value") > 0;
+        let progress = count("replayed") > 0 || count("moved_from_key_value") > 0;
+        left && progress
+    })
+    .await
+}
+
+/// Reconciles through a running service's `POST /admin/reconcile[/{tenant}]`
+/// until a run says it has caught up (`"more": false`).
+async fn reconcile(
+    base: &str,
+    token: Option<String>,
+    tenant: Option<&str>,
+    from: Option<&str>,
+) -> Result<()> {
+    let mut path = match tenant {
+        Some(id) => format!("/admin/reconcile/{id}"),
+        None => "/admin/reconcile".to_string(),
+    };
+    if let Some(from) = from {
+        if vapi_edge_core::json::iso_to_ms(from).is_none() {
+            bail!("--from must be an RFC 3339 time such as 2026-12-01T00:00:00Z");
+        }
+        path.push_str(&format!("?from={}", vapi_edge_core::http::percent_encode(from)));
+    }
+    // `from` restarts the walk once ([`drive`] sends it with the first
+    // round only); the runs after it go on from there.
+    drive(base, &path, token, |report| report["more"].as_bool() == Some(true)).await
+}
+
+/// Calls a running service's admin route `path` (POST, the admin token) round
+/// after round, printing each answer, while `again` says so (at most 1000
+/// rounds). A refusal is an error with the service's answer.
+async fn drive(
+    base: &str,
+    path: &str,
+    token: Option<String>,
+    mut again: impl FnMut(&serde_json::Value) -> bool,
+) -> Result<()> {
     let token = match token {
         Some(token) => token,
         None => env_var("SPIN_VARIABLE_ADMIN_TOKEN")
             .filter(|v| !v.is_empty())
             .context("no admin token: pass --token or set SPIN_VARIABLE_ADMIN_TOKEN")?,
     };
-    let uri: hyper::Uri = format!("{}/admin/replay", base.trim_end_matches('/'))
+    let route = path.split('?').next().unwrap_or(path);
+    let mut uri: hyper::Uri = format!("{}{path}", base.trim_end_matches('/'))
         .parse()
         .context("--url must look like http://host:port")?;
     if uri.scheme_str() != Some("http") {
-        bail!("--url must be http:// (for https, call POST /admin/replay with curl)");
+        bail!("--url must be http:// (for https, call POST {route} with curl)");
     }
     let authority = uri.authority().context("--url needs a host")?.to_string();
-    // Each call replays a batch; stop when nothing is left or a round makes no progress.
     for round in 1..=1000 {
         let stream = tokio::net::TcpStream::connect(&authority)
             .await
@@ -816,17 +880,18 @@ async fn replay(base: &str, token: Option<String>) -> Result<()> {
             .to_bytes();
         if !status.is_success() {
             bail!(
-                "replay refused: {status} {}",
+                "{route} refused: {status} {}",
                 String::from_utf8_lossy(&body)
             );
         }
         let report: serde_json::Value = serde_json::from_slice(&body)?;
         println!("round {round}: {report}");
-        let count = |name: &str| report[name].as_i64().unwrap_or(0);
-        let left = count("remaining") > 0 || count("parked_in_key_value") > 0;
-        let progress = count("replayed") > 0 || count("moved_from_key_value") > 0;
-        if !left || !progress {
+        if !again(&report) {
             return Ok(());
+        }
+        // A query (a restart) applies to the first round only.
+        if let Some(query_at) = path.find('?') {
+            uri = format!("{}{}", base.trim_end_matches('/'), &path[..query_at]).parse()?;
         }
     }
     Ok(())

@@ -313,7 +313,7 @@ FROM reconciliation WHERE $1::text IS NULL OR tenant = $1::text";
 /// array of `[call id, has a call_logs row, report recorded]`.
 pub const RECONCILE_KNOWN: &str = "SELECT coalesce(json_agg(json_build_array(
     k.id, l.vapi_call_id IS NOT NULL, p.event_key IS NOT NULL)), '[]'::json)::text
-FROM (SELECT e->>0 AS id, e->>1 AS key FROM json_array_elements($1::json) e) k
+FROM (SELECT e->>0 AS id, e->>1 AS key FROM json_array_elements($1::text::json) e) k
 LEFT JOIN call_logs l ON l.vapi_call_id = k.id AND l.tenant = $2::text
 LEFT JOIN processed_webhook_events p ON p.event_key = k.key";
 

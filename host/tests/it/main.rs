@@ -17,6 +17,7 @@ mod logging;
 mod operations;
 mod outages;
 mod owners;
+mod reconcile;
 mod refusals;
 mod replicas;
 mod replies;
