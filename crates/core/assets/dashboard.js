@@ -92,6 +92,7 @@ function renderSummary(summary) {
   $("unassigned-card").hidden = summary.scope !== "all";
   $("unassigned").textContent = unassigned;
   $("unassigned").classList.toggle("bad", unassigned > 0);
+  renderReconciliation(summary.reconciliation || []);
   $("scope").textContent = summary.scope === "all" ? "all organisations" :
     "organisation " + (summary.scope || []).join(", ");
   drawChart(summary.hourly || []);
@@ -99,6 +100,21 @@ function renderSummary(summary) {
   if (live.poll_ms) state.pollMs = live.poll_ms;
   if (live.relay_url && !state.stream) subscribe(live.relay_url);
   schedule();
+}
+
+// When reconciliation with Vapi's API last ran and what it found (README,
+// "Reconciliation"): calls whose webhooks never came, recorded from Vapi.
+function renderReconciliation(scopes) {
+  const ran = scopes.filter((s) => s.last_run_at);
+  $("reconcile-card").hidden = ran.length === 0;
+  if (!ran.length) return;
+  const found = ran.reduce((sum, s) => sum + (s.missing || 0), 0);
+  const failed = ran.some((s) => s.outcome !== "complete" && s.outcome !== "more");
+  $("reconcile").textContent = failed ? "failing" : found + " missing found";
+  $("reconcile").classList.toggle("bad", failed || found > 0);
+  const last = ran.map((s) => s.last_run_at).sort().pop();
+  $("reconcile-when").textContent = "last run " + time(last) +
+    (ran.length > 1 ? " · " + ran.length + " scopes" : "");
 }
 
 function drawChart(hours) {
@@ -177,7 +193,16 @@ function renderCalls() {
     const status = document.createElement("span");
     status.className = "status " + (call.status || "");
     status.textContent = call.status || "–";
-    cell(row, "").replaceChildren(status);
+    const statusCell = cell(row, "");
+    statusCell.replaceChildren(status);
+    if (call.reconciled) {
+      // Its webhooks never came: recorded from Vapi's API.
+      const mark = document.createElement("span");
+      mark.className = "mark";
+      mark.textContent = "reconciled";
+      mark.title = "Recorded from Vapi's API: its webhooks never arrived";
+      statusCell.appendChild(mark);
+    }
     cell(row, call.from_number);
     cell(row, call.to_number);
     cell(row, call.org_id == null ? "no organisation" : call.agent_name, call.org_id == null ? "bad" : "");

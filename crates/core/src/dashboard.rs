@@ -385,6 +385,12 @@ async fn summary(
             Scope::All => figures["unassigned_calls"].clone(),
             Scope::Orgs(_) => json!(0),
         },
+        // Reconciliation with Vapi's API, per scope: figures across
+        // organisations, so for all-organisation tokens only.
+        "reconciliation": match scope {
+            Scope::All => reconciliation(&figures["reconciliation"]),
+            Scope::Orgs(_) => json!([]),
+        },
         "hourly": hourly(&figures["hourly"], now_ms),
         "scope": match scope {
             Scope::All => json!("all"),
@@ -396,6 +402,30 @@ async fn summary(
         },
         "generated_at": crate::log::rfc3339(now_ms),
     }))
+}
+
+/// Each scope's reconciliation as the page shows it: when it last ran and
+/// last succeeded, what the last run found, and calls found missing in all.
+fn reconciliation(rows: &Value) -> Value {
+    let at = |row: &Value, key: &str| row[key].as_i64().map(crate::log::rfc3339);
+    let rows = rows.as_array().into_iter().flatten().map(|row| {
+        // SQLite's `json_extract` of an object is its text.
+        let last = match &row["last"] {
+            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        json!({
+            "tenant": row["tenant"],
+            "last_run_at": at(row, "last_run_ms"),
+            "last_success_at": at(row, "last_success_ms"),
+            "outcome": last["outcome"],
+            "missing": last["missing"],
+            "updated": last["updated"],
+            "failed": last["failed"],
+            "missing_total": row["missing_total"],
+        })
+    });
+    Value::Array(rows.collect())
 }
 
 /// How often the page polls when it has no relay to subscribe to.

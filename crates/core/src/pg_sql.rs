@@ -181,6 +181,7 @@ pub const DASHBOARD_CALLS: &str = concat!(
          c.agent_id, a.name AS agent_name, c.lead_id, l.name AS lead_name,
          c.started_at, c.ended_at, c.ended_reason, c.duration_seconds, c.cost, c.summary,
          c.recording_url, c.created_at, c.updated_at,
+         coalesce(c.metadata->>'source' = 'reconciliation', false) AS reconciled,
          to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS cursor_at
   FROM call_logs c
   LEFT JOIN agents a ON a.id = c.agent_id
@@ -209,6 +210,7 @@ pub const DASHBOARD_CALL: &str = concat!(
   'summary', c.summary, 'transcript', c.transcript, 'recording_url', c.recording_url,
   'structured_data', c.structured_data, 'success_evaluation', c.success_evaluation,
   'metadata', c.metadata, 'created_at', c.created_at, 'updated_at', c.updated_at,
+  'reconciled', coalesce(c.metadata->>'source' = 'reconciliation', false),
   'tracking', (SELECT json_build_object('status', t.status, 'from_number', t.from_number,
                                         'to_number', t.to_number, 'created_at', t.created_at,
                                         'updated_at', t.updated_at)
@@ -232,12 +234,18 @@ pub const DASHBOARD_CALL: &str = concat!(
 /// last hour's deliveries (the `/metrics` figures, for these organisations),
 /// agent lookup failures, calls per hour of the last 24 h, and the calls
 /// recorded without an organisation (`unassigned_calls`, for
-/// all-organisation tokens; 0 for the others). Deliveries and calls that no
+/// all-organisation tokens; 0 for the others), and each scope's
+/// reconciliation with Vapi's API (`reconciliation`, all-organisation tokens
+/// only: its figures span organisations). Deliveries and calls that no
 /// organisation owns count for all-organisation tokens only.
 pub const DASHBOARD_SUMMARY: &str = concat!(
     "SELECT json_build_object(
   'unassigned_calls', CASE WHEN $1::text IS NULL
       THEN (SELECT count(*) FROM call_logs WHERE org_id IS NULL) ELSE 0 END,
+  'reconciliation', CASE WHEN $1::text IS NULL THEN (SELECT json_agg(json_build_object(
+      'tenant', tenant, 'last_run_ms', last_run_ms, 'last_success_ms', last_success_ms,
+      'last', state::json->'last', 'missing_total', missing_total) ORDER BY tenant)
+      FROM reconciliation) END,
   'calls_today', (SELECT count(*) FROM call_logs
       WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
         AND ",

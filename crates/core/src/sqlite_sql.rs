@@ -316,7 +316,9 @@ macro_rules! call_columns {
          'ended_at', c.ended_at, 'ended_reason', c.ended_reason,
          'duration_seconds', c.duration_seconds, 'cost', c.cost, 'summary', c.summary,
          'recording_url', c.recording_url, 'created_at', c.created_at,
-         'updated_at', c.updated_at"
+         'updated_at', c.updated_at,
+         'reconciled', json(CASE WHEN json_extract(c.metadata, '$.source') = 'reconciliation'
+                                 THEN 'true' ELSE 'false' END)"
     };
 }
 
@@ -380,6 +382,10 @@ pub const DASHBOARD_SUMMARY: &str = concat!(
 SELECT json_object(
   'unassigned_calls', CASE WHEN ?1 IS NULL
       THEN (SELECT count(*) FROM call_logs WHERE org_id IS NULL) ELSE 0 END,
+  'reconciliation', CASE WHEN ?1 IS NULL THEN json((SELECT json_group_array(json_object(
+      'tenant', tenant, 'last_run_ms', last_run_ms, 'last_success_ms', last_success_ms,
+      'last', json_extract(state, '$.last'), 'missing_total', missing_total))
+      FROM (SELECT * FROM reconciliation ORDER BY tenant))) END,
   'calls_today', (SELECT count(*) FROM call_logs
       WHERE created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now') AND ",
     sqlite_org_filter!("org_id"),

@@ -24,6 +24,7 @@ const SQUAD_LINE: &str = "+14155550177";
 const ASSISTANT_ID: &str = "asst-reconcile-ava";
 const SQUAD_ID: &str = "squad-reconcile-1";
 const VAPI_ORG: &str = "vapi-org-reconcile-1";
+const DASHBOARD_OPERATOR: &str = "operator-token-reconcile-1";
 
 fn iso(ms: i64) -> String {
     vapi_edge_core::log::rfc3339(ms)
@@ -199,6 +200,7 @@ fn options(store: StoreKind, host: HostKind, api: Option<&VapiApi>, relay: &Rela
         ("admin_token".into(), ADMIN_TOKEN.into()),
         ("metrics_token".into(), METRICS_TOKEN.into()),
         ("agent_lookup_retry_ms".into(), "20".into()),
+        ("dashboard_token".into(), DASHBOARD_OPERATOR.into()),
         // Two deployments' SQLite stores share a label ("default") and this
         // one Redis: their claims must not meet (RUNBOOK §7, claim_scope).
         ("claim_scope".into(), unique_id("reconcile-scope")),
@@ -444,6 +446,22 @@ async fn lost_webhooks_are_recovered_exactly_once(store: StoreKind, host: HostKi
     assert!(status["last_success_at"].is_string(), "{status}");
     assert_eq!(status["totals"]["missing"], missing);
     assert_eq!(status["last_run"]["outcome"], "complete");
+    // The dashboard marks the calls reconciliation recorded, and its summary
+    // says when it ran and what it found.
+    let listed = send_bearer(subject.host.addr, "GET", "/api/calls?limit=100", DASHBOARD_OPERATOR).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let marked: usize = listed.json()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["reconciled"] == true)
+        .count();
+    assert_eq!(marked as i64, missing + behind);
+    let summary = send_bearer(subject.host.addr, "GET", "/api/summary", DASHBOARD_OPERATOR).await.json();
+    let scope = &summary["reconciliation"][0];
+    assert_eq!((scope["tenant"].as_str(), scope["outcome"].as_str()), (Some(""), Some("complete")), "{summary}");
+    assert_eq!(scope["missing_total"], missing);
+    assert!(scope["last_run_at"].is_string());
     let exposition = metrics(subject.host.addr).await;
     assert!(
         exposition.contains(&format!(
