@@ -563,6 +563,92 @@ async fn each_tenant_reconciles_with_its_own_key(store: StoreKind, host: HostKin
     assert_eq!(status["totals"]["missing"], 1);
 }
 
+/// Two runs at once (two replicas' schedules) and the lost reports arriving
+/// while reconciliation records them: one run at a time, and one effect per
+/// event (one row each, one notification per report).
+async fn concurrent_runs_and_late_webhooks_make_one_effect(store: StoreKind, host: HostKind) {
+    let api = VapiApi::start(API_KEY).await;
+    let relay = Relay::start(RelayMode::Ok).await;
+    let subject = WebhookApp::start(options(store, host, Some(&api), &relay)).await;
+    seed(&subject.db).await;
+    let base = now_ms() - 1_800_000;
+    let calls: Vec<TestCall> = (0..12)
+        .map(|n| TestCall::new(Setup::Inbound, n, base + n as i64 * 60_000, true, Lost::All))
+        .collect();
+    {
+        let mut state = api.state();
+        state.calls = calls.iter().map(|c| c.listed.clone()).collect();
+        state.lines.insert(LINE_ID.into(), LINE.into());
+        // The first page waits, so the second run and the webhooks meet it.
+        state.slow_page = Some((0, Duration::from_millis(800)));
+    }
+    let started = Instant::now();
+    let first = {
+        let addr = subject.host.addr;
+        tokio::spawn(async move { send_bearer(addr, "POST", "/admin/reconcile", ADMIN_TOKEN).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = reconcile(&subject, "").await;
+    assert_eq!(second.status, 409, "{}", second.text());
+    // The reports come in just as the slow page is answered: they meet the
+    // first run recording the same calls.
+    tokio::time::sleep(Duration::from_millis(790).saturating_sub(started.elapsed())).await;
+    let reports: Vec<Value> = calls.iter().map(|c| c.events.last().unwrap().0.clone()).collect();
+    let deliveries: Vec<_> = reports
+        .iter()
+        .enumerate()
+        .map(|(i, report)| {
+            let (addr, bytes) = (subject.host.addr, bytes_of(report));
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i as u64 * 4)).await;
+                let headers = vapi_headers(&bytes);
+                send(addr, "POST", "/webhooks/vapi", &header_refs(&headers), bytes).await
+            })
+        })
+        .collect();
+    let mut outcomes = BTreeMap::<String, usize>::new();
+    for delivery in deliveries {
+        let response = delivery.await.unwrap();
+        // A report whose claim the run holds is answered as a concurrent
+        // duplicate is (Vapi retries it, and the retry is a duplicate).
+        let outcome = match response.status {
+            200 => response.json()["outcome"].as_str().unwrap_or_default().to_string(),
+            _ if response.text().contains("being handled") => "in_progress".to_string(),
+            _ => panic!("{} {}", response.status, response.text()),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200, "a run that met a delivery in flight: {}", first.text());
+    let run = first.json();
+    // Whatever each side met, a later run completes the rest.
+    reconcile_until_done(&subject, "").await;
+    for report in &reports {
+        assert_eq!(deliver(&subject, report).await, "duplicate");
+    }
+    for call in &calls {
+        assert_eq!(call_rows(&subject.db, &call.id).await, (1, 1, 1), "call {}", call.id);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut notified = BTreeMap::<String, usize>::new();
+    for event in relay.events() {
+        if event["event_type"] == "end-of-call-report" {
+            *notified.entry(event["vapi_call_id"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(notified.len(), calls.len());
+    assert!(notified.values().all(|n| *n == 1), "one notification per report: {notified:?}");
+    figure(&format!(
+        "reconcile race {} {}: 12 reports delivered as a run recorded them (webhooks {outcomes:?}; the run {} missing {} up to date {} failed {}), second run 409, rows 12/12 once, notifications 12",
+        host.name(),
+        store.name(),
+        run["outcome"],
+        run["missing"],
+        run["up_to_date"],
+        run["failed"],
+    ));
+}
+
 /// `vapi-edge-host map-org` (or any command taking `--pg-url`/`--sqlite`) on `db`.
 fn run_host_ok(args: &[&str], db: &TestDb) {
     let [flag, target] = db.database_args();
@@ -623,6 +709,7 @@ conformance! {
         lost_webhooks_are_recovered_exactly_once,
         a_wrong_or_missing_api_key_is_a_clear_answer,
         each_tenant_reconciles_with_its_own_key,
+        concurrent_runs_and_late_webhooks_make_one_effect,
     ],
     postgres: [],
     sqlite: [],

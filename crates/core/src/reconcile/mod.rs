@@ -189,6 +189,18 @@ enum Stop {
 }
 
 impl Stop {
+    /// A run that stopped where the next one takes over without anyone
+    /// doing anything: its page or time budget spent, or a delivery in flight
+    /// holding a call's claim.
+    fn is_progress(&self) -> bool {
+        matches!(
+            self,
+            Stop::Complete | Stop::Budget | Stop::Retry(Outcome::InProgress)
+        )
+    }
+}
+
+impl Stop {
     fn outcome(&self) -> &'static str {
         match self {
             Stop::Complete => "complete",
@@ -278,7 +290,7 @@ async fn run<E: Effects>(effects: &mut E, request: &Request) -> Response {
         lease_until_ms: started_ms + lease_ms,
         state: state.to_json(),
         now_ms: finished_ms,
-        succeeded: matches!(stop, Stop::Complete | Stop::Budget),
+        succeeded: stop.is_progress(),
         missing: tally.missing as i64,
         updated: tally.updated as i64,
         failed: tally.failed as i64,
@@ -286,10 +298,10 @@ async fn run<E: Effects>(effects: &mut E, request: &Request) -> Response {
     let saved = effects.read_json(&save).await;
     log_run(effects, &stop, &tally, &report, &saved);
     let status = match (&stop, &saved) {
-        (_, Err(_)) | (Stop::Retry(_), _) => 503,
-        (Stop::Complete | Stop::Budget, _) => 200,
-        (Stop::Api(ApiError::RateLimited), _) => 503,
-        (Stop::Api(_), _) => 502,
+        (_, Err(_)) => 503,
+        (stop, _) if stop.is_progress() => 200,
+        (Stop::Retry(_) | Stop::Api(ApiError::RateLimited), _) => 503,
+        (_, _) => 502,
     };
     let mut body = report;
     if let Ok(None) = saved {
@@ -444,8 +456,11 @@ async fn reconcile_page<E: Effects>(
             // A webhook came first, just now.
             Outcome::Duplicate => tally.up_to_date += 1,
             Outcome::OutsideRollout | Outcome::OtherTenant | Outcome::Ignored => tally.skipped += 1,
+            // A delivery of this report is being handled right now: it
+            // records the call; the next run reads the page again and finds it.
+            Outcome::InProgress => return Err(Stop::Retry(outcome)),
             // Nothing lasting: the page is read again by the next run.
-            Outcome::InProgress | Outcome::DatabaseUnavailable | Outcome::Misconfigured => {
+            Outcome::DatabaseUnavailable | Outcome::Misconfigured => {
                 tally.failed += 1;
                 return Err(Stop::Retry(outcome));
             }
@@ -490,10 +505,10 @@ fn log_run(
 ) {
     let (level, msg) = match (stop, saved) {
         (_, Err(_)) => (Level::Error, "Reconciliation not saved"),
-        (Stop::Complete | Stop::Budget, _) if tally.missing > 0 => {
+        (stop, _) if stop.is_progress() && tally.missing > 0 => {
             (Level::Warn, "Reconciliation found calls whose webhooks never came")
         }
-        (Stop::Complete | Stop::Budget, _) => (Level::Info, "Reconciliation ran"),
+        (stop, _) if stop.is_progress() => (Level::Info, "Reconciliation ran"),
         (Stop::Api(ApiError::Unauthorized(_) | ApiError::NotAllowed(_)), _) => {
             (Level::Critical, "Reconciliation misconfigured")
         }
