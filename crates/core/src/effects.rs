@@ -96,7 +96,8 @@ pub trait Effects: KeyValue {
     /// or (SQLite) there is no row.
     async fn read_json(&mut self, read: &Read) -> Result<Option<String>, DbError>;
 
-    /// Sends a POST (to the relay, to the upstream) and reads the answer,
+    /// Sends a request (a POST to the relay or the upstream, a GET to Vapi's
+    /// API) and reads the answer,
     /// within the post's own timeout.
     async fn send(&mut self, post: &OutboundRequest) -> Result<OutboundReply, OutboundError>;
 }

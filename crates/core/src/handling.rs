@@ -99,8 +99,17 @@ impl CallRecord {
     /// an assistant id can be waited for: the agent may be saved any moment
     /// (the checklist's agent lookup), so a call that names one is refused
     /// and retried; nothing else a call carries is mapped that way.
+    /// Reconciliation keeps none: a call of the Vapi organisation that
+    /// nothing here maps may be another application's (its assistants' server
+    /// URL elsewhere), and its webhooks were never meant to come.
     pub fn keeps_unowned(&self) -> bool {
-        self.assistant_id.is_none()
+        self.assistant_id.is_none() && !self.is_reconciled()
+    }
+
+    /// Made by reconciliation from Vapi's API (`crate::reconcile`), not
+    /// delivered.
+    pub fn is_reconciled(&self) -> bool {
+        self.metadata["source"] == "reconciliation"
     }
 }
 

@@ -53,7 +53,9 @@ const REPORTED_IDS: usize = 20;
 pub struct Settings {
     pub api_key: String,
     pub api_url: String,
-    /// Calls asked for per page (`limit`, 1-1000).
+    /// Calls asked for per page (`limit`, 1-1000). A call with its artifact
+    /// (messages, transcript) can weigh 100 KB, and an answer is read up to
+    /// `outbound::MAX_REPLY_BYTES`: 50 keeps a page well under it.
     pub page_size: u32,
     /// Pages read per run at most.
     pub max_pages: u32,
@@ -89,9 +91,10 @@ impl Settings {
         Ok(Some(Settings {
             api_key,
             api_url,
-            page_size: number("reconcile_page_size", 100, 1, 1000)? as u32,
-            max_pages: number("reconcile_max_pages", 10, 1, 1000)? as u32,
-            deadline_ms: number("reconcile_deadline_ms", 20_000, 1_000, 600_000)?,
+            page_size: number("reconcile_page_size", 50, 1, 1000)? as u32,
+            max_pages: number("reconcile_max_pages", 20, 1, 1000)? as u32,
+            // Under `vapi-edge-host`'s longest request deadline (305 s).
+            deadline_ms: number("reconcile_deadline_ms", 20_000, 1_000, 290_000)?,
             lookback_ms: number("reconcile_lookback_hours", 24, 1, 24 * 90)? * 3_600_000,
             settle_ms: number("reconcile_settle_ms", 120_000, 0, 3_600_000)?,
         }))
@@ -210,9 +213,14 @@ impl Stop {
         }
     }
 
-    /// Whether the scheduler should call again soon.
+    /// Whether calling again soon would go on: not once caught up, and not
+    /// after an error that only a change of settings clears.
     fn more(&self) -> bool {
-        !matches!(self, Stop::Complete)
+        match self {
+            Stop::Complete => false,
+            Stop::Budget | Stop::Retry(_) => true,
+            Stop::Api(error) => matches!(error, ApiError::RateLimited | ApiError::Unavailable(_)),
+        }
     }
 }
 
@@ -255,7 +263,8 @@ async fn run<E: Effects>(effects: &mut E, request: &Request) -> Response {
     let query = Query::parse(request.path.split_once('?').map_or("", |(_, q)| q));
     let restart = match query.get("from") {
         None => None,
-        Some(text) => match iso_to_ms(text) {
+        // A `+` of the offset arrives as a space when not sent as `%2B`.
+        Some(text) => match iso_to_ms(&text.replace(' ', "+")) {
             Some(ms) => Some(ms),
             None => {
                 return Response::bad_request("from", "is not an RFC 3339 time such as 2026-12-01T00:00:00Z")
@@ -336,15 +345,20 @@ async fn walk<E: Effects>(
             .await
         {
             Ok(page) => page,
+            Err(ApiError::OutOfTime) => return Stop::Budget,
             Err(error) => return Stop::Api(error),
         };
         tally.pages += 1;
+        let listed = page.len();
         let created: Vec<i64> = page.iter().flatten().map(|call| call.created_ms).collect();
         if let Err(stop) = reconcile_page(effects, settings, &api, state, tally, page).await {
             return stop;
         }
         let window = state.window(started_ms, settings.lookback_ms);
-        match window.advance(&created, settings.page_size as usize) {
+        match window.advance(&created, listed, settings.page_size as usize) {
+            // A window an earlier run opened ends before this run began: the
+            // calls created since are the next window's, in this run.
+            Advance::Done if window.to_ms < started_ms => state.finish_window(),
             Advance::Done => {
                 state.finish_window();
                 return Stop::Complete;
@@ -427,12 +441,20 @@ async fn reconcile_page<E: Effects>(
             tally.up_to_date += 1;
             continue;
         }
+        // Out of time: the page is read again by the next run (what this one
+        // recorded is then up to date).
+        if effects.now_ms() >= api.deadline_ms {
+            return Err(Stop::Budget);
+        }
         let line = match call.line_to_look_up() {
             None => None,
             Some(id) => match tally.lines.get(id) {
                 Some(number) => number.clone(),
                 None => {
-                    let number = api.line_number(effects, id).await.map_err(Stop::Api)?;
+                    let number = api.line_number(effects, id).await.map_err(|error| match error {
+                        ApiError::OutOfTime => Stop::Budget,
+                        error => Stop::Api(error),
+                    })?;
                     tally.lines.insert(id.to_string(), number.clone());
                     number
                 }

@@ -106,10 +106,11 @@ impl Window {
         }
     }
 
-    /// Moves the window past a page: `created` are its calls' creation times
-    /// in the order Vapi listed them, `limit` what was asked for.
-    pub fn advance(&mut self, created: &[i64], limit: usize) -> Advance {
-        if created.len() < limit || created.is_empty() {
+    /// Moves the window past a page of `listed` calls: `created` are the
+    /// creation times of those that could be read, in the order Vapi listed
+    /// them, `limit` what was asked for.
+    pub fn advance(&mut self, created: &[i64], listed: usize, limit: usize) -> Advance {
+        if listed < limit || created.is_empty() {
             return Advance::Done;
         }
         let (first, last) = (created[0], created[created.len() - 1]);
@@ -174,7 +175,7 @@ mod tests {
             page.truncate(limit);
             pages += 1;
             read.extend(&page);
-            match w.advance(&page, limit) {
+            match w.advance(&page, page.len(), limit) {
                 Advance::Done => return (read, pages),
                 _ => assert!(pages < 100, "the walk ends"),
             }
@@ -204,22 +205,30 @@ mod tests {
     #[test]
     fn a_short_page_ends_the_window_and_an_empty_one_too() {
         let mut w = window(0, 1_000);
-        assert_eq!(w.advance(&[900, 800], 3), Advance::Done);
-        assert_eq!(w.advance(&[], 3), Advance::Done);
+        assert_eq!(w.advance(&[900, 800], 2, 3), Advance::Done);
+        assert_eq!(w.advance(&[], 0, 3), Advance::Done);
         assert_eq!(walk(&[], 3, true).1, 1);
+    }
+
+    #[test]
+    fn an_unreadable_call_on_a_full_page_does_not_end_the_window() {
+        let mut w = window(0, 1_000);
+        // Four listed, one unreadable: the page was full.
+        assert_eq!(w.advance(&[900, 800, 700], 4, 4), Advance::More);
+        assert_eq!(w.upper_ms, 700);
     }
 
     #[test]
     fn a_full_page_of_one_instant_steps_past_it() {
         let mut w = window(0, 1_000);
         assert_eq!(
-            w.advance(&[1_000, 1_000, 1_000], 3),
+            w.advance(&[1_000, 1_000, 1_000], 3, 3),
             Advance::SteppedPast { created_ms: 1_000 }
         );
         assert_eq!(w.upper_ms, 999);
         // Down to the window's start: done.
         let mut w = window(500, 500);
-        assert_eq!(w.advance(&[500, 500], 2), Advance::Done);
+        assert_eq!(w.advance(&[500, 500], 2, 2), Advance::Done);
     }
 
     #[test]

@@ -222,3 +222,65 @@ fn a_full_page_asks_for_the_next_with_an_overlapping_bound() {
     let second = &fake.posted[1].url;
     assert!(second.contains(&format!("createdAtLe={}", rfc3339(a))), "{second}");
 }
+
+#[test]
+fn a_call_nothing_here_owns_is_passed_over_not_failed() {
+    // The Vapi organisation's key lists every call it has, also those of an
+    // application whose assistants' server URL is elsewhere.
+    let mut fake = fake();
+    let now = fake.now_ms;
+    fake.dashboard_answers.push_back(Ok(Some("{}".into())));
+    fake.get_answers.push_back(reply(
+        200,
+        &json!([call("c-foreign", now - 600_000, "ended", Some(now - 500_000))]),
+    ));
+    fake.dashboard_answers
+        .push_back(Ok(Some(json!([["c-foreign", false, false]]).to_string())));
+    fake.record_answers
+        .push_back(Ok(crate::db::Recorded::OwnerNotFound));
+    let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
+    assert_eq!(response.status, 200, "{body}");
+    assert_eq!((&body["skipped"], &body["failed"], &body["missing"]), (&json!(1), &json!(0), &json!(0)));
+    assert_eq!(fake.record_calls, 1, "no wait for an agent");
+    assert!(fake.dead_letters.is_empty(), "nothing to replay");
+    assert!(fake.slept.is_empty());
+    // Recorded without an owner? Never: reconciliation keeps no unowned call.
+    assert!(!fake.records[0].keeps_unowned());
+}
+
+#[test]
+fn a_run_that_finishes_an_older_window_goes_on_to_the_run_start() {
+    let mut fake = fake();
+    let now = fake.now_ms;
+    // An earlier run stopped inside a window that ended an hour ago.
+    let state = crate::reconcile::State {
+        cursor_ms: None,
+        window: Some(crate::reconcile::Window {
+            from_ms: now - 7_200_000,
+            to_ms: now - 3_600_000,
+            upper_ms: now - 3_600_000,
+            pending_ms: None,
+        }),
+        last: None,
+    };
+    fake.dashboard_answers.push_back(Ok(Some(state.to_json())));
+    fake.get_answers.push_back(reply(200, &json!([])));
+    fake.get_answers.push_back(reply(200, &json!([])));
+    let (_, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
+    assert_eq!((body["outcome"].as_str(), body["pages"].as_i64()), (Some("complete"), Some(2)));
+    assert!(fake.posted[1].url.contains(&format!("createdAtGe={}", rfc3339(now - 3_600_000))));
+    assert_eq!(body["cursor"], rfc3339(now));
+}
+
+#[test]
+fn a_page_too_large_names_the_setting_and_errors_say_whether_to_call_again() {
+    let mut fake = fake();
+    fake.dashboard_answers.push_back(Ok(Some("{}".into())));
+    fake.get_answers
+        .push_back(Err(crate::outbound::OutboundError::TooLarge));
+    let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
+    assert_eq!(response.status, 502);
+    assert!(body["error"].as_str().unwrap().contains("reconcile_page_size"), "{body}");
+    assert_eq!(body["more"], false, "a setting must change first");
+    assert_eq!(fake.posted.len(), 1, "not retried");
+}

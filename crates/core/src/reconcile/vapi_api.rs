@@ -32,6 +32,8 @@ pub enum ApiError {
     NotAllowed(String),
     /// Any other answer: a 4xx, or a body that is not what the API documents.
     Unexpected(String),
+    /// The run's deadline came before the read could start.
+    OutOfTime,
 }
 
 impl ApiError {
@@ -43,6 +45,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "vapi_unavailable",
             ApiError::NotAllowed(_) => "not_allowed",
             ApiError::Unexpected(_) => "vapi_unexpected",
+            ApiError::OutOfTime => "more",
         }
     }
 
@@ -61,6 +64,7 @@ impl ApiError {
                 "the host refused to reach vapi_api_url ({why}): add its origin to vapi_api_allowed_host"
             ),
             ApiError::Unexpected(why) => format!("Vapi's API answered unexpectedly: {why}"),
+            ApiError::OutOfTime => "the run's deadline came (reconcile_deadline_ms)".into(),
         }
     }
 }
@@ -179,7 +183,7 @@ impl Api<'_> {
     /// for a 404.
     async fn get(&self, effects: &mut impl Effects, url: &str) -> Result<Option<Value>, ApiError> {
         let mut backoff_ms = FIRST_BACKOFF_MS;
-        let mut last = ApiError::Unavailable("no attempt was made".into());
+        let mut last = ApiError::OutOfTime;
         for attempt in 1..=ATTEMPTS {
             let left_ms = self.deadline_ms - effects.now_ms();
             if left_ms <= 0 {
@@ -229,6 +233,13 @@ impl Api<'_> {
                 Err(OutboundError::Refused(why)) => return Err(ApiError::NotAllowed(why)),
                 Err(OutboundError::InvalidUrl(why)) => {
                     return Err(ApiError::NotAllowed(format!("vapi_api_url: {why}")))
+                }
+                Err(OutboundError::TooLarge) => {
+                    return Err(ApiError::Unexpected(format!(
+                        "{}: the answer is larger than {} MB: lower reconcile_page_size",
+                        path(url),
+                        crate::outbound::MAX_REPLY_BYTES / (1024 * 1024)
+                    )))
                 }
                 Err(error) => ApiError::Unavailable(format!("{}: {error}", path(url))),
             };

@@ -106,6 +106,11 @@ pub(super) async fn record<E: Effects>(
             // owner (`CallRecord::keeps_unowned`): its agent may appear.
             Recorded::OwnerNotFound => match retries.next() {
                 Some(delay) => effects.sleep_ms(*delay).await,
+                None if record.is_reconciled() => {
+                    // Not this deployment's call: see `CallRecord::keeps_unowned`.
+                    context.set("reason", "nothing here owns the call");
+                    return Ok(Answer::ok(Outcome::Ignored));
+                }
                 None => {
                     return Err(Failure::AgentNotFound {
                         assistant_id: record.assistant_id.clone(),
