@@ -19,7 +19,7 @@ use vapi_edge_core::effects::Effects;
 use vapi_edge_core::handling::CallRecord;
 use vapi_edge_core::kv::{KeyValue, KvError};
 use vapi_edge_core::log::{Level, LogLine};
-use vapi_edge_core::outbound::{OutboundError, OutboundRequest, OutboundReply};
+use vapi_edge_core::outbound::{OutboundError, OutboundReply, OutboundRequest};
 
 /// The key-value store label granted in spin.toml.
 const KV_STORE: &str = "default";

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use vapi_edge_core::http::split_url;
-use vapi_edge_core::outbound::{OutboundError, OutboundRequest, OutboundReply, MAX_REPLY_BYTES};
+use vapi_edge_core::outbound::{OutboundError, OutboundReply, OutboundRequest, MAX_REPLY_BYTES};
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
     ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
@@ -37,7 +37,11 @@ pub fn send(post: &OutboundRequest) -> Result<OutboundReply, OutboundError> {
         Scheme::Http
     };
     request
-        .set_method(if post.get { &Method::Get } else { &Method::Post })
+        .set_method(if post.get {
+            &Method::Get
+        } else {
+            &Method::Post
+        })
         .and_then(|()| request.set_scheme(Some(&scheme)))
         .and_then(|()| request.set_authority(Some(&target.authority)))
         .and_then(|()| request.set_path_with_query(Some(&target.path_and_query)))

@@ -832,11 +832,17 @@ async fn reconcile(
         if vapi_edge_core::json::iso_to_ms(from).is_none() {
             bail!("--from must be an RFC 3339 time such as 2026-12-01T00:00:00Z");
         }
-        path.push_str(&format!("?from={}", vapi_edge_core::http::percent_encode(from)));
+        path.push_str(&format!(
+            "?from={}",
+            vapi_edge_core::http::percent_encode(from)
+        ));
     }
     // `from` restarts the walk once ([`drive`] sends it with the first
     // round only); the runs after it go on from there.
-    drive(base, &path, token, |report| report["more"].as_bool() == Some(true)).await
+    drive(base, &path, token, |report| {
+        report["more"].as_bool() == Some(true)
+    })
+    .await
 }
 
 /// Calls a running service's admin route `path` (POST, the admin token) round

@@ -43,7 +43,7 @@ use vapi_edge_core::headers::Headers;
 use vapi_edge_core::http::{Request, Response, MAX_BODY_BYTES};
 use vapi_edge_core::kv::{KeyValue, KvError};
 use vapi_edge_core::log::{Level, LogLine};
-use vapi_edge_core::outbound::{OutboundError, OutboundRequest, OutboundReply, MAX_REPLY_BYTES};
+use vapi_edge_core::outbound::{OutboundError, OutboundReply, OutboundRequest, MAX_REPLY_BYTES};
 use vapi_edge_core::pg_sql;
 
 /// The same allocator as vapi-edge-host, with the same options (see its `main.rs`).

@@ -13,7 +13,7 @@ use crate::db::{
 use crate::handling::CallRecord;
 use crate::kv::KeyValue;
 use crate::log::LogLine;
-use crate::outbound::{OutboundError, OutboundRequest, OutboundReply};
+use crate::outbound::{OutboundError, OutboundReply, OutboundRequest};
 use crate::tenant::Tenant;
 
 #[allow(async_fn_in_trait)] // used with concrete types only; no Send bound needed

@@ -461,7 +461,10 @@ pub const RECONCILE_STATUS_QUERY: RowQuery = RowQuery {
 pub const RECONCILE_KNOWN_QUERY: RowQuery = RowQuery {
     name: "reconcile_known",
     sql: RECONCILE_KNOWN,
-    not_found: &["'[[\"no-such-call\", \"v1|end-of-call-report|no-such-call\"]]'", "''"],
+    not_found: &[
+        "'[[\"no-such-call\", \"v1|end-of-call-report|no-such-call\"]]'",
+        "''",
+    ],
 };
 
 /// Every statement the component sends with `query`. Each must return at least

@@ -6,7 +6,7 @@
 
 use crate::event_key::EventKey;
 use crate::http::Response;
-use crate::outbound::{OutboundError, OutboundRequest, OutboundReply};
+use crate::outbound::{OutboundError, OutboundReply, OutboundRequest};
 use crate::payload::{MessageKind, ServerMessage};
 use crate::relay::signed_headers;
 use crate::standard_webhooks::SigningKey;

@@ -349,5 +349,40 @@ async fn calls_appear_live_in_a_real_browser() {
     let of_b = inbound_start(&unique_id("call"), &bea.assistant_id, CALLER);
     let ms = webhook_to_row(&app, &browser, &of_b, "in-progress").await;
     println!("[browser] organisation B's own call: on its page {ms:.0} ms after the webhook");
+
+    // A call reconciliation recorded from Vapi's API is marked, and the
+    // operator's summary says when reconciliation ran and what it found (the
+    // rows as reconciliation writes them; its whole path: reconcile.rs).
+    let reconciled = unique_id("call");
+    app.db
+        .rows(
+            "INSERT INTO call_logs (vapi_call_id, org_id, status, status_rank, direction, metadata)
+             VALUES ($1, $2, 'ended', 6, 'web',
+                     '{\"channel\": \"web\", \"source\": \"reconciliation\"}')",
+            &[&reconciled, ORG_ID],
+        )
+        .await;
+    let ran = now_ms().to_string();
+    app.db
+        .rows(
+            "INSERT INTO reconciliation (tenant, state, last_run_ms, last_success_ms, missing_total)
+             VALUES ('', '{\"last\": {\"outcome\": \"complete\", \"missing\": 1}}', $1, $1, 1)",
+            &[&ran],
+        )
+        .await;
+    sign_in(&browser, &dashboard, OPERATOR_TOKEN).await;
+    let shown = browser
+        .wait_for(
+            "the reconciled mark and card",
+            "const row = document.querySelector(`#calls tr[data-call-id=\"${arguments[0]}\"]`);
+             const card = document.getElementById('reconcile-card');
+             if (!row || card.hidden) return null;
+             return [row.querySelector('.mark')?.textContent ?? '',
+                     document.getElementById('reconcile').textContent];",
+            json!([reconciled]),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(shown, json!(["reconciled", "1 missing found"]));
     browser.quit().await;
 }

@@ -23,7 +23,10 @@ async fn healthz_is_200_when_postgres_schema_and_redis_are_up(_store: StoreKind,
     let body = response.json();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["checks"]["postgres"]["ok"], true);
-    assert_eq!(body["checks"]["postgres"]["schema_version"], "0009_reconciliation");
+    assert_eq!(
+        body["checks"]["postgres"]["schema_version"],
+        "0009_reconciliation"
+    );
     assert_eq!(body["checks"]["key_value"]["ok"], true);
 }
 

@@ -39,7 +39,13 @@ async fn seed(db: &TestDb) {
         db.rows(
             "INSERT INTO agents (org_id, role, name, vapi_assistant_id, vapi_squad_id)
              VALUES ($1, $2, $3, $4, $5)",
-            &[ORG_ID, role, name, assistant.unwrap_or(""), squad.unwrap_or("")],
+            &[
+                ORG_ID,
+                role,
+                name,
+                assistant.unwrap_or(""),
+                squad.unwrap_or(""),
+            ],
         )
         .await;
     }
@@ -49,8 +55,11 @@ async fn seed(db: &TestDb) {
         &[],
     )
     .await;
-    db.rows("UPDATE agents SET vapi_squad_id = NULL WHERE vapi_squad_id = ''", &[])
-        .await;
+    db.rows(
+        "UPDATE agents SET vapi_squad_id = NULL WHERE vapi_squad_id = ''",
+        &[],
+    )
+    .await;
     db.seed_lead(ORG_ID, CALLER).await;
     let mapped = db.map_org(VAPI_ORG, ORG_ID);
     assert_eq!(mapped["attributed"]["calls"], 0, "{mapped}");
@@ -94,7 +103,11 @@ impl TestCall {
         let started = created + 2_000;
         let end = started + 30_000 + n as i64 * 1_000;
         let cost = 0.05 + n as f64 / 100.0;
-        let ended_reason = ["customer-ended-call", "assistant-ended-call", "silence-timed-out"][n % 3];
+        let ended_reason = [
+            "customer-ended-call",
+            "assistant-ended-call",
+            "silence-timed-out",
+        ][n % 3];
         let mut call = json!({
             "id": id, "orgId": VAPI_ORG,
             "createdAt": iso(created), "updatedAt": iso(if ended { end + 4_000 } else { started }),
@@ -157,8 +170,10 @@ impl TestCall {
                          "recording": {"mono": {"combinedUrl": format!("https://storage.vapi.ai/{id}-mono.wav")}}},
             "analysis": {"summary": format!("Call {n} went well."), "successEvaluation": "true"},
         });
-        let mut events = vec![message(json!({"type": "status-update", "status": "in-progress",
-            "timestamp": started}))];
+        let mut events = vec![message(
+            json!({"type": "status-update", "status": "in-progress",
+            "timestamp": started}),
+        )];
         call["status"] = "in-progress".into();
         if ended {
             events.push(message(json!({"type": "status-update", "status": "ended",
@@ -228,7 +243,10 @@ fn options(store: StoreKind, host: HostKind, api: Option<&VapiApi>, relay: &Rela
 /// Every call's rows as a user compares them: `call_logs` (its metadata
 /// without reconciliation's marks) and `call_tracking`, by call id, with the
 /// agent by role (ids differ between databases).
-async fn rows(db: &TestDb, ids: &[String]) -> BTreeMap<String, (Vec<Option<String>>, Value, Value, Vec<Option<String>>)> {
+async fn rows(
+    db: &TestDb,
+    ids: &[String],
+) -> BTreeMap<String, (Vec<Option<String>>, Value, Value, Vec<Option<String>>)> {
     let mut rows = BTreeMap::new();
     for id in ids {
         let Some(log) = db
@@ -262,7 +280,10 @@ async fn rows(db: &TestDb, ids: &[String]) -> BTreeMap<String, (Vec<Option<Strin
             .await
             .map(|row| row.0)
             .unwrap_or_default();
-        rows.insert(id.clone(), (log.0[..19].to_vec(), metadata, costs, tracking));
+        rows.insert(
+            id.clone(),
+            (log.0[..19].to_vec(), metadata, costs, tracking),
+        );
     }
     rows
 }
@@ -270,7 +291,10 @@ async fn rows(db: &TestDb, ids: &[String]) -> BTreeMap<String, (Vec<Option<Strin
 async fn deliver(app: &WebhookApp, event: &Value) -> String {
     let response = app.deliver(event).await;
     assert_eq!(response.status, 200, "{}", response.text());
-    response.json()["outcome"].as_str().unwrap_or_default().to_string()
+    response.json()["outcome"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn reconcile(app: &WebhookApp, query: &str) -> TestResponse {
@@ -323,7 +347,12 @@ async fn lost_webhooks_are_recovered_exactly_once(store: StoreKind, host: HostKi
     // boundaries fall on calls 22, 19, 16, 13, 10, 7, 4: calls 9 and 10, and
     // 3 and 4, share a creation time across a boundary.
     let base = now_ms() - 3_600_000;
-    let setups = [Setup::Inbound, Setup::Outbound, Setup::WebInline, Setup::Squad];
+    let setups = [
+        Setup::Inbound,
+        Setup::Outbound,
+        Setup::WebInline,
+        Setup::Squad,
+    ];
     let losses = [Lost::All, Lost::Report, Lost::AllButStart, Lost::Nothing];
     let mut calls = Vec::new();
     for n in 0..24 {
@@ -332,14 +361,32 @@ async fn lost_webhooks_are_recovered_exactly_once(store: StoreKind, host: HostKi
             9 | 10 => base + 10 * 60_000,
             n => base + n as i64 * 60_000,
         };
-        calls.push(TestCall::new(setups[n % 4], n, created, true, losses[(n / 4) % 4]));
+        calls.push(TestCall::new(
+            setups[n % 4],
+            n,
+            created,
+            true,
+            losses[(n / 4) % 4],
+        ));
     }
     let unfinished: Vec<TestCall> = (0..2)
-        .map(|n| TestCall::new(Setup::Inbound, 30 + n, now_ms() - 20_000 - n as i64, false, Lost::AllButStart))
+        .map(|n| {
+            TestCall::new(
+                Setup::Inbound,
+                30 + n,
+                now_ms() - 20_000 - n as i64,
+                false,
+                Lost::AllButStart,
+            )
+        })
         .collect();
     {
         let mut state = api.state();
-        state.calls = calls.iter().chain(&unfinished).map(|c| c.listed.clone()).collect();
+        state.calls = calls
+            .iter()
+            .chain(&unfinished)
+            .map(|c| c.listed.clone())
+            .collect();
         state.lines.insert(LINE_ID.into(), LINE.into());
         state.lines.insert(SQUAD_LINE_ID.into(), SQUAD_LINE.into());
         state.rate_limit_next = 2;
@@ -379,26 +426,50 @@ async fn lost_webhooks_are_recovered_exactly_once(store: StoreKind, host: HostKi
     let lost = |kinds: &[Lost]| calls.iter().filter(|c| kinds.contains(&c.lost)).count() as i64;
     let behind = lost(&[Lost::Report, Lost::AllButStart]);
     assert_eq!(missing as usize, missing_before, "{reports:#?}");
-    assert_eq!(missing, lost(&[Lost::All]), "every call whose webhooks were all lost");
-    assert_eq!(updated, behind, "every call whose report was lost: {reports:#?}");
+    assert_eq!(
+        missing,
+        lost(&[Lost::All]),
+        "every call whose webhooks were all lost"
+    );
+    assert_eq!(
+        updated, behind,
+        "every call whose report was lost: {reports:#?}"
+    );
     assert_eq!(failed, 0, "{reports:#?}");
-    assert!(reports.len() >= 2, "runs of 3 pages resume where the last stopped");
+    assert!(
+        reports.len() >= 2,
+        "runs of 3 pages resume where the last stopped"
+    );
     let last = reports.last().unwrap();
     assert_eq!(last["outcome"], "complete");
     // The unfinished calls were left for a later run, and hold the cursor.
     assert!(total(&reports, "unfinished") >= 2);
-    let oldest_unfinished = unfinished.iter().map(|c| c.listed["createdAt"].as_str().unwrap().to_string()).min().unwrap();
+    let oldest_unfinished = unfinished
+        .iter()
+        .map(|c| c.listed["createdAt"].as_str().unwrap().to_string())
+        .min()
+        .unwrap();
     assert_eq!(last["cursor"].as_str(), Some(oldest_unfinished.as_str()));
-    assert_eq!(rows(&subject.db, &ids).await, expected, "the same rows as if every webhook had come");
+    assert_eq!(
+        rows(&subject.db, &ids).await,
+        expected,
+        "the same rows as if every webhook had come"
+    );
     let lists = api.list_requests();
     for shared in [base + 10 * 60_000, base + 4 * 60_000] {
         assert!(
-            lists.iter().any(|p| p.contains(&format!("createdAtLe={}", iso(shared)))),
+            lists
+                .iter()
+                .any(|p| p.contains(&format!("createdAtLe={}", iso(shared)))),
             "a page bound fell on a shared instant, read again from there: {lists:#?}"
         );
     }
     assert_eq!(
-        api.state().requests.iter().filter(|(_, authorised)| !authorised).count(),
+        api.state()
+            .requests
+            .iter()
+            .filter(|(_, authorised)| !authorised)
+            .count(),
         0
     );
 
@@ -429,13 +500,24 @@ async fn lost_webhooks_are_recovered_exactly_once(store: StoreKind, host: HostKi
         "every late report is a duplicate: {late:?}"
     );
     let after_late = rows(&subject.db, &ids).await;
-    assert_eq!(after_late, expected, "late webhooks leave the rows as they were");
+    assert_eq!(
+        after_late, expected,
+        "late webhooks leave the rows as they were"
+    );
     let counts = all_call_rows(&subject.db).await;
     assert_eq!((counts.0, counts.1), (tracking, logs), "no row added");
 
     // A second reconciliation over the same hour finds nothing to do.
     let again = reconcile_until_done(&subject, &format!("?from={}", iso(base - 60_000))).await;
-    assert_eq!((total(&again, "missing"), total(&again, "updated"), total(&again, "failed")), (0, 0, 0), "{again:#?}");
+    assert_eq!(
+        (
+            total(&again, "missing"),
+            total(&again, "updated"),
+            total(&again, "failed")
+        ),
+        (0, 0, 0),
+        "{again:#?}"
+    );
     assert_eq!(rows(&subject.db, &ids).await, expected);
 
     // One request says when it ran and what it found; /metrics counts it.
@@ -448,7 +530,13 @@ async fn lost_webhooks_are_recovered_exactly_once(store: StoreKind, host: HostKi
     assert_eq!(status["last_run"]["outcome"], "complete");
     // The dashboard marks the calls reconciliation recorded, and its summary
     // says when it ran and what it found.
-    let listed = send_bearer(subject.host.addr, "GET", "/api/calls?limit=100", DASHBOARD_OPERATOR).await;
+    let listed = send_bearer(
+        subject.host.addr,
+        "GET",
+        "/api/calls?limit=100",
+        DASHBOARD_OPERATOR,
+    )
+    .await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     let marked: usize = listed.json()["calls"]
         .as_array()
@@ -457,9 +545,15 @@ async fn lost_webhooks_are_recovered_exactly_once(store: StoreKind, host: HostKi
         .filter(|c| c["reconciled"] == true)
         .count();
     assert_eq!(marked as i64, missing + behind);
-    let summary = send_bearer(subject.host.addr, "GET", "/api/summary", DASHBOARD_OPERATOR).await.json();
+    let summary = send_bearer(subject.host.addr, "GET", "/api/summary", DASHBOARD_OPERATOR)
+        .await
+        .json();
     let scope = &summary["reconciliation"][0];
-    assert_eq!((scope["tenant"].as_str(), scope["outcome"].as_str()), (Some(""), Some("complete")), "{summary}");
+    assert_eq!(
+        (scope["tenant"].as_str(), scope["outcome"].as_str()),
+        (Some(""), Some("complete")),
+        "{summary}"
+    );
     assert_eq!(scope["missing_total"], missing);
     assert!(scope["last_run_at"].is_string());
     let exposition = metrics(subject.host.addr).await;
@@ -475,7 +569,10 @@ async fn lost_webhooks_are_recovered_exactly_once(store: StoreKind, host: HostKi
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut deliveries = 0;
     while Instant::now() < deadline {
-        deliveries = subject.db.count("SELECT count(*) FROM webhook_events").await;
+        deliveries = subject
+            .db
+            .count("SELECT count(*) FROM webhook_events")
+            .await;
         if deliveries >= delivered {
             break;
         }
@@ -507,13 +604,20 @@ async fn a_wrong_or_missing_api_key_is_a_clear_answer(store: StoreKind, host: Ho
     assert_eq!(response.status, 502, "{}", response.text());
     let body = response.json();
     assert_eq!(body["outcome"], "unauthorized");
-    assert!(body["error"].as_str().unwrap().contains("vapi_api_key"), "{body}");
-    let status = send_bearer(subject.host.addr, "GET", "/admin/reconcile", ADMIN_TOKEN).await.json();
+    assert!(
+        body["error"].as_str().unwrap().contains("vapi_api_key"),
+        "{body}"
+    );
+    let status = send_bearer(subject.host.addr, "GET", "/admin/reconcile", ADMIN_TOKEN)
+        .await
+        .json();
     assert_eq!(status["last_run"]["outcome"], "unauthorized", "{status}");
     assert!(status["last_success_at"].is_null());
     let line = subject
         .host
-        .wait_for_log(Duration::from_secs(5), |l| l["msg"] == "Reconciliation misconfigured")
+        .wait_for_log(Duration::from_secs(5), |l| {
+            l["msg"] == "Reconciliation misconfigured"
+        })
         .await;
     assert!(!line.to_string().contains(API_KEY));
     // Not the admin token: refused before anything is read.
@@ -528,7 +632,9 @@ async fn each_tenant_reconciles_with_its_own_key(store: StoreKind, host: HostKin
     let api = VapiApi::start("acme-private-key").await;
     let relay = Relay::start(RelayMode::Ok).await;
     let mut options = options(store, host, Some(&api), &relay);
-    options.extra.push(("tenant_secrets_key".into(), SECRETS_KEY.into()));
+    options
+        .extra
+        .push(("tenant_secrets_key".into(), SECRETS_KEY.into()));
     for (name, value) in options.extra.iter_mut() {
         if name == "vapi_api_key" {
             *value = "the-deployments-own-key".into();
@@ -538,27 +644,50 @@ async fn each_tenant_reconciles_with_its_own_key(store: StoreKind, host: HostKin
     app.db.tenant(
         "set",
         SECRETS_KEY,
-        &["acme", "vapi_server_secret=acme-webhook-secret", "vapi_api_key=acme-private-key"],
+        &[
+            "acme",
+            "vapi_server_secret=acme-webhook-secret",
+            "vapi_api_key=acme-private-key",
+        ],
     );
     let created = now_ms() - 600_000;
     let call = TestCall::new(Setup::WebInline, 1, created, true, Lost::All);
     api.state().calls = vec![call.listed.clone()];
     // The tenant maps its Vapi organisation itself.
-    run_host_ok(&["map-org", "--tenant", "acme", "--vapi-org-id", VAPI_ORG, "--org-id", ORG_ID], &app.db);
+    run_host_ok(
+        &[
+            "map-org",
+            "--tenant",
+            "acme",
+            "--vapi-org-id",
+            VAPI_ORG,
+            "--org-id",
+            ORG_ID,
+        ],
+        &app.db,
+    );
 
     let response = reconcile(&app, "/acme").await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.json()["missing"], 1);
     let row = app
         .db
-        .row("SELECT tenant, org_id FROM call_logs WHERE vapi_call_id = $1", &[&call.id])
+        .row(
+            "SELECT tenant, org_id FROM call_logs WHERE vapi_call_id = $1",
+            &[&call.id],
+        )
         .await
         .expect("recorded");
-    assert_eq!((row.text(0), row.opt(1)), ("acme".to_string(), Some(ORG_ID.to_string())));
+    assert_eq!(
+        (row.text(0), row.opt(1)),
+        ("acme".to_string(), Some(ORG_ID.to_string()))
+    );
     // The deployment's own key is not acme's: Vapi refuses it.
     assert_eq!(reconcile(&app, "").await.status, 502);
     assert_eq!(reconcile(&app, "/nobody").await.status, 404);
-    let status = send_bearer(app.host.addr, "GET", "/admin/reconcile/acme", ADMIN_TOKEN).await.json();
+    let status = send_bearer(app.host.addr, "GET", "/admin/reconcile/acme", ADMIN_TOKEN)
+        .await
+        .json();
     assert_eq!(status["tenant"], "acme");
     assert_eq!(status["totals"]["missing"], 1);
 }
@@ -585,7 +714,9 @@ async fn concurrent_runs_and_late_webhooks_make_one_effect(store: StoreKind, hos
     let started = Instant::now();
     let first = {
         let addr = subject.host.addr;
-        tokio::spawn(async move { send_bearer(addr, "POST", "/admin/reconcile", ADMIN_TOKEN).await })
+        tokio::spawn(
+            async move { send_bearer(addr, "POST", "/admin/reconcile", ADMIN_TOKEN).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = reconcile(&subject, "").await;
@@ -593,7 +724,10 @@ async fn concurrent_runs_and_late_webhooks_make_one_effect(store: StoreKind, hos
     // The reports come in just as the slow page is answered: they meet the
     // first run recording the same calls.
     tokio::time::sleep(Duration::from_millis(790).saturating_sub(started.elapsed())).await;
-    let reports: Vec<Value> = calls.iter().map(|c| c.events.last().unwrap().0.clone()).collect();
+    let reports: Vec<Value> = calls
+        .iter()
+        .map(|c| c.events.last().unwrap().0.clone())
+        .collect();
     let deliveries: Vec<_> = reports
         .iter()
         .enumerate()
@@ -602,7 +736,14 @@ async fn concurrent_runs_and_late_webhooks_make_one_effect(store: StoreKind, hos
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(i as u64 * 4)).await;
                 let headers = vapi_headers(&bytes);
-                send(addr, "POST", "/webhooks/vapi", &header_refs(&headers), bytes).await
+                send(
+                    addr,
+                    "POST",
+                    "/webhooks/vapi",
+                    &header_refs(&headers),
+                    bytes,
+                )
+                .await
             })
         })
         .collect();
@@ -612,14 +753,22 @@ async fn concurrent_runs_and_late_webhooks_make_one_effect(store: StoreKind, hos
         // A report whose claim the run holds is answered as a concurrent
         // duplicate is (Vapi retries it, and the retry is a duplicate).
         let outcome = match response.status {
-            200 => response.json()["outcome"].as_str().unwrap_or_default().to_string(),
+            200 => response.json()["outcome"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             _ if response.text().contains("being handled") => "in_progress".to_string(),
             _ => panic!("{} {}", response.status, response.text()),
         };
         *outcomes.entry(outcome).or_default() += 1;
     }
     let first = first.await.unwrap();
-    assert_eq!(first.status, 200, "a run that met a delivery in flight: {}", first.text());
+    assert_eq!(
+        first.status,
+        200,
+        "a run that met a delivery in flight: {}",
+        first.text()
+    );
     let run = first.json();
     // Whatever each side met, a later run completes the rest.
     reconcile_until_done(&subject, "").await;
@@ -627,17 +776,27 @@ async fn concurrent_runs_and_late_webhooks_make_one_effect(store: StoreKind, hos
         assert_eq!(deliver(&subject, report).await, "duplicate");
     }
     for call in &calls {
-        assert_eq!(call_rows(&subject.db, &call.id).await, (1, 1, 1), "call {}", call.id);
+        assert_eq!(
+            call_rows(&subject.db, &call.id).await,
+            (1, 1, 1),
+            "call {}",
+            call.id
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut notified = BTreeMap::<String, usize>::new();
     for event in relay.events() {
         if event["event_type"] == "end-of-call-report" {
-            *notified.entry(event["vapi_call_id"].as_str().unwrap().to_string()).or_default() += 1;
+            *notified
+                .entry(event["vapi_call_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     assert_eq!(notified.len(), calls.len());
-    assert!(notified.values().all(|n| *n == 1), "one notification per report: {notified:?}");
+    assert!(
+        notified.values().all(|n| *n == 1),
+        "one notification per report: {notified:?}"
+    );
     figure(&format!(
         "reconcile race {} {}: 12 reports delivered as a run recorded them (webhooks {outcomes:?}; the run {} missing {} up to date {} failed {}), second run 409, rows 12/12 once, notifications 12",
         host.name(),
@@ -655,7 +814,11 @@ fn run_host_ok(args: &[&str], db: &TestDb) {
     let mut all: Vec<&str> = args.to_vec();
     all.extend([flag.as_str(), target.as_str()]);
     let out = run_host(&all);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `vapi-edge-host reconcile` drives the route run after run until it has
@@ -664,11 +827,25 @@ fn run_host_ok(args: &[&str], db: &TestDb) {
 async fn the_host_command_reconciles_until_caught_up() {
     let api = VapiApi::start(API_KEY).await;
     let relay = Relay::start(RelayMode::Ok).await;
-    let app = WebhookApp::start(options(StoreKind::Postgres, HostKind::VapiEdgeHost, Some(&api), &relay)).await;
+    let app = WebhookApp::start(options(
+        StoreKind::Postgres,
+        HostKind::VapiEdgeHost,
+        Some(&api),
+        &relay,
+    ))
+    .await;
     seed(&app.db).await;
     let base = now_ms() - 1_800_000;
     let calls: Vec<TestCall> = (0..14)
-        .map(|n| TestCall::new(Setup::WebInline, n, base + n as i64 * 60_000, true, Lost::All))
+        .map(|n| {
+            TestCall::new(
+                Setup::WebInline,
+                n,
+                base + n as i64 * 60_000,
+                true,
+                Lost::All,
+            )
+        })
         .collect();
     api.state().calls = calls.iter().map(|c| c.listed.clone()).collect();
     let url = format!("http://{}", app.host.addr);
@@ -681,10 +858,17 @@ async fn the_host_command_reconciles_until_caught_up() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let rounds: Vec<Value> = stdout
         .lines()
-        .filter_map(|line| line.split_once(": ").map(|(_, json)| serde_json::from_str(json).unwrap()))
+        .filter_map(|line| {
+            line.split_once(": ")
+                .map(|(_, json)| serde_json::from_str(json).unwrap())
+        })
         .collect();
     assert!(rounds.len() >= 2, "{stdout}");
     assert_eq!(rounds.last().unwrap()["more"], false);

@@ -34,7 +34,7 @@ use crate::tenant;
 use crate::webhook::{self, Context, Mode, Outcome};
 use serde_json::{json, Value};
 use state::Advance;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use vapi_api::{Api, ApiError, ListedCall};
 
 /// The Vapi private API key (a secret; a tenant's own on a tenant's route).
@@ -71,7 +71,9 @@ pub struct Settings {
 impl Settings {
     /// `Ok(None)`: no API key, reconciliation is off. The error names the
     /// variable.
-    pub fn from_variables(get: impl Fn(&str) -> Option<String>) -> Result<Option<Settings>, String> {
+    pub fn from_variables(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Settings>, String> {
         let Some(api_key) = get(API_KEY) else {
             return Ok(None);
         };
@@ -244,8 +246,8 @@ struct Tally {
     /// Calls Vapi listed that could not be read.
     unreadable: u64,
     missing_ids: Vec<String>,
-    ids: HashSet<String>,
-    lines: HashMap<String, Option<String>>,
+    ids: BTreeSet<String>,
+    lines: BTreeMap<String, Option<String>>,
 }
 
 /// `POST`: one run, from where the last stopped.
@@ -267,7 +269,10 @@ async fn run<E: Effects>(effects: &mut E, request: &Request) -> Response {
         Some(text) => match iso_to_ms(&text.replace(' ', "+")) {
             Some(ms) => Some(ms),
             None => {
-                return Response::bad_request("from", "is not an RFC 3339 time such as 2026-12-01T00:00:00Z")
+                return Response::bad_request(
+                    "from",
+                    "is not an RFC 3339 time such as 2026-12-01T00:00:00Z",
+                )
             }
         },
     };
@@ -282,7 +287,10 @@ async fn run<E: Effects>(effects: &mut E, request: &Request) -> Response {
     let mut state = match effects.read_json(&begin).await {
         Ok(Some(text)) => State::from_json(&text),
         Ok(None) => {
-            return Response::error(409, "a reconciliation of this scope is running; try again when it ends")
+            return Response::error(
+                409,
+                "a reconciliation of this scope is running; try again when it ends",
+            )
         }
         Err(_) => return Response::error(503, "database unavailable"),
     };
@@ -396,8 +404,11 @@ async fn reconcile_page<E: Effects>(
             Err(problem) => {
                 tally.unreadable += 1;
                 effects.emit(
-                    &LogLine::new(Level::Warn, "A call Vapi listed cannot be read; passed over")
-                        .field("problem", problem),
+                    &LogLine::new(
+                        Level::Warn,
+                        "A call Vapi listed cannot be read; passed over",
+                    )
+                    .field("problem", problem),
                 );
                 continue;
             }
@@ -420,18 +431,28 @@ async fn reconcile_page<E: Effects>(
     }
     let keys: Vec<Value> = settled
         .iter()
-        .map(|call| json!([call.id, event_key::report_key(&call.id).in_tenant(&scope).as_str()]))
+        .map(|call| {
+            json!([
+                call.id,
+                event_key::report_key(&call.id).in_tenant(&scope).as_str()
+            ])
+        })
         .collect();
     let known = Read::ReconcileKnown {
         calls: Value::Array(keys).to_string(),
         tenant: scope,
     };
-    let known: HashMap<String, (bool, bool)> = match effects.read_json(&known).await {
+    // `[[id, logged, reported], ...]`
+    let known: BTreeMap<String, (bool, bool)> = match effects.read_json(&known).await {
         Ok(text) => text
-            .and_then(|text| serde_json::from_str::<Vec<(String, bool, bool)>>(&text).ok())
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|rows| rows.as_array().cloned())
             .unwrap_or_default()
-            .into_iter()
-            .map(|(id, logged, reported)| (id, (logged, reported)))
+            .iter()
+            .filter_map(|row| {
+                let id = row[0].as_str()?.to_string();
+                Some((id, (row[1] == true, row[2] == true)))
+            })
             .collect(),
         Err(_) => return Err(Stop::Retry(Outcome::DatabaseUnavailable)),
     };
@@ -451,10 +472,13 @@ async fn reconcile_page<E: Effects>(
             Some(id) => match tally.lines.get(id) {
                 Some(number) => number.clone(),
                 None => {
-                    let number = api.line_number(effects, id).await.map_err(|error| match error {
-                        ApiError::OutOfTime => Stop::Budget,
-                        error => Stop::Api(error),
-                    })?;
+                    let number =
+                        api.line_number(effects, id)
+                            .await
+                            .map_err(|error| match error {
+                                ApiError::OutOfTime => Stop::Budget,
+                                error => Stop::Api(error),
+                            })?;
                     tally.lines.insert(id.to_string(), number.clone());
                     number
                 }
@@ -527,9 +551,10 @@ fn log_run(
 ) {
     let (level, msg) = match (stop, saved) {
         (_, Err(_)) => (Level::Error, "Reconciliation not saved"),
-        (stop, _) if stop.is_progress() && tally.missing > 0 => {
-            (Level::Warn, "Reconciliation found calls whose webhooks never came")
-        }
+        (stop, _) if stop.is_progress() && tally.missing > 0 => (
+            Level::Warn,
+            "Reconciliation found calls whose webhooks never came",
+        ),
         (stop, _) if stop.is_progress() => (Level::Info, "Reconciliation ran"),
         (Stop::Api(ApiError::Unauthorized(_) | ApiError::NotAllowed(_)), _) => {
             (Level::Critical, "Reconciliation misconfigured")
@@ -541,8 +566,18 @@ fn log_run(
         line = line.field("tenant", effects.tenant().to_string());
     }
     for key in [
-        "outcome", "pages", "calls_seen", "missing", "updated", "up_to_date", "unfinished",
-        "skipped", "failed", "cursor", "duration_ms", "error",
+        "outcome",
+        "pages",
+        "calls_seen",
+        "missing",
+        "updated",
+        "up_to_date",
+        "unfinished",
+        "skipped",
+        "failed",
+        "cursor",
+        "duration_ms",
+        "error",
     ] {
         if !report[key].is_null() {
             line = line.field(key, report[key].clone());

@@ -14,37 +14,60 @@
 //! that was not over yet, so that call is read again by a later run. A call
 //! that stays unfinished longer than [`MAX_CALL_MS`] no longer holds it.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The longest a call stays unfinished and still holds the cursor (Vapi's
 /// longest call is 12 hours, `maxDurationSeconds` 43200; a call scheduled for
 /// later waits no longer than this either).
 pub const MAX_CALL_MS: i64 = 24 * 3_600_000;
 
-/// One scope's state between runs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One scope's state between runs, kept as JSON (`{"cursor_ms", "window":
+/// {"from_ms", "to_ms", "upper_ms", "pending_ms"}, "last"}`; read and
+/// written by hand, as serde's derives would add to the `.wasm`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
     /// Every call created before this (Unix ms) is reconciled; `None`
     /// before the first window ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor_ms: Option<i64>,
     /// The window being walked, when a run stopped inside one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
     /// The last run's report (what `GET /admin/reconcile` shows).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Value>,
 }
 
 impl State {
     /// The state as saved; an unreadable one starts over (from the lookback).
     pub fn from_json(text: &str) -> State {
-        serde_json::from_str(text).unwrap_or_default()
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return State::default();
+        };
+        let w = &value["window"];
+        let window = match (
+            w["from_ms"].as_i64(),
+            w["to_ms"].as_i64(),
+            w["upper_ms"].as_i64(),
+        ) {
+            (Some(from_ms), Some(to_ms), Some(upper_ms)) => Some(Window {
+                from_ms,
+                to_ms,
+                upper_ms,
+                pending_ms: w["pending_ms"].as_i64(),
+            }),
+            _ => None,
+        };
+        State {
+            cursor_ms: value["cursor_ms"].as_i64(),
+            window,
+            last: Some(value["last"].clone()).filter(|last| !last.is_null()),
+        }
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+        let window = self.window.as_ref().map(|w| {
+            json!({"from_ms": w.from_ms, "to_ms": w.to_ms, "upper_ms": w.upper_ms,
+                   "pending_ms": w.pending_ms})
+        });
+        json!({"cursor_ms": self.cursor_ms, "window": window, "last": self.last}).to_string()
     }
 
     /// Starts over at `from_ms` (an operator's backfill): the window being
@@ -75,14 +98,13 @@ impl State {
 }
 
 /// A window of creation times being walked, page by page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     pub from_ms: i64,
     pub to_ms: i64,
     /// The next page's newest creation time (inclusive).
     pub upper_ms: i64,
     /// The oldest creation time of a call seen not yet over.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_ms: Option<i64>,
 }
 
@@ -124,9 +146,7 @@ impl Window {
                 true => self.upper_ms = newest - 1,
                 false => self.from_ms = newest + 1,
             }
-            return self.check(Advance::SteppedPast {
-                created_ms: newest,
-            });
+            return self.check(Advance::SteppedPast { created_ms: newest });
         }
         match oldest_first {
             false => self.upper_ms = oldest,
@@ -254,6 +274,10 @@ mod tests {
         state.window(5_000, 1_000).upper_ms = 4_500;
         let text = state.to_json();
         assert_eq!(State::from_json(&text), state);
+        state.window.as_mut().unwrap().pending_ms = Some(4_200);
+        state.cursor_ms = Some(3_000);
+        state.last = Some(serde_json::json!({"outcome": "more"}));
+        assert_eq!(State::from_json(&state.to_json()), state);
         assert_eq!(State::from_json("not json"), State::default());
         state.restart_at(42);
         assert_eq!((state.cursor_ms, state.window.is_none()), (Some(42), true));

@@ -75,9 +75,10 @@ mod tests {
 
     /// Vapi's `Call` for the inbound call of example 08, as `GET /call` lists it.
     fn listed_call() -> Value {
-        let report: Value =
-            serde_json::from_slice(&crate::test_support::example("08-inbound-end-of-call-report.json"))
-                .unwrap();
+        let report: Value = serde_json::from_slice(&crate::test_support::example(
+            "08-inbound-end-of-call-report.json",
+        ))
+        .unwrap();
         let message = &report["message"];
         let mut call = message["call"].clone();
         call["status"] = "ended".into();
@@ -102,17 +103,30 @@ mod tests {
         let webhook = record_of(&crate::test_support::example(
             "08-inbound-end-of-call-report.json",
         ));
-        let made = record_of(&report_body(&listed_call(), Some("+14155550142"), 1_800_000_000_000));
-        assert_eq!(made.event_key, webhook.event_key, "the same idempotency key");
+        let made = record_of(&report_body(
+            &listed_call(),
+            Some("+14155550142"),
+            1_800_000_000_000,
+        ));
+        assert_eq!(
+            made.event_key, webhook.event_key,
+            "the same idempotency key"
+        );
         assert_eq!(made.direction, webhook.direction);
-        assert_eq!((&made.from_number, &made.to_number), (&webhook.from_number, &webhook.to_number));
+        assert_eq!(
+            (&made.from_number, &made.to_number),
+            (&webhook.from_number, &webhook.to_number)
+        );
         assert_eq!(made.line_id, webhook.line_id);
         assert_eq!(made.line_e164, webhook.line_e164);
         assert_eq!(made.assistant_id, webhook.assistant_id);
         assert_eq!(made.vapi_org_id, webhook.vapi_org_id);
         assert_eq!(made.status, webhook.status);
         assert_eq!(made.ended_reason, webhook.ended_reason);
-        assert_eq!((made.started_at_ms, made.ended_at_ms), (webhook.started_at_ms, webhook.ended_at_ms));
+        assert_eq!(
+            (made.started_at_ms, made.ended_at_ms),
+            (webhook.started_at_ms, webhook.ended_at_ms)
+        );
         assert_eq!(made.duration_seconds, webhook.duration_seconds);
         assert_eq!(made.cost, webhook.cost);
         assert_eq!(made.summary, webhook.summary);
@@ -131,6 +145,9 @@ mod tests {
         let made = record_of(&report_body(&listed_call(), None, 1_800_000_000_000));
         assert_eq!(made.from_number.as_deref(), Some("+12125550187"));
         assert_eq!(made.to_number, None);
-        assert!(made.line_id.is_some(), "the owner can still be found by the line's id");
+        assert!(
+            made.line_id.is_some(),
+            "the owner can still be found by the line's id"
+        );
     }
 }

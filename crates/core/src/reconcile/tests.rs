@@ -81,15 +81,31 @@ fn the_routes_need_the_admin_token_and_a_valid_setting() {
     let mut anonymous = request("POST", "/admin/reconcile");
     anonymous.headers = Headers::default();
     assert_eq!(answer(&mut fake, &anonymous).0.status, 401);
-    assert_eq!(answer(&mut fake, &request("PUT", "/admin/reconcile")).0.status, 405);
-    assert_eq!(answer(&mut fake, &request("POST", "/admin/reconcile/Bad_Id")).0.status, 404);
-    let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile?from=yesterday"));
+    assert_eq!(
+        answer(&mut fake, &request("PUT", "/admin/reconcile"))
+            .0
+            .status,
+        405
+    );
+    assert_eq!(
+        answer(&mut fake, &request("POST", "/admin/reconcile/Bad_Id"))
+            .0
+            .status,
+        404
+    );
+    let (response, body) = answer(
+        &mut fake,
+        &request("POST", "/admin/reconcile?from=yesterday"),
+    );
     assert_eq!(response.status, 400);
     assert_eq!(body["field"], "from");
     let mut fake = fake.var("reconcile_page_size", "5000");
     let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
     assert_eq!(response.status, 503);
-    assert!(body["error"].as_str().unwrap().contains("reconcile_page_size"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("reconcile_page_size"));
 }
 
 #[test]
@@ -105,11 +121,15 @@ fn a_second_run_while_one_holds_the_lease_is_refused() {
 fn a_wrong_api_key_is_a_clear_error_and_the_run_is_saved() {
     let mut fake = fake();
     fake.dashboard_answers.push_back(Ok(Some("{}".into())));
-    fake.get_answers.push_back(reply(401, &json!({"message": "Invalid Key"})));
+    fake.get_answers
+        .push_back(reply(401, &json!({"message": "Invalid Key"})));
     let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
     assert_eq!(response.status, 502);
     assert_eq!(body["outcome"], "unauthorized");
-    assert!(body["error"].as_str().unwrap().contains("vapi_api_key"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("vapi_api_key"),
+        "{body}"
+    );
     let sent = &fake.posted[0];
     assert!(sent.get && sent.url.starts_with("http://vapi.test/call?createdAtGe="));
     assert!(sent
@@ -134,9 +154,16 @@ fn rate_limits_are_waited_out_then_reported() {
         fake.get_answers.push_back(Ok(limited));
     }
     let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
-    assert_eq!((response.status, body["outcome"].as_str()), (503, Some("rate_limited")));
+    assert_eq!(
+        (response.status, body["outcome"].as_str()),
+        (503, Some("rate_limited"))
+    );
     assert_eq!(body["more"], true);
-    assert_eq!(fake.slept, vec![2_000, 2_000, 2_000], "Retry-After honoured");
+    assert_eq!(
+        fake.slept,
+        vec![2_000, 2_000, 2_000],
+        "Retry-After honoured"
+    );
 
     // A 429 then an answer: the run goes on.
     let mut fake = self::fake();
@@ -144,7 +171,10 @@ fn rate_limits_are_waited_out_then_reported() {
     fake.get_answers.push_back(reply(429, &json!({})));
     fake.get_answers.push_back(reply(200, &json!([])));
     let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
-    assert_eq!((response.status, body["outcome"].as_str()), (200, Some("complete")));
+    assert_eq!(
+        (response.status, body["outcome"].as_str()),
+        (200, Some("complete"))
+    );
     assert_eq!(fake.slept, vec![500]);
 }
 
@@ -164,12 +194,18 @@ fn a_page_records_only_the_calls_the_records_lack() {
     fake.dashboard_answers.push_back(Ok(Some(
         json!([["c-lost", false, false], ["c-done", true, true]]).to_string(),
     )));
-    fake.vars.insert("relay_url", "http://relay.test/events".into());
+    fake.vars
+        .insert("relay_url", "http://relay.test/events".into());
     let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
     assert_eq!(response.status, 200, "{body}");
     assert_eq!(body["outcome"], "complete");
     assert_eq!(
-        (&body["missing"], &body["up_to_date"], &body["unfinished"], &body["calls_seen"]),
+        (
+            &body["missing"],
+            &body["up_to_date"],
+            &body["unfinished"],
+            &body["calls_seen"]
+        ),
         (&json!(1), &json!(1), &json!(2), &json!(4))
     );
     assert_eq!(body["missing_calls"], json!(["c-lost"]));
@@ -201,7 +237,8 @@ fn a_page_records_only_the_calls_the_records_lack() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        fake.lines_with("Reconciliation found calls whose webhooks never came").len(),
+        fake.lines_with("Reconciliation found calls whose webhooks never came")
+            .len(),
         1
     );
 }
@@ -214,13 +251,23 @@ fn a_full_page_asks_for_the_next_with_an_overlapping_bound() {
     fake.dashboard_answers.push_back(Ok(Some("{}".into())));
     fake.get_answers.push_back(reply(
         200,
-        &json!([call("c-2", b, "in-progress", None), call("c-1", a, "in-progress", None)]),
+        &json!([
+            call("c-2", b, "in-progress", None),
+            call("c-1", a, "in-progress", None)
+        ]),
     ));
-    fake.get_answers.push_back(reply(200, &json!([call("c-1", a, "in-progress", None)])));
+    fake.get_answers
+        .push_back(reply(200, &json!([call("c-1", a, "in-progress", None)])));
     let (_, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
-    assert_eq!((body["pages"].as_i64(), body["calls_seen"].as_i64()), (Some(2), Some(2)));
+    assert_eq!(
+        (body["pages"].as_i64(), body["calls_seen"].as_i64()),
+        (Some(2), Some(2))
+    );
     let second = &fake.posted[1].url;
-    assert!(second.contains(&format!("createdAtLe={}", rfc3339(a))), "{second}");
+    assert!(
+        second.contains(&format!("createdAtLe={}", rfc3339(a))),
+        "{second}"
+    );
 }
 
 #[test]
@@ -232,7 +279,12 @@ fn a_call_nothing_here_owns_is_passed_over_not_failed() {
     fake.dashboard_answers.push_back(Ok(Some("{}".into())));
     fake.get_answers.push_back(reply(
         200,
-        &json!([call("c-foreign", now - 600_000, "ended", Some(now - 500_000))]),
+        &json!([call(
+            "c-foreign",
+            now - 600_000,
+            "ended",
+            Some(now - 500_000)
+        )]),
     ));
     fake.dashboard_answers
         .push_back(Ok(Some(json!([["c-foreign", false, false]]).to_string())));
@@ -240,7 +292,10 @@ fn a_call_nothing_here_owns_is_passed_over_not_failed() {
         .push_back(Ok(crate::db::Recorded::OwnerNotFound));
     let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
     assert_eq!(response.status, 200, "{body}");
-    assert_eq!((&body["skipped"], &body["failed"], &body["missing"]), (&json!(1), &json!(0), &json!(0)));
+    assert_eq!(
+        (&body["skipped"], &body["failed"], &body["missing"]),
+        (&json!(1), &json!(0), &json!(0))
+    );
     assert_eq!(fake.record_calls, 1, "no wait for an agent");
     assert!(fake.dead_letters.is_empty(), "nothing to replay");
     assert!(fake.slept.is_empty());
@@ -267,8 +322,13 @@ fn a_run_that_finishes_an_older_window_goes_on_to_the_run_start() {
     fake.get_answers.push_back(reply(200, &json!([])));
     fake.get_answers.push_back(reply(200, &json!([])));
     let (_, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
-    assert_eq!((body["outcome"].as_str(), body["pages"].as_i64()), (Some("complete"), Some(2)));
-    assert!(fake.posted[1].url.contains(&format!("createdAtGe={}", rfc3339(now - 3_600_000))));
+    assert_eq!(
+        (body["outcome"].as_str(), body["pages"].as_i64()),
+        (Some("complete"), Some(2))
+    );
+    assert!(fake.posted[1]
+        .url
+        .contains(&format!("createdAtGe={}", rfc3339(now - 3_600_000))));
     assert_eq!(body["cursor"], rfc3339(now));
 }
 
@@ -280,7 +340,13 @@ fn a_page_too_large_names_the_setting_and_errors_say_whether_to_call_again() {
         .push_back(Err(crate::outbound::OutboundError::TooLarge));
     let (response, body) = answer(&mut fake, &request("POST", "/admin/reconcile"));
     assert_eq!(response.status, 502);
-    assert!(body["error"].as_str().unwrap().contains("reconcile_page_size"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("reconcile_page_size"),
+        "{body}"
+    );
     assert_eq!(body["more"], false, "a setting must change first");
     assert_eq!(fake.posted.len(), 1, "not retried");
 }

@@ -110,7 +110,9 @@ impl ListedCall {
     /// their chance, and Vapi's record of it is final.
     pub fn is_settled(&self, now_ms: i64, settle_ms: i64) -> bool {
         self.status.as_deref() == Some("ended")
-            && self.ended_ms.is_some_and(|ended| ended <= now_ms - settle_ms)
+            && self
+                .ended_ms
+                .is_some_and(|ended| ended <= now_ms - settle_ms)
     }
 
     /// The line's Vapi phone-number id, when the call has one whose number it
@@ -154,9 +156,17 @@ impl Api<'_> {
             // A paginated shape, should the API answer with one.
             Some(Value::Object(mut object)) => match object.remove("results") {
                 Some(Value::Array(items)) => items,
-                _ => return Err(ApiError::Unexpected("GET /call: not a list of calls".into())),
+                _ => {
+                    return Err(ApiError::Unexpected(
+                        "GET /call: not a list of calls".into(),
+                    ))
+                }
             },
-            _ => return Err(ApiError::Unexpected("GET /call: not a list of calls".into())),
+            _ => {
+                return Err(ApiError::Unexpected(
+                    "GET /call: not a list of calls".into(),
+                ))
+            }
         };
         Ok(items.into_iter().map(ListedCall::read).collect())
     }
@@ -281,18 +291,23 @@ mod tests {
         .unwrap();
         assert_eq!(call.created_ms, 1_796_688_000_000);
         assert_eq!(call.ended_ms, Some(1_796_688_060_000));
-        assert!(ListedCall::read(json!({"createdAt": "2026-12-08T00:00:00Z"}))
-            .unwrap_err()
-            .contains("call.id"));
-        assert!(ListedCall::read(json!({"id": "c2", "createdAt": "yesterday"}))
-            .unwrap_err()
-            .contains("createdAt"));
+        assert!(
+            ListedCall::read(json!({"createdAt": "2026-12-08T00:00:00Z"}))
+                .unwrap_err()
+                .contains("call.id")
+        );
+        assert!(
+            ListedCall::read(json!({"id": "c2", "createdAt": "yesterday"}))
+                .unwrap_err()
+                .contains("createdAt")
+        );
     }
 
     #[test]
     fn only_a_call_ended_long_enough_ago_is_settled() {
         let at = |status: &str, ended: Option<&str>| {
-            let mut value = json!({"id": "c", "createdAt": "2026-12-08T00:00:00Z", "status": status});
+            let mut value =
+                json!({"id": "c", "createdAt": "2026-12-08T00:00:00Z", "status": status});
             if let Some(ended) = ended {
                 value["endedAt"] = ended.into();
             }
@@ -305,7 +320,9 @@ mod tests {
         // Ended without an end time: its last update stands in.
         let mut value = json!({"id": "c", "createdAt": "2026-12-08T00:00:00Z", "status": "ended",
             "updatedAt": "2026-12-08T00:01:00Z"});
-        assert!(ListedCall::read(value.clone()).unwrap().is_settled(now, 120_000));
+        assert!(ListedCall::read(value.clone())
+            .unwrap()
+            .is_settled(now, 120_000));
         value["updatedAt"] = Value::Null;
         assert!(!ListedCall::read(value).unwrap().is_settled(now, 120_000));
     }

@@ -11,7 +11,7 @@ use crate::handling::CallRecord;
 use crate::kv::fake::MapStore;
 use crate::kv::{KeyValue, KvError};
 use crate::log::LogLine;
-use crate::outbound::{OutboundError, OutboundRequest, OutboundReply};
+use crate::outbound::{OutboundError, OutboundReply, OutboundRequest};
 use std::collections::{HashMap, VecDeque};
 
 /// The shared secret [`Fake::new`] configures.

@@ -15,7 +15,9 @@ mod vapi;
 mod vapi_api;
 
 pub use vapi_edge_testkit::*;
-pub use {build::*, database::*, host::*, kv::*, logs::*, pg_proxy::*, relay::*, vapi::*, vapi_api::*};
+pub use {
+    build::*, database::*, host::*, kv::*, logs::*, pg_proxy::*, relay::*, vapi::*, vapi_api::*,
+};
 
 /// Tests that measure deadlines, lease windows, concurrency or several hosts
 /// at once on a small machine take this, so that they do not skew each other.

@@ -50,7 +50,9 @@ impl VapiApi {
                     let service = hyper::service::service_fn(
                         move |request: hyper::Request<hyper::body::Incoming>| {
                             let shared = shared.clone();
-                            async move { Ok::<_, std::convert::Infallible>(answer(&shared, request).await) }
+                            async move {
+                                Ok::<_, std::convert::Infallible>(answer(&shared, request).await)
+                            }
                         },
                     );
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -114,10 +116,18 @@ async fn answer(
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let mut wait = None;
         let reply = if !authorised {
-            respond(401, json!({"message": "Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.", "error": "Unauthorized", "statusCode": 401}), None)
+            respond(
+                401,
+                json!({"message": "Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.", "error": "Unauthorized", "statusCode": 401}),
+                None,
+            )
         } else if state.rate_limit_next > 0 {
             state.rate_limit_next -= 1;
-            respond(429, json!({"message": "Too Many Requests", "statusCode": 429}), Some("1"))
+            respond(
+                429,
+                json!({"message": "Too Many Requests", "statusCode": 429}),
+                Some("1"),
+            )
         } else if request.method() != hyper::Method::GET {
             respond(405, json!({}), None)
         } else if path == "/call" {
@@ -130,11 +140,23 @@ async fn answer(
             respond(200, Value::Array(list(&state.calls, query)), None)
         } else if let Some(id) = path.strip_prefix("/phone-number/") {
             match state.lines.get(id) {
-                Some(number) => respond(200, json!({"id": id, "number": number, "provider": "twilio"}), None),
-                None => respond(404, json!({"message": "Not Found", "statusCode": 404}), None),
+                Some(number) => respond(
+                    200,
+                    json!({"id": id, "number": number, "provider": "twilio"}),
+                    None,
+                ),
+                None => respond(
+                    404,
+                    json!({"message": "Not Found", "statusCode": 404}),
+                    None,
+                ),
             }
         } else {
-            respond(404, json!({"message": "Not Found", "statusCode": 404}), None)
+            respond(
+                404,
+                json!({"message": "Not Found", "statusCode": 404}),
+                None,
+            )
         };
         (reply, wait)
     };
@@ -152,7 +174,11 @@ fn list(calls: &[Value], query: &str) -> Vec<Value> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_string(), vapi_edge_core::http::percent_decode(v)))
         .collect();
-    let bound = |name: &str| params.get(name).and_then(|v| vapi_edge_core::json::iso_to_ms(v));
+    let bound = |name: &str| {
+        params
+            .get(name)
+            .and_then(|v| vapi_edge_core::json::iso_to_ms(v))
+    };
     let created = |call: &Value| {
         vapi_edge_core::json::iso_to_ms(call["createdAt"].as_str().unwrap_or_default()).unwrap_or(0)
     };
