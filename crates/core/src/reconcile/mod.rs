@@ -159,7 +159,11 @@ async fn status<E: Effects>(effects: &mut E) -> Response {
         &json!({
             "tenant": effects.tenant(),
             "enabled": matches!(enabled, Ok(Some(_))),
-            "problem": enabled.err(),
+            "problem": match enabled {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(format!("{API_KEY} is not set")),
+                Err(problem) => Some(problem),
+            },
             "running": row["running"].as_bool().unwrap_or(false),
             "last_run_at": at("last_run_ms"),
             "last_success_at": at("last_success_ms"),
@@ -203,9 +207,7 @@ impl Stop {
             Stop::Complete | Stop::Budget | Stop::Retry(Outcome::InProgress)
         )
     }
-}
 
-impl Stop {
     fn outcome(&self) -> &'static str {
         match self {
             Stop::Complete => "complete",
@@ -240,7 +242,8 @@ struct Tally {
     up_to_date: u64,
     /// Not over yet (or not for long enough): left for a later run.
     unfinished: u64,
-    /// Outside the rollout, another tenant's, or not a call this version records.
+    /// Outside the rollout, another tenant's, owned by nothing here (another
+    /// application's), or not a call this version records.
     skipped: u64,
     failed: u64,
     /// Calls Vapi listed that could not be read.

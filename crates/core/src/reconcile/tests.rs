@@ -73,6 +73,7 @@ fn without_an_api_key_reconciliation_is_off() {
     assert!(fake.posted.is_empty() && fake.dashboard_reads.is_empty());
     let (response, body) = answer(&mut fake, &request("GET", "/admin/reconcile"));
     assert_eq!((response.status, &body["enabled"]), (200, &json!(false)));
+    assert_eq!(body["problem"], "vapi_api_key is not set");
 }
 
 #[test]
