@@ -7,7 +7,8 @@
 #   SPIN=0 FLOOR=0 bash bench/run.sh   # without the Spin runs and the PostgreSQL floor
 #   BIN_DIR=/saved/build bash bench/run.sh   # compare saved builds: no build step
 #   HOST_ARGS="--instance-pool 0" bash bench/run.sh   # extra flags for `vapi-edge-host up`
-#   TENANT=acme NATIVE=0 bash bench/run.sh   # to a tenant's URL, /webhooks/vapi/acme
+#   TENANT=acme NATIVE=0 PEER=0 bash bench/run.sh   # to a tenant's URL, /webhooks/vapi/acme
+#   PEER=0 bash bench/run.sh        # without the Node peer
 #
 # With TENANT, the run creates that tenant (`vapi-edge-host tenant set`, its
 # HMAC secret sealed with a fresh tenant_secrets_key), seeds the agent in its
@@ -40,6 +41,14 @@
 # for throughput, p50 and p99; exits non-zero when any run had an error or a
 # failed database check.
 #
+# Then (unless PEER=0) the Node peer (bench/node-peer/server.js: the seed's
+# TypeScript webhook handler as a Node 20 / Express / Zod / pg / redis service,
+# one process, a pool of 16; its packages installed with `npm ci` on first
+# use), against the same database and Redis, the same runs. Every run prints
+# the machine's CPU per request (every core's busy time from /proc/stat over
+# the run, divided by requests: server, PostgreSQL, Redis, the driver and the
+# rest together), and the summary sets each server beside the peer.
+#
 # Then (unless SPIN=0) the same .wasm under the real Spin CLI, when one is
 # found: SPIN_BIN, else ../shared/bin/spin beside the repository, else spin on
 # PATH; same manifest, variables, Redis and database, the same runs, and the
@@ -70,6 +79,7 @@ warmup=${WARMUP:-200}
 native=${NATIVE:-1}
 use_spin=${SPIN:-1}
 floor=${FLOOR:-1}
+peer=${PEER:-1}
 floor_s=${FLOOR_S:-10}
 tenant=${TENANT:-}
 pg_admin=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
@@ -80,6 +90,8 @@ redis_url='redis://127.0.0.1:6379'
 [[ $native == 0 || $native == 1 ]] || die "NATIVE must be 0 or 1, not '${native}'"
 [[ $use_spin == 0 || $use_spin == 1 ]] || die "SPIN must be 0 or 1, not '${use_spin}'"
 [[ $floor == 0 || $floor == 1 ]] || die "FLOOR must be 0 or 1, not '${floor}'"
+[[ $peer == 0 || $peer == 1 ]] || die "PEER must be 0 or 1, not '${peer}'"
+[[ -z $tenant || $peer == 0 ]] || die "TENANT needs PEER=0: the Node peer has no tenants"
 [[ -z $tenant || $tenant =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "TENANT must be a tenant id, not '${tenant}'"
 [[ -z $tenant || $native == 0 ]] || die "TENANT needs NATIVE=0: the native baseline has no tenants"
 spin_bin=''
@@ -92,6 +104,15 @@ for c in "${concurrency_list[@]}"; do
     [[ $c =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY must list positive integers, not '${c}'"
 done
 command -v psql >/dev/null 2>&1 || die "psql is not installed"
+if ((peer)); then
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
+        die "the Node peer needs node and npm (Node.js 20+); PEER=0 leaves it out"
+    if [[ ! -d bench/node-peer/node_modules ]]; then
+        say "installing the Node peer's packages: npm ci (bench/node-peer)"
+        (cd bench/node-peer && npm ci --no-audit --no-fund --loglevel=error) ||
+            die "npm ci failed in bench/node-peer"
+    fi
+fi
 
 # Microseconds since the epoch, without forking (any locale's decimal mark).
 now_us() {
@@ -342,6 +363,23 @@ if ((native)); then
     stop_server "$native_pid" "$native_drain_pid"
 fi
 
+# --- (b2) the Node peer: the seed's handler in Node ------------------------------
+if ((peer)); then
+    echo
+    start_server node env -i "${server_env[@]}" HOME="${HOME:-/root}" \
+        PG_URL="$pg_url" REDIS_URL="$redis_url" HMAC_SECRET="$hmac_secret" \
+        LISTEN=127.0.0.1:0 NODE_ENV=production \
+        node "${root}/bench/node-peer/server.js"
+    node_pid=$server_pid
+    node_drain_pid=$server_drain_pid
+    node_addr=$server_addr
+    node_startup_ms=$server_startup_ms
+    say "Node peer ($(node --version)) serving on http://${node_addr} (pid ${node_pid}), ${node_startup_ms} ms after its start"
+    run_all node "$node_addr" "$node_pid" node
+    node_rss=$(peak_rss "$node_pid")
+    stop_server "$node_pid" "$node_drain_pid"
+fi
+
 # --- (c) the same .wasm under the real Spin CLI -----------------------------------
 if [[ -n $spin_bin ]]; then
     echo
@@ -386,6 +424,9 @@ say "  host start-up: ${startup_ms} ms (component compile ${compile_ms:-?} ms); 
 if ((native)); then
     say "  native baseline start-up: ${native_startup_ms} ms; peak RSS ${native_rss:-?}"
 fi
+if [[ -n ${node_rss:-} ]]; then
+    say "  Node peer start-up: ${node_startup_ms} ms; peak RSS ${node_rss}"
+fi
 if [[ -n ${spin_rss:-} ]]; then
     say "  Spin (\`spin trigger http\`): peak RSS ${spin_rss}"
 fi
@@ -400,10 +441,11 @@ for row in "${rows[@]}"; do
 done
 
 echo
-say "CPU per request, µs, over the measured requests (user + system, from /proc; 10 ms ticks):"
-cpu_format='%-7s %-9s %5s %9s %9s %9s %9s %9s\n'
+say "CPU per request, µs, over the measured requests (user + system, from /proc; 10 ms ticks;"
+say "machine: every core's busy time from /proc/stat, which also holds what the split misses):"
+cpu_format='%-7s %-9s %5s %9s %9s %9s %9s %9s %9s\n'
 # shellcheck disable=SC2059 # the format is a variable on purpose
-printf "$cpu_format" server mode conc server postgres redis driver total
+printf "$cpu_format" server mode conc server postgres redis driver total machine
 for key in "${!results[@]}"; do
     printf '%s\n' "$key"
 done | sort -k1,1r -k3,3n -k2,2r | while read -r server mode c; do
@@ -415,7 +457,7 @@ done | sort -k1,1r -k3,3n -k2,2r | while read -r server mode c; do
     total=$(awk -v a="${cells[0]}" -v b="${cells[1]}" -v c="${cells[2]}" -v d="${cells[3]}" \
         'BEGIN { if (a b c d ~ /\?/) print "?"; else printf "%.1f", a + b + c + d }')
     # shellcheck disable=SC2059 # the format is a variable on purpose
-    printf "$cpu_format" "$server" "$mode" "$c" "${cells[@]}" "$total"
+    printf "$cpu_format" "$server" "$mode" "$c" "${cells[@]}" "$total" "$(json_field "$json" cpu_us_machine)"
 done
 
 echo
@@ -456,6 +498,27 @@ if ((native)); then
         done
     done
 fi
+if ((peer)); then
+    echo
+    say "beside the Node peer: each server's req/s and machine CPU per request / the peer's"
+    say "(req/s above 1 and CPU below 1: the server does better than the peer)"
+    peer_format='%-9s %5s %9s %9s %11s %11s %11s %11s\n'
+    # shellcheck disable=SC2059 # the format is a variable on purpose
+    printf "$peer_format" mode conc 'node r/s' 'node cpu' 'wasm r/s x' 'wasm cpu x' 'nat. r/s x' 'nat. cpu x'
+    for c in "${concurrency_list[@]}"; do
+        for mode in unique duplicate; do
+            node_json=${results["node ${mode} ${c}"]:-}
+            line=("$mode" "$c" "$(json_field "$node_json" throughput_rps)" "$(json_field "$node_json" cpu_us_machine)")
+            for server in wasm native; do
+                json=${results["${server} ${mode} ${c}"]:-}
+                line+=("$(ratio "$(json_field "$json" throughput_rps)" "$(json_field "$node_json" throughput_rps)")")
+                line+=("$(ratio "$(json_field "$json" cpu_us_machine)" "$(json_field "$node_json" cpu_us_machine)")")
+            done
+            # shellcheck disable=SC2059 # the format is a variable on purpose
+            printf "$peer_format" "${line[@]}"
+        done
+    done
+fi
 if [[ -n $spin_bin ]]; then
     echo
     say "Spin: ratio Spin / vapi-edge-host, same .wasm (req/s below 1: Spin is slower)"
@@ -482,13 +545,13 @@ if ((floor)); then
     echo
     say "PostgreSQL floor: unique-event req/s of each server / the floor's tx/s"
     # shellcheck disable=SC2059 # the format is a variable on purpose
-    printf '%5s %9s %9s %9s %9s\n' conc 'floor/s' wasm native spin
+    printf '%5s %9s %9s %9s %9s %9s\n' conc 'floor/s' wasm native node spin
     for c in "${concurrency_list[@]}"; do
         cells=()
-        for server in wasm native spin; do
+        for server in wasm native node spin; do
             cells+=("$(ratio "$(json_field "${results["${server} unique ${c}"]:-}" throughput_rps)" "${floors[$c]:-?}")")
         done
-        printf '%5s %9s %9s %9s %9s\n' "$c" "${floors[$c]:-?}" "${cells[@]}"
+        printf '%5s %9s %9s %9s %9s %9s\n' "$c" "${floors[$c]:-?}" "${cells[@]}"
     done
 fi
 

@@ -809,6 +809,11 @@ async fn run(options: Options) -> Result<bool> {
         for (name, ticks) in split {
             cpu_fields.insert(format!("cpu_us_{name}"), per_request(ticks).into());
         }
+        println!(
+            "machine cpu µs per request: {:.1} (every core's busy time, /proc/stat)",
+            per_request(used.machine)
+        );
+        cpu_fields.insert("cpu_us_machine".into(), per_request(used.machine).into());
     }
     let mut summary = serde_json::json!({
         "mode": options.mode.name(),
@@ -829,13 +834,16 @@ async fn run(options: Options) -> Result<bool> {
 }
 
 /// CPU time (user + system, in clock ticks) used so far by the server, every
-/// PostgreSQL and Redis process, and this driver: where the cores went.
+/// PostgreSQL and Redis process, and this driver: where the cores went; and
+/// the whole machine's busy time (`/proc/stat`), which also holds what the
+/// split misses (a PostgreSQL backend that exited, the kernel's own work).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct CpuSplit {
     server: u64,
     postgres: u64,
     redis: u64,
     driver: u64,
+    machine: u64,
 }
 
 impl CpuSplit {
@@ -844,6 +852,10 @@ impl CpuSplit {
             server: process_ticks(&format!("/proc/{server_pid}/stat"))
                 .map_or(0, |(_, ticks)| ticks),
             driver: process_ticks("/proc/self/stat").map_or(0, |(_, ticks)| ticks),
+            machine: std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|stat| machine_busy_ticks(&stat))
+                .unwrap_or(0),
             ..CpuSplit::default()
         };
         let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -874,8 +886,23 @@ impl CpuSplit {
             postgres: self.postgres.saturating_sub(earlier.postgres),
             redis: self.redis.saturating_sub(earlier.redis),
             driver: self.driver.saturating_sub(earlier.driver),
+            machine: self.machine.saturating_sub(earlier.machine),
         }
     }
+}
+
+/// Busy ticks of every core from `/proc/stat`'s `cpu` line: user, nice,
+/// system, irq, softirq and steal (not idle, not iowait; guest time is
+/// already in user).
+fn machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
 }
 
 /// (command, utime + stime) from a `/proc/PID/stat` line.
@@ -902,6 +929,13 @@ fn clock_ticks_per_second() -> f64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_machine_line_gives_busy_ticks_without_idle_and_iowait() {
+        let stat = "cpu  100 2 30 5000 40 6 7 8 0 0\ncpu0 50 1 15 2500 20 3 3 4 0 0\n";
+        assert_eq!(super::machine_busy_ticks(stat), Some(100 + 2 + 30 + 6 + 7 + 8));
+        assert_eq!(super::machine_busy_ticks("intr 1 2 3\n"), None);
+    }
 
     #[test]
     fn stat_lines_give_the_command_and_its_cpu_ticks() {
