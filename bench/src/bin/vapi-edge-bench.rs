@@ -933,7 +933,10 @@ mod tests {
     #[test]
     fn the_machine_line_gives_busy_ticks_without_idle_and_iowait() {
         let stat = "cpu  100 2 30 5000 40 6 7 8 0 0\ncpu0 50 1 15 2500 20 3 3 4 0 0\n";
-        assert_eq!(super::machine_busy_ticks(stat), Some(100 + 2 + 30 + 6 + 7 + 8));
+        assert_eq!(
+            super::machine_busy_ticks(stat),
+            Some(100 + 2 + 30 + 6 + 7 + 8)
+        );
         assert_eq!(super::machine_busy_ticks("intr 1 2 3\n"), None);
     }
 

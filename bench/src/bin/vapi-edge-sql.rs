@@ -29,6 +29,8 @@ const EXECUTED: &[RowQuery] = &[RowQuery {
         "200",
         "3.5",
         "NULL",
+        // The tenant ('' for the single-tenant route; migration 0008).
+        "''",
     ],
 }];
 
@@ -75,4 +77,19 @@ fn main() {
         .map(|(i, default)| cli.literals.get(i).map_or(*default, String::as_str))
         .collect();
     println!("{};", query.with_literals(&literals));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parameter without a literal would reach pgbench as `$n` and fail
+    /// there (bench/pg_floor.sh), far from the statement that gained it.
+    #[test]
+    fn every_statement_prints_with_a_literal_for_each_parameter() {
+        for query in ROW_QUERIES.iter().chain(EXECUTED) {
+            let printed = query.with_not_found_literals();
+            assert!(!printed.contains('$'), "{}: {printed}", query.name);
+        }
+    }
 }
