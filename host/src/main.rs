@@ -896,9 +896,7 @@ async fn drive(
             return Ok(());
         }
         // A query (a restart) applies to the first round only.
-        if let Some(query_at) = path.find('?') {
-            uri = format!("{}{}", base.trim_end_matches('/'), &path[..query_at]).parse()?;
-        }
+        uri = format!("{}{route}", base.trim_end_matches('/')).parse()?;
     }
     Ok(())
 }

@@ -153,7 +153,7 @@ async fn status<E: Effects>(effects: &mut E) -> Response {
     };
     let row = rows.get(0).cloned().unwrap_or(Value::Null);
     let at = |key: &str| row[key].as_i64().map(rfc3339);
-    let state = State::from_json(&row["state"].to_string());
+    let state = State::from_value(&row["state"]);
     Response::json(
         200,
         &json!({

@@ -38,9 +38,12 @@ pub struct State {
 impl State {
     /// The state as saved; an unreadable one starts over (from the lookback).
     pub fn from_json(text: &str) -> State {
-        let Ok(value) = serde_json::from_str::<Value>(text) else {
-            return State::default();
-        };
+        serde_json::from_str::<Value>(text)
+            .map_or_else(|_| State::default(), |v| Self::from_value(&v))
+    }
+
+    /// The state from its JSON value (as a status statement returns it).
+    pub fn from_value(value: &Value) -> State {
         let w = &value["window"];
         let window = match (
             w["from_ms"].as_i64(),
